@@ -1,0 +1,245 @@
+"""Index a folder of videos: which files are usable, and their frames, fps and size.
+
+A scan walks the folder recursively for video files (mp4, avi, mkv, webm, mov, m4v) and frame
+folders (a folder holding images, DAVIS / JHMDB style), probes each one, and writes a manifest
+into a cache folder (never into the data folder, which may be read-only). The next scan reuses every
+entry whose file size and modification time are unchanged, so a second start costs a ``stat`` per
+file. Unusable files (unreadable, no frames, shorter than the sampler's window) are reported in one
+summary line and left out; they never stop a scan.
+
+Folders named ``Annotations`` are skipped: in the DAVIS layout they hold label masks, not video.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from vidssl.data.backends import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoReadError, list_frame_files
+
+MANIFEST_VERSION = 1
+SKIP_FOLDERS = frozenset({"Annotations", "__MACOSX"})
+FRAME_FOLDER_FPS = 30.0  # frame folders carry no rate; DAVIS and JHMDB are 24 / 30 fps
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """One usable video. ``path`` is absolute; ``is_frames`` marks a frame folder."""
+
+    path: str
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+    is_frames: bool = False
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+
+@dataclass
+class VideoIndex:
+    """The usable videos of a folder, plus what was left out and why."""
+
+    root: Path
+    videos: list[VideoInfo]
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    too_short: list[str] = field(default_factory=list)
+    min_frames: int = 1
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    @property
+    def total_frames(self) -> int:
+        return sum(v.num_frames for v in self.videos)
+
+    def summary(self) -> str:
+        """One line: what is usable and, if anything was skipped, how many and the first names."""
+        line = f"{len(self.videos)} videos ({self.total_frames:,} frames) in {self.root}"
+        skipped = []
+        if self.unreadable:
+            names = ", ".join(f"{Path(p).name} ({why})" for p, why in self.unreadable[:3])
+            more = " ..." if len(self.unreadable) > 3 else ""
+            skipped.append(f"{len(self.unreadable)} unreadable: {names}{more}")
+        if self.too_short:
+            names = ", ".join(Path(p).name for p in self.too_short[:3])
+            more = " ..." if len(self.too_short) > 3 else ""
+            skipped.append(f"{len(self.too_short)} shorter than {self.min_frames} frames: {names}{more}")
+        return line + ("; skipped " + "; ".join(skipped) if skipped else "")
+
+
+def default_cache_dir() -> Path:
+    """``$VIDSSL_CACHE_DIR``, else ``$XDG_CACHE_HOME/vidssl``, else ``~/.cache/vidssl``."""
+    if "VIDSSL_CACHE_DIR" in os.environ:
+        return Path(os.environ["VIDSSL_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vidssl"
+
+
+def find_videos(root: Path) -> list[Path]:
+    """Video files and frame folders below ``root`` (sorted); ``root`` itself may be either."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    found = []
+    for folder, subdirs, files in os.walk(root, followlinks=True):
+        subdirs[:] = sorted(d for d in subdirs if d not in SKIP_FOLDERS and not d.startswith("."))
+        here = Path(folder)
+        found += [here / f for f in files if Path(f).suffix.lower() in VIDEO_EXTENSIONS]
+        if any(Path(f).suffix.lower() in IMAGE_EXTENSIONS for f in files):
+            found.append(here)
+    return sorted(found)
+
+
+def _signature(path: Path) -> list[int]:
+    """What must be unchanged for a cached probe to stay valid."""
+    st = path.stat()
+    if path.is_dir():  # a folder's mtime changes when frames are added or removed
+        return [st.st_mtime_ns, len(os.listdir(path))]
+    return [st.st_mtime_ns, st.st_size]
+
+
+def probe(path: Path) -> VideoInfo:
+    """Frames, fps and size of a video file (PyAV) or frame folder; decodes the first frame to
+    check the file is readable.
+
+    Raises:
+        VideoReadError: naming the file and what is wrong with it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        from PIL import Image
+
+        files = list_frame_files(path)
+        if not files:
+            raise VideoReadError(path, "no images")
+        try:
+            with Image.open(files[0]) as im:
+                width, height = im.size
+        except OSError as err:
+            raise VideoReadError(files[0], f"unreadable image ({err})") from err
+        return VideoInfo(str(path.resolve()), len(files), FRAME_FOLDER_FPS, height, width, is_frames=True)
+
+    import av
+
+    if path.stat().st_size == 0:
+        raise VideoReadError(path, "empty file")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoReadError(path, "no video stream")
+            stream = container.streams.video[0]
+            num_frames = stream.frames or sum(1 for p in container.demux(stream) if p.pts is not None)
+            rate = stream.average_rate or stream.guessed_rate
+            if num_frames:
+                container.seek(0)
+                next(container.decode(stream))  # the first frame must decode
+    except (av.FFmpegError, StopIteration, UnicodeDecodeError) as err:
+        raise VideoReadError(path, f"unreadable ({type(err).__name__}: {err})".replace("\n", " ")) from err
+    if not num_frames:
+        raise VideoReadError(path, "no frames")
+    return VideoInfo(str(path.resolve()), int(num_frames), float(rate or 0.0), stream.height, stream.width)
+
+
+def _manifest_path(root: Path, cache_dir: Path) -> Path:
+    key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
+    return cache_dir / f"index-{root.resolve().name}-{key}.json"
+
+
+def _write_json_atomic(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def _probe_entry(path: Path) -> dict:
+    try:
+        return {"info": asdict(probe(path))}
+    except VideoReadError as err:
+        return {"error": err.reason}
+    except OSError as err:  # permission denied, vanished while scanning
+        return {"error": str(err)}
+
+
+def scan(
+    root: str | Path,
+    *,
+    min_frames: int = 1,
+    cache_dir: Path | None = None,
+    refresh: bool = False,
+    workers: int = 4,
+    progress: bool = True,
+) -> VideoIndex:
+    """Index every video below ``root``; reuse the cached manifest for unchanged files.
+
+    Args:
+        root: a folder (searched recursively), a single video file or a frame folder.
+        min_frames: videos with fewer frames are left out and counted in the summary.
+        cache_dir: where the manifest lives (default :func:`default_cache_dir`).
+        refresh: ignore the manifest and probe everything again.
+        workers: probing threads (FFmpeg releases the GIL while it reads).
+    """
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such file or folder")
+    manifest_file = _manifest_path(root, cache_dir or default_cache_dir())
+    cached: dict = {}
+    if not refresh and manifest_file.exists():
+        try:
+            data = json.loads(manifest_file.read_text())
+            if data.get("version") == MANIFEST_VERSION:
+                cached = data["entries"]
+        except (json.JSONDecodeError, KeyError):
+            cached = {}  # a damaged cache is only a cache: probe again
+
+    paths = find_videos(root)
+    entries: dict[str, dict] = {}
+    todo: list[tuple[str, Path, list[int]]] = []
+    for path in paths:
+        key = str(path.resolve())
+        try:
+            sig = _signature(path)
+        except OSError as err:
+            entries[key] = {"sig": [], "error": str(err)}
+            continue
+        if key in cached and cached[key].get("sig") == sig:
+            entries[key] = cached[key]
+        else:
+            todo.append((key, path, sig))
+
+    if todo:
+        bar = tqdm(total=len(todo), desc=f"indexing {root.name}", unit="video", disable=not progress, leave=False)
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            for (key, _, sig), entry in zip(todo, pool.map(lambda t: _probe_entry(t[1]), todo)):
+                entries[key] = {"sig": sig, **entry}
+                bar.update()
+        bar.close()
+        _write_json_atomic(manifest_file, {"version": MANIFEST_VERSION, "root": str(root.resolve()), "entries": entries})
+
+    return _build_index(root, entries, min_frames)
+
+
+def _build_index(root: Path, entries: dict[str, dict], min_frames: int) -> VideoIndex:
+    videos, unreadable, too_short = [], [], []
+    for key in sorted(entries):
+        entry = entries[key]
+        if "error" in entry:
+            unreadable.append((key, entry["error"]))
+            continue
+        info = VideoInfo(**entry["info"])
+        if info.num_frames >= min_frames:
+            videos.append(info)
+        else:
+            too_short.append(key)
+    return VideoIndex(root, videos, unreadable, too_short, min_frames)
+
