@@ -42,12 +42,16 @@ def _parse_literal(text: str) -> Any:
         return None
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError):  # TypeError: e.g. {[1]: 2}, an unhashable key
         return text  # bare words and paths are strings
 
 
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    """Coerce a parsed value to a (possibly Optional / Union) annotation, or raise ConfigError."""
+def _coerce(key: str, value: Any, annotation: Any, raw: str | None = None) -> Any:
+    """Coerce a parsed value to a (possibly Optional / Union) annotation, or raise ConfigError.
+
+    ``raw`` is the text as typed: str and Path fields keep it verbatim when it parsed as something
+    else, so ``out=1.10`` is the folder "1.10" (not "1.1") and ``name=on`` stays "on" (not "True").
+    """
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(annotation)
@@ -58,7 +62,7 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(key, value, arg)
+                return _coerce(key, value, arg, raw)
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0] if errors else f"{key}: cannot parse {value!r}")
@@ -93,10 +97,9 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={value!r}: expected a number")
         return float(value)
-    if annotation is str:
-        return value if isinstance(value, str) else str(value)
-    if annotation is Path:
-        return Path(str(value))
+    if annotation in (str, Path):
+        text = value if isinstance(value, str) else raw.strip() if raw is not None else str(value)
+        return Path(text) if annotation is Path else text
     return value
 
 
@@ -133,7 +136,7 @@ def parse_overrides(cls: type[C], pairs: list[str], *, base: C | None = None) ->
             close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
             hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
             raise ConfigError(f"unknown key '{key}'{hint}")
-        values[key] = _coerce(key, _parse_literal(raw), hints[key])
+        values[key] = _coerce(key, _parse_literal(raw), hints[key], raw)
     if base is not None:
         return dataclasses.replace(base, **values)  # type: ignore[type-var]
     return cls(**values)

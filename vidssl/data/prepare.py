@@ -64,14 +64,14 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> PrepareResult:
     start = time.perf_counter()
     bar = tqdm(index.videos, desc="prepare", unit="video", disable=not progress)
     for info in bar:
-        dst = _output_path(Path(info.path), root, out, cfg.format)
-        if dst.exists():
-            skipped += 1
-            continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
         try:
+            dst = _output_path(Path(info.path), root, out, cfg.format)
+            if dst.exists():
+                skipped += 1
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
             # H.264 in yuv420p needs even sides.
-            height, width = (2 * round(n / 2) for n in output_size(info.height, info.width, cfg.size))
+            height, width = (max(2, 2 * round(n / 2)) for n in output_size(info.height, info.width, cfg.size))
             reader = open_video(info.path, size=(height, width))
             chunks = (
                 reader.get_frames(range(i, min(i + cfg.chunk, reader.num_frames)))

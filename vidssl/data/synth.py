@@ -53,6 +53,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from vidssl.config import option
 from vidssl.data.video_writer import write_frame_folder, write_video
 
 CLASSES = ("disc", "square", "triangle", "star", "cross")
@@ -65,15 +66,16 @@ NUM_KEYPOINTS = 5
 class SynthConfig:
     """How to make a synthetic dataset; ``synth.json`` records it next to the data."""
 
-    num_videos: int = 8
-    num_frames: int = 48
-    height: int = 240  # even, as H.264 yuv420p needs
-    width: int = 320  # even
-    fps: float = 24.0
-    num_objects: int = 3  # at most this many per video; each video draws 2..num_objects
-    seed: int = 0  # video i is drawn from a generator seeded with (seed, i)
-    keyint: int = 8  # mp4 GOP size: a keyframe every keyint frames, for fast random access
-    jpeg_quality: int = 95  # for the DAVIS-layout JPEG frames
+    out: str = option("runs/synth", "output folder (videos/, davis/, annotations/, synth.json)")
+    num_videos: int = option(8, "number of videos")
+    num_frames: int = option(48, "frames per video")
+    height: int = option(240, "frame height (even, as H.264 yuv420p needs)")
+    width: int = option(320, "frame width (even)")
+    fps: float = option(24.0, "frame rate")
+    num_objects: int = option(3, "at most this many objects per video; each video draws 2..num_objects")
+    seed: int = option(0, "video i is drawn from a generator seeded with (seed, i)")
+    keyint: int = option(8, "mp4 keyframe interval (frames): short GOPs make random access fast")
+    jpeg_quality: int = option(95, "quality of the DAVIS-layout JPEG frames")
 
     def __post_init__(self) -> None:
         if self.height % 2 or self.width % 2 or self.height < 16 or self.width < 16:
