@@ -123,7 +123,7 @@ class VideoFrameDataset(Dataset):
         self.epoch = 0
         self.readers = ReaderCache(backend=backend, size=size, capacity=reader_cache)
         self.excluded: set[int] = set()
-        self._order: torch.Tensor | None = None
+        self._order: tuple[int, torch.Tensor] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose samples ``__getitem__`` returns."""
@@ -134,10 +134,12 @@ class VideoFrameDataset(Dataset):
         return self.samples_per_epoch
 
     def _video_for(self, index: int) -> int:
-        if self._order is None:
-            g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -1))
-            self._order = torch.randperm(len(self.videos), generator=g)
-        return int(self._order[index % len(self.videos)])
+        """Videos in a fresh random order for every block of len(videos) samples."""
+        block, offset = divmod(index, len(self.videos))
+        if self._order is None or self._order[0] != block:
+            g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -1 - block))
+            self._order = (block, torch.randperm(len(self.videos), generator=g))
+        return int(self._order[1][offset])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index))
