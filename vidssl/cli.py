@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from vidssl.config import ConfigError, fields_help, option, parse_overrides
 
@@ -58,6 +58,43 @@ def _run_prepare(cfg: Any) -> int:
     return 0
 
 
+def _run_train(cfg: Any) -> int:
+    from vidssl.engine.trainer import train
+
+    out = train(cfg)
+    print(f"run folder: {out}")
+    return 0
+
+
+def _train_config() -> type:
+    from vidssl.engine.trainer import TrainConfig
+
+    return TrainConfig
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    run: str = option("", "run folder or checkpoint file (from vidssl train)")
+    out: str = option("encoder.safetensors", "output file")
+    format: Literal["safetensors", "torchvision", "onnx"] = option(
+        "safetensors", "safetensors (vidssl.load_encoder) | torchvision (state_dict for torchvision.models) | onnx"
+    )
+    image_size: int = option(224, "example input size traced for onnx")
+
+
+def _run_export(cfg: ExportConfig) -> int:
+    from pathlib import Path
+
+    from vidssl.engine.checkpoint import encoder_from_checkpoint
+    from vidssl.export import save_encoder
+
+    if not cfg.run:
+        raise ConfigError("export needs a run folder or checkpoint: vidssl export RUN out=FILE")
+    path = save_encoder(encoder_from_checkpoint(Path(cfg.run)), Path(cfg.out), format=cfg.format, image_size=cfg.image_size)
+    print(f"wrote {path}")
+    return 0
+
+
 @dataclass(frozen=True)
 class Command:
     summary: str
@@ -82,6 +119,8 @@ COMMANDS: dict[str, Command] = {
     "synth": Command("write synthetic videos with masks, keypoints and boxes", _synth_config, _run_synth),
     "index": Command("index a folder of videos and print what is usable", lambda: IndexConfig, _run_index, "data"),
     "prepare": Command("re-encode a video folder for fast random access", _prepare_config, _run_prepare, "data"),
+    "export": Command("write a trained encoder alone (safetensors, torchvision, onnx)", lambda: ExportConfig, _run_export, "run"),
+    "train": Command("train an encoder with a self-supervised method", _train_config, _run_train, "data"),
 }
 
 

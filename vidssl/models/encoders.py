@@ -1,0 +1,321 @@
+"""Image encoders behind one contract, and the ``ENCODERS`` registry.
+
+Every encoder is an :class:`Encoder` (timm's contract):
+
+    encoder = build_encoder("resnet18", stride=8)
+    dense = encoder.forward_features(images)   # (B, 3, H, W) -> (B, C, H / stride, W / stride)
+    pooled = encoder(images)                   # (B, C): the global average of ``dense``
+    encoder.out_dim, encoder.stride            # C, and 8 / 16 / 32 for the ResNets
+
+ResNets come from torchvision with random weights (nothing is ever downloaded) and keep
+torchvision's parameter names, so an encoder's state_dict loads into ``torchvision.models.resnet50()``
+with only ``fc.weight`` / ``fc.bias`` missing. ``timm:<name>`` wraps any timm model (timm is optional).
+Weights come from local files only: ``build_encoder(name, weights="trunk.safetensors")``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+TIMM_PREFIX = "timm:"
+
+
+class Encoder(nn.Module):
+    """Base of every encoder: dense maps from :meth:`forward_features`, their mean from :meth:`forward`.
+
+    Attributes:
+        out_dim: channels C of both outputs.
+        stride: input pixels per feature-map cell (H' = H / stride).
+        config: the :func:`build_encoder` arguments that rebuild this architecture
+            (``name``, ``stride``, ``in_chans``, ``kwargs``); JSON-serializable when ``kwargs`` are.
+    """
+
+    out_dim: int
+    stride: int
+    config: dict[str, Any]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) float images -> (B, C, H / stride, W / stride) feature maps."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, C): global average of :meth:`forward_features`."""
+        return self.forward_features(x).mean(dim=(2, 3))
+
+    def classifier_prefixes(self) -> tuple[str, ...]:
+        """Key prefixes of the classification head that a classification checkpoint carries and
+        this encoder drops (``fc.`` for torchvision ResNets); ignored when loading weights."""
+        raise NotImplementedError
+
+
+class ResNetEncoder(Encoder):
+    """A torchvision ResNet without ``avgpool`` / ``fc``, its modules adopted under their own names.
+
+    The modules are attributes of this object (not of a wrapped child) so that the state_dict keys
+    are exactly torchvision's: ``conv1.weight``, ``layer1.0.conv1.weight``, ...
+    """
+
+    def __init__(self, trunk: torchvision.models.ResNet, *, stride: int, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.conv1 = trunk.conv1
+        self.bn1 = trunk.bn1
+        self.relu = trunk.relu
+        self.maxpool = trunk.maxpool
+        self.layer1 = trunk.layer1
+        self.layer2 = trunk.layer2
+        self.layer3 = trunk.layer3
+        self.layer4 = trunk.layer4
+        self.out_dim = trunk.fc.in_features
+        self.stride = stride
+        self.config = config
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, out_dim, H / stride, W / stride) (rounded up for odd sizes)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def classifier_prefixes(self) -> tuple[str, ...]:
+        return ("fc.",)
+
+
+class TimmEncoder(Encoder):
+    """A timm model (``num_classes=0``) held as ``.model``, with dense maps in (B, C, h, w).
+
+    ViT-like models return tokens: the class / register tokens (``num_prefix_tokens``) are dropped
+    and the patch tokens laid back on their grid; models that return channels-last maps (Swin)
+    are permuted. ``stride`` is timm's reduction of the last feature map (the patch size for ViTs).
+    """
+
+    model: Any  # a timm model: its attributes (patch_embed, pretrained_cfg, ...) vary by family
+
+    def __init__(self, model: nn.Module, *, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.model = model
+        feature_info = getattr(model, "feature_info", None)
+        if not feature_info:
+            raise ValueError(f"timm model {config['name']!r} has no feature_info: its output stride is unknown")
+        self.out_dim = int(self.model.num_features)
+        self.stride = int(feature_info[-1]["reduction"])
+        self.config = config
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, out_dim, h, w), h = H / stride for fully convolutional models."""
+        features = self.model.forward_features(x)
+        if features.ndim == 3:  # (B, prefix + h * w, C) tokens
+            patch_embed = self.model.patch_embed
+            if getattr(self.model, "dynamic_img_size", False):
+                height, width = patch_embed.dynamic_feat_size(x.shape[-2:])
+            else:
+                height, width = patch_embed.grid_size
+            tokens = features[:, self.model.num_prefix_tokens :]
+            return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], height, width)
+        if getattr(self.model, "output_fmt", "NCHW") == "NHWC":
+            return features.permute(0, 3, 1, 2)
+        return features
+
+    def classifier_prefixes(self) -> tuple[str, ...]:
+        # timm names its head in pretrained_cfg: "fc", "head", "head.fc", ("head", "head_dist") ...
+        classifier = self.model.pretrained_cfg.get("classifier") or ()
+        names = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+        return tuple(f"model.{name}." for name in names)
+
+
+def _replace_input_conv(trunk: torchvision.models.ResNet, in_chans: int) -> None:
+    """Give ``trunk`` a ``conv1`` for ``in_chans`` channels (1 for the L channel in colorization)."""
+    old = trunk.conv1
+    conv = nn.Conv2d(in_chans, old.out_channels, kernel_size=old.kernel_size, stride=old.stride,
+                     padding=old.padding, bias=False)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # torchvision's init
+    trunk.conv1 = conv
+
+
+def _resnet(name: str, *, stride: int, in_chans: int, kwargs: dict[str, Any]) -> ResNetEncoder:
+    if stride not in (8, 16, 32):
+        raise ValueError(f"{name}: stride must be 8, 16 or 32, got {stride}")
+    if "weights" in kwargs:
+        raise ValueError(f"{name}: weights are local files only: build_encoder({name!r}, weights='path/to/file')")
+    reduce = {32: 0, 16: 1, 8: 2}[stride]  # how many of layer4, layer3 lose their stride of 2
+    bottleneck = name == "resnet50"
+    if bottleneck and reduce:
+        # torchvision dilates the Bottleneck's 3x3 conv so the receptive field is kept.
+        kwargs = {**kwargs, "replace_stride_with_dilation": [False, reduce == 2, True]}
+    trunk = getattr(torchvision.models, name)(weights=None, **kwargs)
+    if not bottleneck:
+        # torchvision's BasicBlock refuses dilation, so resnet18/34 use the "stride-reduced" trick of
+        # CRW / videowalk (Jabri et al., 2020, arXiv:2006.14613): the first block of layer4 (and
+        # layer3 for stride 8) gets stride 1 in its first conv and its downsample conv, without
+        # dilation. Parameter shapes and names are unchanged.
+        for layer in [trunk.layer4, trunk.layer3][:reduce]:
+            layer[0].conv1.stride = (1, 1)
+            layer[0].downsample[0].stride = (1, 1)
+    if in_chans != 3:
+        _replace_input_conv(trunk, in_chans)
+    recorded = {k: v for k, v in kwargs.items() if k != "replace_stride_with_dilation"}  # from stride
+    config = {"name": name, "stride": stride, "in_chans": in_chans, "kwargs": recorded}
+    return ResNetEncoder(trunk, stride=stride, config=config)
+
+
+def resnet18(*, stride: int = 32, in_chans: int = 3, **kwargs: Any) -> ResNetEncoder:
+    """torchvision ResNet-18 trunk, random init, out_dim 512. Stride 16 / 8 by the stride-reduced
+    trick (no dilation: BasicBlock does not support it). ``kwargs`` go to torchvision's builder."""
+    return _resnet("resnet18", stride=stride, in_chans=in_chans, kwargs=kwargs)
+
+
+def resnet34(*, stride: int = 32, in_chans: int = 3, **kwargs: Any) -> ResNetEncoder:
+    """torchvision ResNet-34 trunk, random init, out_dim 512. Stride 16 / 8 by the stride-reduced
+    trick (no dilation: BasicBlock does not support it). ``kwargs`` go to torchvision's builder."""
+    return _resnet("resnet34", stride=stride, in_chans=in_chans, kwargs=kwargs)
+
+
+def resnet50(*, stride: int = 32, in_chans: int = 3, **kwargs: Any) -> ResNetEncoder:
+    """torchvision ResNet-50 trunk, random init, out_dim 2048. Stride 16 / 8 by torchvision's
+    ``replace_stride_with_dilation`` (dilated layer4, and layer3 for 8). ``kwargs`` go to torchvision."""
+    return _resnet("resnet50", stride=stride, in_chans=in_chans, kwargs=kwargs)
+
+
+ENCODERS: dict[str, Callable[..., Encoder]] = {
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+    "resnet50": resnet50,
+}
+"""Built-in encoders by name; ``timm:<name>`` (handled by :func:`build_encoder`) adds timm's."""
+
+
+def _timm_encoder(name: str, *, stride: int | None, in_chans: int, kwargs: dict[str, Any]) -> TimmEncoder:
+    model_name = name[len(TIMM_PREFIX) :]
+    if importlib.util.find_spec("timm") is None:
+        raise ImportError(f"encoder {name!r} needs timm: pip install timm")
+    import timm
+
+    if kwargs.get("pretrained"):
+        raise ValueError(f"{name}: pretrained weights are never downloaded; pass weights='path/to/file'")
+    kwargs = {k: v for k, v in kwargs.items() if k != "pretrained"}
+    if not timm.is_model(model_name):
+        close = difflib.get_close_matches(model_name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(TIMM_PREFIX + c for c in close)}?" if close else ""
+        raise ValueError(f"unknown timm model {model_name!r}{hint}")
+    model = timm.create_model(model_name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
+    encoder = TimmEncoder(model, config={"name": name, "stride": stride, "in_chans": in_chans, "kwargs": kwargs})
+    if stride is not None and stride != encoder.stride:
+        raise ValueError(
+            f"{name} has stride {encoder.stride}, not {stride}; timm CNNs that support it take "
+            f"output_stride={stride} as a keyword (build_encoder({name!r}, output_stride={stride}))"
+        )
+    encoder.config["stride"] = encoder.stride
+    return encoder
+
+
+def build_encoder(
+    name: str,
+    *,
+    stride: int | None = None,
+    weights: str | Path | None = None,
+    in_chans: int = 3,
+    **kwargs: Any,
+) -> Encoder:
+    """Build an encoder by registry name or ``timm:<name>``, optionally loading local weights.
+
+    Args:
+        name: a key of :data:`ENCODERS` or ``timm:<model name>``.
+        stride: output stride; None means the architecture's own (32 for ResNets, the patch size
+            for ViTs). ResNets take 8, 16 or 32; timm models must already have it (timm CNNs take
+            ``output_stride=`` in ``kwargs``).
+        weights: a local ``.safetensors`` file or torch state_dict; see :func:`load_weights`.
+        in_chans: input channels (1 for grayscale / L input).
+        **kwargs: passed to the builder (torchvision's or ``timm.create_model``); recorded in
+            ``encoder.config`` so :func:`vidssl.export.load_encoder` can rebuild it.
+
+    Raises:
+        ValueError: an unknown name (with a "did you mean"), an unsupported stride, or weights
+            whose keys or shapes do not fit (the message names the file).
+        ImportError: ``timm:`` names without timm installed.
+    """
+    if name.startswith(TIMM_PREFIX):
+        encoder: Encoder = _timm_encoder(name, stride=stride, in_chans=in_chans, kwargs=kwargs)
+    elif name in ENCODERS:
+        encoder = ENCODERS[name](stride=32 if stride is None else stride, in_chans=in_chans, **kwargs)
+    else:
+        close = difflib.get_close_matches(name, list(ENCODERS), n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(
+            f"unknown encoder {name!r}; {hint}known: {', '.join(ENCODERS)}, or {TIMM_PREFIX}<model name> (needs timm)"
+        )
+    if weights is not None:
+        load_weights(encoder, weights)
+    return encoder
+
+
+def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` file or of a torch file loaded with ``weights_only=True``.
+
+    A torch checkpoint that keeps its weights under ``"state_dict"`` or ``"model"`` is unwrapped,
+    and the ``module.`` prefix that DistributedDataParallel adds is removed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for foreign or damaged files
+        raise ValueError(f"{path}: not a torch state_dict ({type(err).__name__}: {err})") from err
+    while isinstance(state, Mapping) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+        inner = next((state[k] for k in ("state_dict", "model") if isinstance(state.get(k), Mapping)), None)
+        if inner is None:
+            break
+        state = inner
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path}: expected a dict of tensors, found {type(state).__name__}")
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if tensors and all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
+    return tensors
+
+
+def load_weights(encoder: Encoder, path: str | Path) -> None:
+    """Load a local weights file into ``encoder`` in place.
+
+    Accepts the encoder's own state_dict (as :func:`vidssl.export.save_encoder` writes it), a
+    classification state_dict of the same architecture (its head, e.g. torchvision's ``fc.*``,
+    is ignored), or either under a ``"state_dict"`` / ``"model"`` key. For timm encoders the keys
+    may also be timm's own (without the ``model.`` prefix). A 3-channel input conv loads into a
+    1-channel encoder by summing over RGB (timm's rule: a gray image gives the same response as
+    the RGB image with that gray in every channel).
+
+    Raises:
+        ValueError: any other missing or unexpected key, or a shape mismatch; the message names
+            the file.
+    """
+    path = Path(path)
+    state = _read_state_dict(path)
+    expected = encoder.state_dict()
+    if isinstance(encoder, TimmEncoder) and not any(k.startswith("model.") for k in state):
+        state = {f"model.{k}": v for k, v in state.items()}
+    head = encoder.classifier_prefixes()
+    state = {k: v for k, v in state.items() if not k.startswith(head)}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        parts = [f"{label} {len(keys)} keys ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        raise ValueError(f"{path}: weights do not fit encoder {encoder.config['name']!r}: {'; '.join(parts)}")
+    for key, value in state.items():
+        want = expected[key].shape
+        if value.shape == want:
+            continue
+        if len(want) == 4 and want[1] == 1 and value.shape == (want[0], 3, *want[2:]):
+            state[key] = value.sum(dim=1, keepdim=True)  # an RGB input conv into a 1-channel encoder
+        else:
+            raise ValueError(f"{path}: {key} has shape {tuple(value.shape)}, encoder expects {tuple(want)}")
+    encoder.load_state_dict(state, strict=True)
