@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
+    if len(argv) > 1 and f"{argv[0]} {argv[1]}" in COMMANDS:  # two-word subcommands: `eval linear`
+        argv = [f"{argv[0]} {argv[1]}", *argv[2:]]
     if argv[0] not in COMMANDS:
         import difflib
 
