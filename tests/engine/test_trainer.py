@@ -34,10 +34,14 @@ def test_run_folder_holds_config_checkpoint_logs_and_encoder(tmp_path, synth_dir
     assert not list(out.rglob("*.partial"))
 
 
-@pytest.mark.parametrize("method,loss", [("fti", "infonce"), ("fti", "moco"), ("mocov2", "infonce")])
-def test_resume_continues_exactly(tmp_path, synth_dir, cache_dir, monkeypatch, method, loss) -> None:
-    full = train(tiny(tmp_path / "a", synth_dir, method=method, loss=loss, export=False))
-    half = tiny(tmp_path / "b", synth_dir, method=method, loss=loss, export=False)
+@pytest.mark.parametrize(
+    "method,loss,color_on",
+    [("fti", "infonce", "loader"), ("fti", "moco", "loader"), ("mocov2", "infonce", "loader"), ("fti", "infonce", "device")],
+)
+def test_resume_continues_exactly(tmp_path, synth_dir, cache_dir, monkeypatch, method, loss, color_on) -> None:
+    kw = dict(method=method, loss=loss, export=False, color_on=color_on)
+    full = train(tiny(tmp_path / "a", synth_dir, **kw))
+    half = tiny(tmp_path / "b", synth_dir, **kw)
     import vidssl.engine.trainer as trainer
 
     real_save = trainer.save_checkpoint

@@ -43,7 +43,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def normalize(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 (..., 3, H, W) -> float, ImageNet mean/std (done on the training device)."""
+    """uint8 [0, 255] or float [0, 1] (..., 3, H, W) -> float, ImageNet mean/std (done on the
+    training device)."""
     mean = torch.tensor(IMAGENET_MEAN, device=frames.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=frames.device).view(3, 1, 1)
-    return (frames.float() / 255 - mean) / std
+    x = frames.float() / 255 if frames.dtype == torch.uint8 else frames
+    return (x - mean) / std

@@ -26,9 +26,10 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from vidssl.config import option, to_dict
-from vidssl.data.datasets import VideoFrameDataset
+from vidssl.data.datasets import VideoFrameDataset, sample_seed
+from vidssl.data.gpu_augment import color_augment
 from vidssl.data.index import scan
-from vidssl.data.transforms import normalize, simclr_augment
+from vidssl.data.transforms import normalize, random_crop, simclr_augment
 from vidssl.engine.checkpoint import load_checkpoint, save_checkpoint
 from vidssl.engine.distributed import DistInfo, init_distributed, shutdown_distributed
 from vidssl.engine.optim import build_optimizer, cosine_schedule
@@ -64,6 +65,9 @@ class TrainConfig:
     max_gap: float = option(30, "largest gap between the frames of a pair")
     gap_unit: Literal["frames", "seconds"] = option("frames", "unit of min_gap / max_gap")
     image_size: int = option(224, "crop size seen by the encoder")
+    color_on: Literal["auto", "loader", "device"] = option(
+        "auto", "where colour jitter / grayscale / blur run: loader workers, or batched on the device (auto: device on CUDA)"
+    )
     decode_size: int = option(256, "short side frames are resized to while decoding")
     backend: str = option("auto", "video backend: auto | decord | pyav | opencv | frames")
     workers: int = option(4, "DataLoader workers per process")
@@ -186,8 +190,10 @@ def train(cfg: TrainConfig) -> Path:
             log.info("%s", index.summary())
         if not index.videos:
             raise ValueError(f"{data}: no usable videos ({index.summary()})")
+        color_on_device = cfg.color_on == "device" or (cfg.color_on == "auto" and cuda)
+        transform = random_crop(cfg.image_size) if color_on_device else simclr_augment(cfg.image_size)
         dataset = VideoFrameDataset(index.videos, spec.sampler, backend=cfg.backend, size=cfg.decode_size,
-                                    transform=simclr_augment(cfg.image_size), consistent=spec.consistent,
+                                    transform=transform, consistent=spec.consistent,
                                     samples_per_epoch=2**62, seed=cfg.seed)
         remaining = cfg.steps - step
         loader = DataLoader(
@@ -221,7 +227,12 @@ def train(cfg: TrainConfig) -> Path:
             for micro in range(cfg.accum):
                 batch = next(batches)
                 images += batch["frames"].shape[0] * batch["frames"].shape[1]
-                frames = normalize(batch["frames"].to(device, non_blocking=True))
+                frames = batch["frames"].to(device, non_blocking=True)
+                if color_on_device:
+                    g = torch.Generator(device).manual_seed(sample_seed(cfg.seed, step, micro))
+                    flat = color_augment(frames.flatten(0, 1).float().div_(255), g)
+                    frames = flat.view(frames.shape)
+                frames = normalize(frames)
                 if cuda and cfg.channels_last:
                     frames = frames.contiguous(memory_format=torch.channels_last) if frames.ndim == 4 else frames
                 sync = dist.world_size == 1 or micro == cfg.accum - 1
