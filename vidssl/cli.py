@@ -115,12 +115,65 @@ def _prepare_config() -> type:
     return PrepareConfig
 
 
+def _eval_linear_config() -> type:
+    from vidssl.evaluation.linear import LinearEvalConfig
+
+    return LinearEvalConfig
+
+
+def _run_eval_linear(cfg: Any) -> int:
+    from vidssl.evaluation.linear import run_linear
+
+    run_linear(cfg)  # prints its own summary line and writes results.json
+    return 0
+
+
+def _eval_knn_config() -> type:
+    from vidssl.evaluation.knn import KnnEvalConfig
+
+    return KnnEvalConfig
+
+
+def _run_eval_knn(cfg: Any) -> int:
+    from vidssl.evaluation.knn import run_knn
+
+    run_knn(cfg)
+    return 0
+
+
+def _invariance_config() -> type:
+    from vidssl.evaluation.invariance import InvarianceConfig
+
+    return InvarianceConfig
+
+
+def _run_invariance(cfg: Any) -> int:
+    from vidssl.evaluation.invariance import format_table, run_invariance
+
+    results = run_invariance(cfg)
+    print(format_table({k: v for k, v in results.items() if k != "settings"}, topk=cfg.topk))
+    print(f"wrote {cfg.out}/results.json and {cfg.out}/invariance.png")
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "synth": Command("write synthetic videos with masks, keypoints and boxes", _synth_config, _run_synth),
     "index": Command("index a folder of videos and print what is usable", lambda: IndexConfig, _run_index, "data"),
     "prepare": Command("re-encode a video folder for fast random access", _prepare_config, _run_prepare, "data"),
     "export": Command("write a trained encoder alone (safetensors, torchvision, onnx)", lambda: ExportConfig, _run_export, "run"),
     "train": Command("train an encoder with a self-supervised method", _train_config, _run_train, "data"),
+    "eval linear": Command(
+        "linear probe (logistic regression) of a frozen encoder on an image folder", _eval_linear_config,
+        _run_eval_linear, "data",
+    ),
+    "eval knn": Command(
+        "weighted k-NN classification (DINO) with a frozen encoder on an image folder", _eval_knn_config,
+        _run_eval_knn, "data",
+    ),
+    "eval invariance": Command(
+        "how invariant an encoder is to viewpoint, illumination, occlusion, instance (Purushwalkam & Gupta 2020)",
+        _invariance_config, _run_invariance, "encoder",
+    ),
 }
 
 

@@ -1,0 +1,220 @@
+"""The invariance measure (Purushwalkam & Gupta 2020, arXiv:2007.13916) and ``vidssl eval invariance``.
+
+The evidence is constructed encoders whose invariances are known by design: one that cannot see
+what a transformation changes scores exactly 1, one that reads those pixels scores clearly lower.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from vidssl.cli import main
+from vidssl.evaluation.invariance import (
+    ILLUMINATIONS,
+    TRANSFORMATIONS,
+    build_sets,
+    extract_features,
+    firing_thresholds,
+    invariance_scores,
+    measure_invariance,
+    occlude,
+    score_sets,
+    top_k_mean,
+    tracks_from_synth,
+)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 short videos: enough tracks for every transformation, including two objects of a class."""
+    from vidssl.data.synth import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("synth_invariance")
+    generate(out, SynthConfig(num_videos=4, num_frames=16, height=96, width=128), progress=False)
+    return out
+
+
+class PixelProjection(nn.Module):
+    """Features = a fixed random projection of the pixels where ``region`` is 1 (B, 3, S, S) ->
+    (B, out_dim); with ``binarize`` each channel is first reduced to "above its own mid-range",
+    which no brightness, contrast or per-channel gain change can alter on a two-level image."""
+
+    def __init__(self, size: int, *, region: torch.Tensor | None = None, binarize: bool = False) -> None:
+        super().__init__()
+        self.out_dim = 32
+        self.binarize = binarize
+        self.register_buffer("region", torch.ones(size, size) if region is None else region)
+        weight = torch.randn(3 * size * size, self.out_dim, generator=torch.Generator().manual_seed(0))
+        self.register_buffer("weight", weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.binarize:
+            low, high = x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
+            x = (x > (low + high) / 2).float()
+        return (x * self.region).flatten(1) @ self.weight
+
+
+def _smooth_images(n: int, size: int, *, seed: int) -> torch.Tensor:
+    """(n, 3, size, size) uint8 smooth random colour images."""
+    coarse = torch.rand(n, 3, 6, 6, generator=torch.Generator().manual_seed(seed))
+    smooth = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    return (255 * smooth).round().to(torch.uint8)
+
+
+def _two_level_images(n: int, size: int, *, seed: int) -> torch.Tensor:
+    """(n, 3, size, size) uint8: a random blob pattern in one colour over another, every value in
+    60..170 and the two levels 20 or more apart per channel, so no change of ILLUMINATIONS clips
+    or merges them."""
+    rng = np.random.default_rng(seed)
+    field = torch.from_numpy(rng.standard_normal((n, 1, 6, 6))).float()
+    pattern = F.interpolate(field, size=(size, size), mode="bilinear") > 0
+    low = torch.from_numpy(rng.integers(60, 130, (n, 3, 1, 1)))
+    high = low + torch.from_numpy(rng.integers(20, 41, (n, 3, 1, 1)))
+    return torch.where(pattern, high, low).to(torch.uint8)
+
+
+def test_thresholds_give_the_requested_global_firing_rate() -> None:
+    features = torch.randn(1000, 16, generator=torch.Generator().manual_seed(0))
+    for rate in (0.01, 0.05, 0.2):
+        fires = features > firing_thresholds(features, rate=rate)
+        assert fires.sum(dim=0).tolist() == [round(rate * 1000)] * 16
+
+
+def test_thresholds_keep_equal_responses_together_and_skip_silent_neurons() -> None:
+    features = torch.zeros(100, 3)
+    features[:, 0] = torch.arange(100.0)
+    # The top 10 responses are equal up to float noise: at rate 0.05 all 10 fire, not 5.
+    features[90:, 0] = 200.0 + 1e-5 * torch.arange(10.0)
+    features[:, 1] = 7.0  # constant: never fires
+    features[3, 2] = 1.0  # a ReLU unit silent on 99 images: fires on its one active image only
+    fires = features > firing_thresholds(features, rate=0.05)
+    assert fires.sum(dim=0).tolist() == [10, 0, 1]
+    with pytest.raises(ValueError, match="too few"):
+        firing_thresholds(features[:1], rate=0.5)
+
+
+def test_local_firing_rate_by_hand() -> None:
+    thresholds = torch.tensor([0.5, 0.5])
+    sets = [
+        torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]]),  # neuron 0 fires on 2 of 3
+        torch.tensor([[1.0, 0.0], [0.0, 0.0]]),  # on 1 of 2
+        torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]),  # on none
+    ]
+    scores = invariance_scores(sets, thresholds, global_rate=0.25)
+    # Firing images: two in set 0, each with 1 of its 2 others firing (1/2), one in set 1 with
+    # 0 of 1: L = (1/2 + 1/2 + 0) / 3. Neuron 1 never fires: no score.
+    assert scores.local[0].item() == pytest.approx(1 / 3)
+    assert scores.ratio[0].item() == pytest.approx(4 / 3)
+    assert math.isnan(scores.local[1]) and math.isnan(scores.ratio[1])
+
+
+def test_top_k_mean_ignores_neurons_that_never_fired() -> None:
+    scores = torch.tensor([math.nan, 0.2, 1.0, 0.5])
+    assert top_k_mean(scores, k=2) == pytest.approx(0.75)
+    assert top_k_mean(scores, k=10) == pytest.approx(1.7 / 3)
+    assert math.isnan(top_k_mean(torch.full((3,), math.nan), k=1))
+
+
+def test_features_constant_within_sets_score_one_and_random_features_do_not() -> None:
+    generator = torch.Generator().manual_seed(0)
+    per_set = torch.randn(64, 32, generator=generator)
+    invariant = [per_set[j].expand(8, 32).clone() for j in range(64)]
+    independent = [torch.randn(8, 32, generator=generator) for _ in range(64)]
+    results = score_sets({"invariant": invariant, "independent": independent}, rate=0.01, topk=(10, 25))
+    assert results["invariant"]["top10"] == 1.0 and results["invariant"]["top25"] == 1.0
+    # Each neuron fires on one whole set (8 of 512 images), so L / G = 1 / (8 / 512).
+    assert results["invariant"]["ratio_top10"] == pytest.approx(64.0)
+    assert results["independent"]["top10"] < 0.5
+    assert results["independent"]["neurons_scored"] == 32
+
+
+def test_illumination_invariant_encoder_scores_one_and_a_pixel_encoder_lower() -> None:
+    images = _two_level_images(64, 24, seed=0)
+    sets = {"illumination": [torch.stack([light(image) for light in ILLUMINATIONS]) for image in images]}
+    blind = measure_invariance(PixelProjection(24, binarize=True), sets, rate=0.02)["illumination"]
+    pixels = measure_invariance(PixelProjection(24), sets, rate=0.02)["illumination"]
+    assert blind["top10"] == 1.0 and blind["top25"] == 1.0
+    assert pixels["top10"] < 0.8 and pixels["top25"] < blind["top25"] - 0.3
+
+
+def test_occlusion_invariant_encoder_scores_one_and_one_that_sees_the_object_lower() -> None:
+    size, box = 32, (8.0, 8.0, 24.0, 24.0)
+    inside = torch.zeros(size, size)
+    inside[8:24, 8:24] = 1
+    rng = np.random.default_rng(0)
+    images = _smooth_images(64, size, seed=1)
+    sets = {"occlusion": [torch.stack([image] + [occlude(image, box, rng=rng) for _ in range(7)]) for image in images]}
+    surround = measure_invariance(PixelProjection(size, region=1 - inside), sets, rate=0.02)["occlusion"]
+    centre = measure_invariance(PixelProjection(size, region=inside), sets, rate=0.02)["occlusion"]
+    assert surround["top10"] == 1.0 and surround["top25"] == 1.0
+    assert centre["top10"] < 0.9 and centre["top25"] < surround["top25"] - 0.2
+
+
+def test_occluders_cover_part_of_the_object_box_only() -> None:
+    image = torch.full((3, 40, 40), 128, dtype=torch.uint8)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        changed = (occlude(image, (10.0, 5.0, 30.0, 35.0), rng=rng) != 128).any(dim=0)
+        rows, cols = torch.nonzero(changed, as_tuple=True)
+        if rows.numel():  # a flat grey of level 128 changes nothing
+            assert rows.min() >= 5 and rows.max() < 35 and cols.min() >= 10 and cols.max() < 30
+            assert changed.sum() <= 0.45 * 20 * 30
+
+
+def test_sets_from_synthetic_tracks_are_deterministic(synth: Path) -> None:
+    tracks = tracks_from_synth(synth)
+    assert tracks and all(len(t.frames) == len(t.boxes) for t in tracks)
+    for name in TRANSFORMATIONS:
+        first = build_sets(tracks, transformation=name, sets=6, images_per_set=3, image_size=24, seed=0)
+        again = build_sets(tracks, transformation=name, sets=6, images_per_set=3, image_size=24, seed=0)
+        assert 0 < len(first) <= 6 and all(s.shape[1:] == (3, 24, 24) and s.dtype == torch.uint8 for s in first)
+        assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+        sizes = {s.shape[0] for s in first}
+        if name == "illumination":
+            assert sizes == {len(ILLUMINATIONS)}
+        elif name == "instance":  # up to images_per_set objects of one class, at least two
+            assert sizes <= {2, 3}
+        else:
+            assert sizes == {3}
+
+
+def test_features_of_an_intermediate_layer() -> None:
+    from vidssl.evaluation.encoders import resolve_encoder
+
+    encoder = resolve_encoder("random:resnet18")
+    images = _smooth_images(3, 32, seed=0)
+    assert extract_features(encoder, images, layer="layer3", batch_size=2).shape == (3, 256)
+    with pytest.raises(ValueError, match="did you mean 'layer3'"):
+        extract_features(encoder, images, layer="layer_3")
+
+
+def test_cli_writes_results_and_a_chart(synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "invariance"
+    argv = ["eval", "invariance", "random:resnet18", f"data={synth}", f"out={out}"]
+    argv += ["sets=16", "images_per_set=4", "image_size=32", "rate=0.05", "batch_size=64"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0].split()[:3] == ["transformation", "top10", "top25"]
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {*TRANSFORMATIONS, "settings"}
+    for name in TRANSFORMATIONS:
+        row = results[name]
+        assert 0 <= row["top25"] <= row["top10"] <= 1, (name, row)
+        assert row["ratio_top10"] >= row["top10"] and row["sets"] > 0 and row["neurons_scored"] > 0
+    assert results["settings"]["encoder"] == "random:resnet18" and results["settings"]["neurons"] == 512
+    with Image.open(out / "invariance.png") as chart:
+        assert chart.format == "PNG" and chart.width > 400 and chart.height > 300
+
+
+def test_cli_without_an_encoder_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "invariance"]) == 1
+    assert "needs an encoder" in capsys.readouterr().err

@@ -1,0 +1,264 @@
+"""Frozen-encoder features of an ``ImageFolder`` image set, extracted once and cached.
+
+    features, labels, classes = extract_features(encoder, Path("data/val"), image_size=224, cache_dir=cache)
+
+Images are read by ``torchvision.datasets.ImageFolder`` (``root/<class>/<image>``), resized so the
+short side is ``image_size`` and centre-cropped (or, for an augmented *view*, randomly resized,
+cropped and flipped), normalized with ImageNet statistics on the device, and run through the
+encoder in eval mode in batches: on CUDA when present, under bf16 autocast there. The pooled
+output is returned, or the global average of an intermediate module's output (``layer="layer3"``),
+taken with a forward hook so any encoder works without code of its own.
+
+Extraction is the expensive part of every image evaluation, so its result is saved as a ``.pt``
+file keyed by everything that changes it: the encoder's weights and configuration, the folder, its
+file list with sizes and modification times, ``image_size``, ``layer``, the view and the numeric
+precision. A second run with the same inputs loads the file and never runs the encoder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2 import functional as TF
+from tqdm import tqdm
+
+from vidssl.data.transforms import center_crop, normalize, random_crop
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when extraction changes in a way the key does not capture
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as given (``"cuda:1"``, ``"cpu"``)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class ImageFolderImages(Dataset):
+    """``ImageFolder`` images as uint8 tensors (3, image_size, image_size) with their class index.
+
+    ``view=None`` gives the evaluation transform (short side to ``image_size``, centre crop).
+    ``view=v`` gives augmented view ``v``: a random resized crop (area 0.2-1, as
+    :func:`vidssl.data.transforms.random_crop`) and a horizontal flip, whose randomness is drawn
+    from ``(seed, v, index)`` alone, so a view is the same whatever the number of workers and the
+    order of reading, and can be cached like the plain features.
+    """
+
+    def __init__(self, folder: Path, *, image_size: int, view: int | None = None, seed: int = 0) -> None:
+        self.images = torchvision.datasets.ImageFolder(str(folder))
+        self.view = view
+        self.seed = seed
+        self.transform = center_crop(image_size) if view is None else random_crop(image_size)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.images[index]
+        pixels = TF.pil_to_tensor(image)  # (3, H, W) uint8
+        if self.view is None:
+            return self.transform(pixels), label
+        # v2 transforms draw from the global RNG: seed a private copy of it for this image only.
+        state = int(np.random.SeedSequence([self.seed, self.view, index]).generate_state(1)[0])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(state)
+            return self.transform(pixels), label
+
+
+def weights_digest(encoder: nn.Module) -> str:
+    """SHA-256 of an encoder's class, configuration and every state_dict tensor (names, dtypes,
+    shapes, bytes): equal digests mean equal features. The configuration counts because the same
+    weights make a different network at another stride (dilated ResNets)."""
+    digest = hashlib.sha256()
+    digest.update(type(encoder).__qualname__.encode())
+    digest.update(json.dumps(getattr(encoder, "config", None), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _files_digest(folder: Path, samples: Sequence[tuple[str, int]]) -> str:
+    """SHA-256 of the image list: relative path, class index, size and mtime of every file."""
+    digest = hashlib.sha256()
+    for path, label in samples:
+        stat = os.stat(path)
+        digest.update(f"{os.path.relpath(path, folder)}|{label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+class _PooledOutput:
+    """A forward hook that keeps the global average of a module's output.
+
+    Maps (B, C, H, W) are averaged over H, W; token sequences (B, N, C) over N (ViT blocks);
+    (B, C) outputs are kept as they are.
+    """
+
+    def __init__(self) -> None:
+        self.value: torch.Tensor | None = None
+
+    def __call__(self, module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        if output.ndim == 4:
+            self.value = output.mean(dim=(2, 3))
+        elif output.ndim == 3:
+            self.value = output.mean(dim=1)
+        elif output.ndim == 2:
+            self.value = output
+        else:
+            raise ValueError(f"cannot pool an output of shape {tuple(output.shape)}")
+
+
+def _find_module(encoder: nn.Module, layer: str) -> nn.Module:
+    modules = dict(encoder.named_modules())
+    if layer not in modules:
+        close = difflib.get_close_matches(layer, [m for m in modules if m], n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"encoder has no module named {layer!r}{hint}")
+    return modules[layer]
+
+
+def extract_features(
+    encoder: nn.Module,
+    folder: Path,
+    *,
+    image_size: int = 64,
+    batch_size: int = 256,
+    device: str = "auto",
+    layer: str | None = None,
+    cache_dir: Path | None = None,
+    view: int | None = None,
+    seed: int = 0,
+    workers: int = 4,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Features of every image of an ImageFolder ``folder``, from a frozen ``encoder``.
+
+    Args:
+        encoder: maps normalized images (B, 3, S, S) to (B, D); it is put in eval mode for the
+            extraction (its mode is restored afterwards) and moved to ``device`` (it stays there).
+        folder: ``folder/<class>/<image>``, read by ``torchvision.datasets.ImageFolder``.
+        image_size: S; the short side is resized to S and the centre S x S kept.
+        batch_size: images per forward pass.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``, ...
+        layer: name of a module of ``encoder`` (``"layer3"``; see ``encoder.named_modules()``)
+            whose output is globally averaged instead of the encoder's own output.
+        cache_dir: where the cache file goes; None disables the cache.
+        view: None for the evaluation transform, else the index of a seeded augmented view
+            (see :class:`ImageFolderImages`).
+        seed: seed of the augmented views.
+        workers: DataLoader worker processes (0 reads in this process).
+        progress: show a progress bar.
+
+    Returns:
+        ``features`` float32 (N, D) on the CPU, ``labels`` int64 (N,) indexing ``class_names``
+        (ImageFolder's sorted class folder names), ``class_names``.
+    """
+    folder = Path(folder).resolve()
+    dev = resolve_device(device)
+    data = ImageFolderImages(folder, image_size=image_size, view=view, seed=seed)
+    precision = "bf16" if dev.type == "cuda" else "fp32"  # bf16 features differ from fp32 ones
+    cache_file = None
+    if cache_dir is not None:
+        key = json.dumps(
+            {
+                "version": CACHE_VERSION, "encoder": weights_digest(encoder), "folder": str(folder),
+                "files": _files_digest(folder, data.images.samples), "image_size": image_size, "layer": layer,
+                "view": view, "seed": seed if view is not None else None, "precision": precision,
+            },
+            sort_keys=True,
+        )
+        cache_file = Path(cache_dir) / f"{folder.name}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
+        if cache_file.exists():
+            cached = torch.load(cache_file, weights_only=True)
+            log.info("features of %s from the cache %s", folder, cache_file)
+            return cached["features"], cached["labels"], list(cached["class_names"])
+
+    loader = DataLoader(
+        data, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=dev.type == "cuda"
+    )
+    hook = _PooledOutput()
+    handle = _find_module(encoder, layer).register_forward_hook(hook) if layer else None
+    was_training = encoder.training
+    encoder.to(dev).eval()
+    features, labels = [], []
+    try:
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            desc = f"features {folder.name}" + (f" view {view}" if view is not None else "")
+            for images, targets in tqdm(loader, desc=desc, unit="batch", disable=not progress):
+                output = encoder(normalize(images.to(dev, non_blocking=True)))
+                if hook.value is not None:
+                    output = hook.value
+                features.append(output.float().cpu())
+                labels.append(targets)
+    finally:
+        encoder.train(was_training)
+        if handle is not None:
+            handle.remove()
+    result = (torch.cat(features), torch.cat(labels).long(), list(data.images.classes))
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        # Written to a temporary sibling and moved into place: a killed run leaves no torn cache.
+        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=f".{cache_file.name}.", suffix=".partial")
+        os.close(fd)
+        try:
+            torch.save({"features": result[0], "labels": result[1], "class_names": result[2]}, tmp)
+            os.replace(tmp, cache_file)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return result
+
+
+def align_labels(labels: torch.Tensor, names: Sequence[str], reference: Sequence[str]) -> torch.Tensor:
+    """Re-index ``labels`` (indices into ``names``) into ``reference``'s class order.
+
+    ImageFolder numbers the class folders it finds, so a val folder lacking one class of train
+    numbers the others differently; matching by name keeps the labels comparable.
+
+    Raises:
+        ValueError: a class of ``names`` that ``reference`` lacks (a classifier cannot name it).
+    """
+    missing = sorted(set(names) - set(reference))
+    if missing:
+        raise ValueError(f"classes absent from the training folder: {', '.join(missing)}")
+    index = {name: i for i, name in enumerate(reference)}
+    mapping = torch.tensor([index[name] for name in names], dtype=torch.long)
+    return mapping[labels]
+
+
+DEFAULT_IMAGE_ROOT = Path("runs/eval/synth_images")
+"""Where ``data=""`` puts the synthetic image set (:func:`vidssl.data.synth_images.make_image_folder`)."""
+
+
+def resolve_image_root(data: str, *, progress: bool = True) -> Path:
+    """The image set an evaluation runs on: ``data`` (a folder holding ``train/`` and ``val/`` in
+    ImageFolder layout), or, when ``data`` is empty, the synthetic set at :data:`DEFAULT_IMAGE_ROOT`
+    (made on first use, reused afterwards).
+
+    Raises:
+        FileNotFoundError: ``data`` lacks ``train/`` or ``val/``.
+    """
+    if not data:
+        from vidssl.data.synth_images import make_image_folder
+
+        return make_image_folder(DEFAULT_IMAGE_ROOT, progress=progress)
+    root = Path(data).expanduser()
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise FileNotFoundError(f"{root / split}: expected {root}/train/<class>/<image>, same for val/")
+    return root

@@ -1,0 +1,146 @@
+"""Weighted k-nearest-neighbour classification of frozen encoder features (the DINO protocol).
+
+    vidssl eval knn encoder=runs/fti data=~/imagenet-100 image_size=224
+
+Caron et al., "Emerging Properties in Self-Supervised Vision Transformers" (DINO, ICCV 2021,
+arXiv:2104.14294), following Wu et al. 2018 (arXiv:1805.01978): features are L2-normalized, every
+val image retrieves its ``k`` most cosine-similar training images, neighbour ``j`` votes for its
+class with weight ``exp(sim_j / T)`` (T = 0.07), and the class with the largest summed vote wins.
+k = 20 and 200 as in DINO. No parameter is fitted, so it measures the feature space itself.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from vidssl.config import option, to_dict
+from vidssl.evaluation.features import align_labels, extract_features, resolve_device, resolve_image_root
+from vidssl.evaluation.linear import accuracy_topk, feature_cache_dir, save_results
+
+
+def knn_scores(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_feats: torch.Tensor,
+    *,
+    k: int,
+    temperature: float = 0.07,
+    num_classes: int,
+    chunk_size: int = 256,
+) -> torch.Tensor:
+    """Class votes (M, num_classes) of the DINO weighted kNN for every test row.
+
+    Args:
+        train_feats: (N, D) features of the labeled set (any scale: rows are L2-normalized here).
+        train_labels: (N,) int64 class indices.
+        test_feats: (M, D) features to classify.
+        k: neighbours per test row; more than N counts as N.
+        temperature: T in the vote weight ``exp(cosine / T)``.
+        num_classes: C, the width of the result.
+        chunk_size: test rows per similarity block; memory is ``chunk_size x N`` similarities, so
+            any number of test rows fits (DINO chunks the same way).
+
+    Returns:
+        (M, C) float32 summed vote weights, on ``train_feats``' device.
+    """
+    device = train_feats.device
+    train = F.normalize(train_feats.float(), dim=1)
+    labels = train_labels.to(device)
+    k = min(k, train.shape[0])
+    scores = []
+    for start in range(0, test_feats.shape[0], chunk_size):
+        query = F.normalize(test_feats[start : start + chunk_size].to(device).float(), dim=1)
+        similarity, neighbours = (query @ train.T).topk(k, dim=1)  # (m, k) each, most similar first
+        votes = torch.zeros(query.shape[0], num_classes, device=device)
+        votes.scatter_add_(1, labels[neighbours], (similarity / temperature).exp())
+        scores.append(votes)
+    return torch.cat(scores) if scores else torch.zeros(0, num_classes, device=device)
+
+
+def knn_classify(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_feats: torch.Tensor,
+    *,
+    k: int,
+    temperature: float = 0.07,
+    num_classes: int,
+    chunk_size: int = 256,
+) -> torch.Tensor:
+    """(M,) int64 predicted classes: the argmax of :func:`knn_scores` (same arguments)."""
+    return knn_scores(
+        train_feats, train_labels, test_feats, k=k, temperature=temperature, num_classes=num_classes,
+        chunk_size=chunk_size,
+    ).argmax(dim=1)
+
+
+@dataclass(frozen=True)
+class KnnEvalConfig:
+    """``vidssl eval knn``: every setting of the protocol, recorded in ``results.json``."""
+
+    encoder: str = option("random:resnet18", "run folder, exported .safetensors, or random:NAME (a baseline)")
+    data: str = option("", "folder with train/<class>/* and val/<class>/* ('' = synthetic, runs/eval/synth_images)")
+    out: str = option("runs/eval/knn", "results folder (results.json)")
+    ks: tuple[int, ...] = option((20, 200), "numbers of neighbours (DINO: 20, 200); each is clipped to the train size")
+    temperature: float = option(0.07, "T in the vote weight exp(cosine / T)")
+    image_size: int = option(64, "resize short side and centre-crop to this (224 for ImageNet-like images)")
+    batch_size: int = option(256, "images per forward pass when extracting features")
+    layer: str = option("", "module whose output is average-pooled, e.g. layer3 ('' = the encoder's output)")
+    device: str = option("auto", "auto (CUDA when available) | cpu | cuda:N")
+    workers: int = option(4, "image-reading worker processes")
+    cache_dir: str = option("", "feature cache (default $VIDSSL_CACHE_DIR/features or ~/.cache/vidssl/features)")
+    seed: int = option(0, "seed of a random:NAME encoder")
+
+
+def run_knn(cfg: KnnEvalConfig) -> dict:
+    """Classify ``cfg.data``/val by weighted kNN among ``cfg.data``/train, for every k in ``cfg.ks``.
+
+    Writes ``cfg.out/results.json`` and prints one summary line. Keys: ``by_k`` (``{"20": {"top1",
+    "top5", "k"}, ...}``, fractions in [0, 1], ``k`` the number of neighbours actually used), ``top1``
+    and ``top5`` of the first k (20 by default, DINO's headline figure), ``temperature``,
+    ``num_train``, ``num_val``, ``num_classes``, ``feature_dim``, ``data``, ``seconds``, ``config``.
+    """
+    from vidssl.evaluation.encoders import resolve_encoder
+
+    if not cfg.ks or min(cfg.ks) < 1:
+        raise ValueError(f"ks must hold positive numbers of neighbours, got {cfg.ks}")
+    started = time.perf_counter()
+    root = resolve_image_root(cfg.data)
+    encoder = resolve_encoder(cfg.encoder, seed=cfg.seed)
+    common = dict(
+        image_size=cfg.image_size, batch_size=cfg.batch_size, device=cfg.device, layer=cfg.layer or None,
+        cache_dir=feature_cache_dir(cfg.cache_dir), workers=cfg.workers,
+    )
+    x_train, y_train, classes = extract_features(encoder, root / "train", **common)
+    x_val, y_val, val_classes = extract_features(encoder, root / "val", **common)
+    y_val = align_labels(y_val, val_classes, classes)
+    device = resolve_device(cfg.device)
+    x_train, y_train = x_train.to(device), y_train.to(device)
+    by_k = {}
+    for k in cfg.ks:
+        votes = knn_scores(x_train, y_train, x_val, k=k, temperature=cfg.temperature, num_classes=len(classes))
+        accuracy = accuracy_topk(votes, y_val, ks=(1, 5))
+        by_k[str(k)] = {"top1": accuracy[1], "top5": accuracy[5], "k": min(k, len(y_train))}
+    first = by_k[str(cfg.ks[0])]
+    results = {
+        "top1": first["top1"],
+        "top5": first["top5"],
+        "by_k": by_k,
+        "temperature": cfg.temperature,
+        "num_train": len(y_train),
+        "num_val": len(y_val),
+        "num_classes": len(classes),
+        "feature_dim": x_train.shape[1],
+        "data": str(root),
+        "seconds": round(time.perf_counter() - started, 2),
+        "config": to_dict(cfg),
+    }
+    path = save_results(Path(cfg.out), results)
+    figures = ", ".join(f"k={k} top-1 {100 * r['top1']:.1f}%" for k, r in by_k.items())
+    print(f"knn (T={cfg.temperature:g}): {figures} on {len(y_val)} val images, {len(classes)} classes -> {path}")
+    return results
