@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 from vidssl.config import option, parse_overrides
+from vidssl.engine.optim import build_optimizer
 from vidssl.engine.trainer import TrainConfig, train
 from vidssl.methods import METHODS
 from vidssl.models.encoders import build_encoder
-from vidssl.engine.optim import build_optimizer
 
 
 @dataclass(frozen=True)

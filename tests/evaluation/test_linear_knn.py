@@ -17,7 +17,7 @@ from vidssl.cli import main
 from vidssl.data.synth_images import make_image_folder
 from vidssl.evaluation.encoders import resolve_encoder
 from vidssl.evaluation.features import align_labels, extract_features
-from vidssl.evaluation.knn import knn_classify, knn_scores
+from vidssl.evaluation.knn import knn_scores
 from vidssl.evaluation.linear import accuracy_topk, fit_logistic_lbfgs, fit_logistic_sgd, holdout_split
 
 TINY = dict(num_videos=4, num_frames=12, height=96, width=128, size=32, every=3, min_area=100)
@@ -147,8 +147,8 @@ def test_knn_weighted_vote_by_hand() -> None:
     # k=3: exp(cos 15 / T) = 9.8e5 for class 0 against 9.2e5 + 8.6e5 for class 1.
     k3 = knn_scores(train, labels, test, k=3, temperature=t, num_classes=2)
     torch.testing.assert_close(k3, torch.tensor([[vote[0], vote[1] + vote[2]]]), rtol=1e-5, atol=0)
-    assert knn_classify(train, labels, test, k=1, temperature=t, num_classes=2).tolist() == [0]
-    assert knn_classify(train, labels, test, k=3, temperature=t, num_classes=2).tolist() == [1]
+    assert knn_scores(train, labels, test, k=1, temperature=t, num_classes=2).argmax(1).tolist() == [0]
+    assert knn_scores(train, labels, test, k=3, temperature=t, num_classes=2).argmax(1).tolist() == [1]
     # k above the train size counts as all of it; the 90-degree vote is exp(0) = 1.
     k9 = knn_scores(train, labels, test, k=9, temperature=t, num_classes=2)
     torch.testing.assert_close(k9, torch.tensor([[vote[0] + 1.0, vote[1] + vote[2]]]), rtol=1e-5, atol=0)

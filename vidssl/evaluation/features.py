@@ -24,6 +24,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
+from vidssl.config import option
 from vidssl.data.transforms import center_crop, normalize, random_crop
 
 log = logging.getLogger(__name__)
@@ -262,3 +264,56 @@ def resolve_image_root(data: str, *, progress: bool = True) -> Path:
         if not (root / split).is_dir():
             raise FileNotFoundError(f"{root / split}: expected {root}/train/<class>/<image>, same for val/")
     return root
+
+
+@dataclass(frozen=True)
+class FeatureEvalConfig:
+    """Settings every image-task evaluation shares: which encoder, which images, how features are
+    extracted. ``vidssl eval linear`` and ``vidssl eval knn`` add their own on top."""
+
+    encoder: str = option("random:resnet18", "run folder, exported .safetensors, or random:NAME (a baseline)")
+    data: str = option("", "folder with train/<class>/* and val/<class>/* ('' = synthetic, runs/eval/synth_images)")
+    image_size: int = option(64, "resize short side and centre-crop to this (224 for ImageNet-like images)")
+    batch_size: int = option(256, "images per forward pass when extracting features")
+    layer: str = option("", "module whose output is average-pooled, e.g. layer3 ('' = the encoder's output)")
+    device: str = option("auto", "auto (CUDA when available) | cpu | cuda:N")
+    workers: int = option(4, "image-reading worker processes")
+    cache_dir: str = option("", "feature cache (default $VIDSSL_CACHE_DIR/features or ~/.cache/vidssl/features)")
+    seed: int = option(0, "seed of a random:NAME encoder (and of sgd's augmented views and steps)")
+
+
+def feature_cache_dir(cache_dir: str) -> Path:
+    """``cache_dir``, or ``features/`` under the index's cache folder (``$VIDSSL_CACHE_DIR``, ...)."""
+    from vidssl.data.index import default_cache_dir
+
+    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir() / "features"
+
+
+@dataclass
+class SplitFeatures:
+    """Train and val features of one encoder on one ImageFolder root (val labels aligned to train's)."""
+
+    encoder: nn.Module
+    root: Path
+    x_train: torch.Tensor  # (N, D) float32
+    y_train: torch.Tensor  # (N,) int64
+    x_val: torch.Tensor  # (M, D) float32
+    y_val: torch.Tensor  # (M,) int64, in train's class indexing
+    classes: list[str]
+    extract_kwargs: dict  # what extract_features was called with, for further views
+
+
+def split_features(cfg: FeatureEvalConfig) -> SplitFeatures:
+    """Resolve ``cfg.encoder`` and ``cfg.data`` and extract (or load cached) train and val features."""
+    from vidssl.evaluation.encoders import resolve_encoder
+
+    root = resolve_image_root(cfg.data)
+    encoder = resolve_encoder(cfg.encoder, seed=cfg.seed)
+    kwargs = dict(
+        image_size=cfg.image_size, batch_size=cfg.batch_size, device=cfg.device, layer=cfg.layer or None,
+        cache_dir=feature_cache_dir(cfg.cache_dir), workers=cfg.workers,
+    )
+    x_train, y_train, classes = extract_features(encoder, root / "train", **kwargs)
+    x_val, y_val, val_classes = extract_features(encoder, root / "val", **kwargs)
+    return SplitFeatures(encoder, root, x_train, y_train, x_val, align_labels(y_val, val_classes, classes),
+                         list(classes), kwargs)

@@ -577,9 +577,9 @@ def _synthetic_data(cfg: InvarianceConfig) -> Path:
     """``cfg.data``, or a small synthetic set made once in ``OUT/synth`` (reused when complete)."""
     if cfg.data:
         return Path(cfg.data)
-    from vidssl.data.synth import SynthConfig, generate
-
     import dataclasses
+
+    from vidssl.data.synth import SynthConfig, generate
 
     root = Path(cfg.out) / "synth"
     # 12 videos of 2-3 objects over 5 classes: every class almost surely has two objects.

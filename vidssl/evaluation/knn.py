@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from vidssl.config import option, to_dict
-from vidssl.evaluation.features import align_labels, extract_features, resolve_device, resolve_image_root
-from vidssl.evaluation.linear import accuracy_topk, feature_cache_dir, save_results
+from vidssl.evaluation.features import FeatureEvalConfig, resolve_device, split_features
+from vidssl.evaluation.linear import accuracy_topk, save_results
 
 
 def knn_scores(
@@ -62,39 +62,13 @@ def knn_scores(
     return torch.cat(scores) if scores else torch.zeros(0, num_classes, device=device)
 
 
-def knn_classify(
-    train_feats: torch.Tensor,
-    train_labels: torch.Tensor,
-    test_feats: torch.Tensor,
-    *,
-    k: int,
-    temperature: float = 0.07,
-    num_classes: int,
-    chunk_size: int = 256,
-) -> torch.Tensor:
-    """(M,) int64 predicted classes: the argmax of :func:`knn_scores` (same arguments)."""
-    return knn_scores(
-        train_feats, train_labels, test_feats, k=k, temperature=temperature, num_classes=num_classes,
-        chunk_size=chunk_size,
-    ).argmax(dim=1)
-
-
 @dataclass(frozen=True)
-class KnnEvalConfig:
+class KnnEvalConfig(FeatureEvalConfig):
     """``vidssl eval knn``: every setting of the protocol, recorded in ``results.json``."""
 
-    encoder: str = option("random:resnet18", "run folder, exported .safetensors, or random:NAME (a baseline)")
-    data: str = option("", "folder with train/<class>/* and val/<class>/* ('' = synthetic, runs/eval/synth_images)")
     out: str = option("runs/eval/knn", "results folder (results.json)")
     ks: tuple[int, ...] = option((20, 200), "numbers of neighbours (DINO: 20, 200); each is clipped to the train size")
     temperature: float = option(0.07, "T in the vote weight exp(cosine / T)")
-    image_size: int = option(64, "resize short side and centre-crop to this (224 for ImageNet-like images)")
-    batch_size: int = option(256, "images per forward pass when extracting features")
-    layer: str = option("", "module whose output is average-pooled, e.g. layer3 ('' = the encoder's output)")
-    device: str = option("auto", "auto (CUDA when available) | cpu | cuda:N")
-    workers: int = option(4, "image-reading worker processes")
-    cache_dir: str = option("", "feature cache (default $VIDSSL_CACHE_DIR/features or ~/.cache/vidssl/features)")
-    seed: int = option(0, "seed of a random:NAME encoder")
 
 
 def run_knn(cfg: KnnEvalConfig) -> dict:
@@ -105,20 +79,11 @@ def run_knn(cfg: KnnEvalConfig) -> dict:
     and ``top5`` of the first k (20 by default, DINO's headline figure), ``temperature``,
     ``num_train``, ``num_val``, ``num_classes``, ``feature_dim``, ``data``, ``seconds``, ``config``.
     """
-    from vidssl.evaluation.encoders import resolve_encoder
-
     if not cfg.ks or min(cfg.ks) < 1:
         raise ValueError(f"ks must hold positive numbers of neighbours, got {cfg.ks}")
     started = time.perf_counter()
-    root = resolve_image_root(cfg.data)
-    encoder = resolve_encoder(cfg.encoder, seed=cfg.seed)
-    common = dict(
-        image_size=cfg.image_size, batch_size=cfg.batch_size, device=cfg.device, layer=cfg.layer or None,
-        cache_dir=feature_cache_dir(cfg.cache_dir), workers=cfg.workers,
-    )
-    x_train, y_train, classes = extract_features(encoder, root / "train", **common)
-    x_val, y_val, val_classes = extract_features(encoder, root / "val", **common)
-    y_val = align_labels(y_val, val_classes, classes)
+    split = split_features(cfg)
+    x_train, y_train, x_val, y_val, classes = split.x_train, split.y_train, split.x_val, split.y_val, split.classes
     device = resolve_device(cfg.device)
     x_train, y_train = x_train.to(device), y_train.to(device)
     by_k = {}
@@ -136,7 +101,7 @@ def run_knn(cfg: KnnEvalConfig) -> dict:
         "num_val": len(y_val),
         "num_classes": len(classes),
         "feature_dim": x_train.shape[1],
-        "data": str(root),
+        "data": str(split.root),
         "seconds": round(time.perf_counter() - started, 2),
         "config": to_dict(cfg),
     }

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from vidssl.config import option, to_dict
-from vidssl.evaluation.features import align_labels, extract_features, resolve_device, resolve_image_root
+from vidssl.evaluation.features import FeatureEvalConfig, extract_features, resolve_device, split_features
 
 
 def _standardization(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,11 +227,9 @@ def holdout_split(labels: torch.Tensor, fraction: float) -> tuple[torch.Tensor, 
 
 
 @dataclass(frozen=True)
-class LinearEvalConfig:
+class LinearEvalConfig(FeatureEvalConfig):
     """``vidssl eval linear``: every setting of the protocol, recorded in ``results.json``."""
 
-    encoder: str = option("random:resnet18", "run folder, exported .safetensors, or random:NAME (a baseline)")
-    data: str = option("", "folder with train/<class>/* and val/<class>/* ('' = synthetic, runs/eval/synth_images)")
     out: str = option("runs/eval/linear", "results folder (results.json)")
     solver: Literal["lbfgs", "sgd"] = option(
         "lbfgs", "lbfgs (full batch, to convergence) | sgd (momentum, cosine, augmented views)"
@@ -243,20 +241,6 @@ class LinearEvalConfig:
     epochs: int = option(100, "sgd: epochs")
     lr: float = option(0.1, "sgd: initial learning rate (cosine to 0)")
     views: int = option(10, "sgd: augmented views of each train image, extracted once and cached")
-    image_size: int = option(64, "resize short side and centre-crop to this (224 for ImageNet-like images)")
-    batch_size: int = option(256, "images per forward pass when extracting features")
-    layer: str = option("", "module whose output is average-pooled, e.g. layer3 ('' = the encoder's output)")
-    device: str = option("auto", "auto (CUDA when available) | cpu | cuda:N")
-    workers: int = option(4, "image-reading worker processes")
-    cache_dir: str = option("", "feature cache (default $VIDSSL_CACHE_DIR/features or ~/.cache/vidssl/features)")
-    seed: int = option(0, "seed of the random encoder, the augmented views and SGD")
-
-
-def feature_cache_dir(cache_dir: str) -> Path:
-    """``cache_dir``, or ``features/`` under the index's cache folder (``$VIDSSL_CACHE_DIR``, ...)."""
-    from vidssl.data.index import default_cache_dir
-
-    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir() / "features"
 
 
 def save_results(out: Path, results: dict) -> Path:
@@ -278,18 +262,10 @@ def run_linear(cfg: LinearEvalConfig) -> dict:
     ``num_train``, ``num_val``, ``num_classes``, ``feature_dim``, ``data``, ``seconds`` and
     ``config`` (every key of ``cfg``).
     """
-    from vidssl.evaluation.encoders import resolve_encoder
-
     started = time.perf_counter()
-    root = resolve_image_root(cfg.data)
-    encoder = resolve_encoder(cfg.encoder, seed=cfg.seed)
-    common = dict(
-        image_size=cfg.image_size, batch_size=cfg.batch_size, device=cfg.device, layer=cfg.layer or None,
-        cache_dir=feature_cache_dir(cfg.cache_dir), workers=cfg.workers,
-    )
-    x_train, y_train, classes = extract_features(encoder, root / "train", **common)
-    x_val, y_val, val_classes = extract_features(encoder, root / "val", **common)
-    y_val = align_labels(y_val, val_classes, classes)
+    split = split_features(cfg)
+    encoder, root, common, classes = split.encoder, split.root, split.extract_kwargs, split.classes
+    x_train, y_train, x_val, y_val = split.x_train, split.y_train, split.x_val, split.y_val
     k = len(classes)
     if cfg.solver == "sgd":
         x_views = torch.stack(
