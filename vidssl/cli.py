@@ -66,10 +66,13 @@ def _run_train(cfg: Any) -> int:
     return 0
 
 
-def _train_config() -> type:
-    from vidssl.engine.trainer import TrainConfig
+def _train_config(pairs: list[str] | None = None) -> type:
+    """TrainConfig plus the options of the method named in ``pairs`` (``method=NAME``)."""
+    from vidssl.engine.trainer import TrainConfig, config_class
+    from vidssl.methods import METHODS
 
-    return TrainConfig
+    method = next((p.partition("=")[2].strip() for p in pairs or [] if p.partition("=")[0].strip() == "method"), None)
+    return config_class(method) if method in METHODS else TrainConfig
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class Command:
     config: Callable[[], type]  # lazy, so `vidssl --help` imports no decoders or torch
     run: Callable[[Any], int]
     positional: str | None = None  # the config key that a bare INPUT argument sets
+    keys_depend_on_args: bool = False  # config(pairs): e.g. train's keys depend on method=NAME
 
 
 def _synth_config() -> type:
@@ -156,12 +160,29 @@ def _run_invariance(cfg: Any) -> int:
     return 0
 
 
+def _tracks_config() -> type:
+    from vidssl.tracking.run import TracksConfig
+
+    return TracksConfig
+
+
+def _run_tracks(cfg: Any) -> int:
+    from vidssl.tracking.run import track_folder
+
+    print(track_folder(cfg).summary())
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "synth": Command("write synthetic videos with masks, keypoints and boxes", _synth_config, _run_synth),
     "index": Command("index a folder of videos and print what is usable", lambda: IndexConfig, _run_index, "data"),
     "prepare": Command("re-encode a video folder for fast random access", _prepare_config, _run_prepare, "data"),
+    "tracks": Command(
+        "detect and track objects in every video of a folder (ultralytics detector + tracker)", _tracks_config,
+        _run_tracks, "data",
+    ),
     "export": Command("write a trained encoder alone (safetensors, torchvision, onnx)", lambda: ExportConfig, _run_export, "run"),
-    "train": Command("train an encoder with a self-supervised method", _train_config, _run_train, "data"),
+    "train": Command("train an encoder with a self-supervised method", _train_config, _run_train, "data", True),
     "eval linear": Command(
         "linear probe (logistic regression) of a frozen encoder on an image folder", _eval_linear_config,
         _run_eval_linear, "data",
@@ -185,10 +206,10 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def command_help(name: str) -> str:
+def command_help(name: str, args: list[str] | None = None) -> str:
     """The help text of one subcommand: every key with its default and meaning."""
     cmd = COMMANDS[name]
-    rows = fields_help(cmd.config())
+    rows = fields_help(cmd.config(args or []) if cmd.keys_depend_on_args else cmd.config())
     key_w = max(len(k) for k, _, _ in rows)
     def_w = min(24, max(len(d) for _, d, _ in rows))
     positional = f" [{cmd.positional.upper()}]" if cmd.positional else ""
@@ -201,13 +222,13 @@ def parse_command(argv: list[str]) -> tuple[str, Any]:
     """(subcommand name, its config) from argv; raises ConfigError on bad input."""
     name, *rest = argv
     cmd = COMMANDS[name]
-    cls = cmd.config()
     pairs = []
     for arg in rest:
         if "=" not in arg and cmd.positional and not any(p.startswith(f"{cmd.positional}=") for p in pairs):
             pairs.append(f"{cmd.positional}={arg}")
         else:
             pairs.append(arg)
+    cls = cmd.config(pairs) if cmd.keys_depend_on_args else cmd.config()
     return name, parse_overrides(cls, pairs)
 
 
@@ -228,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vidssl: unknown subcommand '{argv[0]}'{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     if any(a in ("-h", "--help") for a in argv[1:]):
-        print(command_help(argv[0]))
+        print(command_help(argv[0], [a for a in argv[1:] if "=" in a]))
         return 0
     try:
         name, cfg = parse_command(argv)

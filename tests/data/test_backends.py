@@ -90,4 +90,4 @@ def test_output_size() -> None:
     assert output_size(1280, 720, 256) == (455, 256)
     assert output_size(720, 1280, None) == (720, 1280)
     assert output_size(720, 1280, (10, 20)) == (10, 20)
-    assert set(BACKENDS) == {"decord", "pyav", "opencv", "frames"}
+    assert set(BACKENDS) == {"decord", "pyav", "opencv", "frames", "image"}

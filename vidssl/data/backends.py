@@ -303,22 +303,48 @@ class FrameFolderReader:
             raise VideoReadError(self._files[0], f"unreadable image ({err})") from err
         self.height, self.width = output_size(h0, w0, size)
 
-    def _load(self, file: Path) -> np.ndarray:
-        from PIL import Image
-
-        try:
-            with Image.open(file) as im:
-                if (im.height, im.width) != (self.height, self.width):
-                    im.draft("RGB", (self.width, self.height))  # JPEG DCT scaling: decode smaller
-                    im = im.convert("RGB").resize((self.width, self.height), Image.BILINEAR, reducing_gap=2.0)
-                return np.asarray(im.convert("RGB"))
-        except OSError as err:
-            raise VideoReadError(file, f"unreadable image ({err})") from err
-
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         wanted = _check_indices(self.path, indices, self.num_frames)
-        decoded = {i: self._load(self._files[i]) for i in set(wanted)}
+        decoded = {i: _load_image(self._files[i], self.height, self.width) for i in set(wanted)}
         return np.stack([decoded[i] for i in wanted])
+
+    def close(self) -> None:
+        pass
+
+
+def _load_image(file: Path, height: int, width: int) -> np.ndarray:
+    """(height, width, 3) uint8 RGB; JPEGs are decoded at reduced size when that suffices."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as im:
+            if (im.height, im.width) != (height, width):
+                im.draft("RGB", (width, height))  # JPEG DCT scaling: decode smaller
+                im = im.convert("RGB").resize((width, height), Image.BILINEAR, reducing_gap=2.0)
+            return np.asarray(im.convert("RGB"))
+    except OSError as err:
+        raise VideoReadError(file, f"unreadable image ({err})") from err
+
+
+class ImageReader:
+    """One image file as a one-frame video: image folders (``data_kind=images``) train through
+    the same loader, every sampler reading frame 0."""
+
+    def __init__(self, path: str | Path, *, size: Size = None, threads: int = 1, fps: float = 30.0) -> None:
+        from PIL import Image
+
+        self.path = Path(path)
+        self.num_frames, self.fps = 1, fps
+        try:
+            with Image.open(self.path) as im:
+                w0, h0 = im.size
+        except OSError as err:
+            raise VideoReadError(self.path, f"unreadable image ({err})") from err
+        self.height, self.width = output_size(h0, w0, size)
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        wanted = _check_indices(self.path, indices, 1)
+        return np.stack([_load_image(self.path, self.height, self.width)] * len(wanted))
 
     def close(self) -> None:
         pass
@@ -329,8 +355,9 @@ BACKENDS: dict[str, type] = {
     "pyav": PyAVReader,
     "opencv": OpenCVReader,
     "frames": FrameFolderReader,
+    "image": ImageReader,
 }
-_MODULES = {"decord": "decord", "pyav": "av", "opencv": "cv2", "frames": "PIL"}
+_MODULES = {"decord": "decord", "pyav": "av", "opencv": "cv2", "frames": "PIL", "image": "PIL"}
 # Fastest first, as measured by tools/bench_loader.py (see BENCHMARKS.md).
 AUTO_ORDER = ("pyav", "decord", "opencv")
 
@@ -341,8 +368,8 @@ def available_backends() -> list[str]:
 
 
 def resolve_backend(path: str | Path, backend: str = "auto") -> str:
-    """The backend that will open ``path``: ``auto`` picks frame folders for directories and the
-    fastest installed decoder for files."""
+    """The backend that will open ``path``: ``auto`` picks frame folders for directories, the
+    image reader for image files, and the fastest installed decoder for video files."""
     if backend != "auto":
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend '{backend}'; choose from auto, {', '.join(BACKENDS)}")
@@ -351,6 +378,8 @@ def resolve_backend(path: str | Path, backend: str = "auto") -> str:
         return backend
     if Path(path).is_dir():
         return "frames"
+    if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
+        return "image"
     installed = available_backends()
     for name in AUTO_ORDER:
         if name in installed:

@@ -78,7 +78,8 @@ class VideoFrameDataset(Dataset):
     """Frames sampled from a list of videos.
 
     Each item is a dict:
-        ``frames``: uint8 (T, 3, H, W) RGB (after ``transform``),
+        ``frames``: uint8 (T, 3, H, W) RGB (after ``transform``; a consistent transform may
+        return a dict of such tensors instead, whose keys then replace ``frames``),
         ``indices``: int64 (T,) frame indices in the video,
         ``video``: int, the video's position in ``videos``.
 
@@ -165,13 +166,15 @@ class VideoFrameDataset(Dataset):
         reader = self.readers.get(info.path)
         indices = self.sampler(min(info.num_frames, reader.num_frames), info.fps, generator)
         frames = torch.from_numpy(np.ascontiguousarray(reader.get_frames(indices))).permute(0, 3, 1, 2)
+        views: dict[str, torch.Tensor] = {"frames": frames}
         if self.transform is not None:
             # Augmentations draw from torch's global RNG: seed it from this sample so that
             # augmentation, like sampling, depends on (seed, epoch, index) alone.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
                 if self.consistent:
-                    frames = self.transform(frames)
+                    out = self.transform(frames)
+                    views = out if isinstance(out, dict) else {"frames": out}
                 else:
-                    frames = torch.stack([self.transform(f) for f in frames])
-        return {"frames": frames, "indices": torch.tensor(indices), "video": video}
+                    views = {"frames": torch.stack([self.transform(f) for f in frames])}
+        return {**views, "indices": torch.tensor(indices), "video": video}

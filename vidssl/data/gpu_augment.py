@@ -21,10 +21,6 @@ _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211,
 _GRAY = torch.tensor([0.299, 0.587, 0.114])
 
 
-def _uniform(n: int, low: float, high: float, g: torch.Generator, device: torch.device) -> torch.Tensor:
-    return torch.rand(n, generator=g, device=device) * (high - low) + low
-
-
 def _hue_matrices(angles: torch.Tensor) -> torch.Tensor:
     """(N,) angles in radians -> (N, 3, 3) RGB -> RGB hue rotations."""
     rgb2yiq = _RGB2YIQ.to(angles.device)
@@ -58,6 +54,7 @@ def color_augment(
     p_gray: float = 0.2,
     p_blur: float = 0.5,
     blur_sigma: tuple[float, float] = (0.1, 2.0),
+    share: int = 1,
 ) -> torch.Tensor:
     """SimCLR colour augmentation of a batch, parameters drawn per image.
 
@@ -65,29 +62,40 @@ def color_augment(
         x: float (N, 3, H, W) in [0, 1] (any device; channels_last is fine).
         generator: on ``x``'s device; seed it per step for reproducible, resumable runs.
         jitter: brightness, contrast, saturation, hue strengths as torchvision's ColorJitter.
+        share: consecutive groups of ``share`` images get the same parameters (the T frames of
+            one clip, for clip-consistent augmentation); N must be a multiple of it.
 
     Returns:
         float (N, 3, H, W) in [0, 1].
     """
     n, dev = x.shape[0], x.device
+    if n % share:
+        raise ValueError(f"{n} images do not split into groups of {share}")
     b, c, s, h = jitter
-    on = (torch.rand(n, generator=generator, device=dev) < p_jitter)[:, None, None, None]
+
+    def rand() -> torch.Tensor:  # (N,): one draw per group of ``share`` images
+        return torch.rand(n // share, generator=generator, device=dev).repeat_interleave(share)
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return rand() * (high - low) + low
+
+    on = (rand() < p_jitter)[:, None, None, None]
     gray_w = _GRAY.to(dev, x.dtype).view(1, 3, 1, 1)
 
-    y = x * _uniform(n, 1 - b, 1 + b, generator, dev).view(n, 1, 1, 1)
+    y = x * uniform(1 - b, 1 + b).view(n, 1, 1, 1)
     mean = (y * gray_w).sum(1, keepdim=True).mean((2, 3), keepdim=True)
-    y = mean + (y - mean) * _uniform(n, 1 - c, 1 + c, generator, dev).view(n, 1, 1, 1)
+    y = mean + (y - mean) * uniform(1 - c, 1 + c).view(n, 1, 1, 1)
     gray = (y * gray_w).sum(1, keepdim=True)
-    y = gray + (y - gray) * _uniform(n, 1 - s, 1 + s, generator, dev).view(n, 1, 1, 1)
-    m = _hue_matrices(_uniform(n, -h, h, generator, dev) * 2 * math.pi).to(x.dtype)
+    y = gray + (y - gray) * uniform(1 - s, 1 + s).view(n, 1, 1, 1)
+    m = _hue_matrices(uniform(-h, h) * 2 * math.pi).to(x.dtype)
     y = torch.einsum("nij,njhw->nihw", m, y).clamp_(0, 1)
     x = torch.where(on, y, x)
 
-    to_gray = (torch.rand(n, generator=generator, device=dev) < p_gray)[:, None, None, None]
+    to_gray = (rand() < p_gray)[:, None, None, None]
     x = torch.where(to_gray, (x * gray_w).sum(1, keepdim=True).expand_as(x), x)
 
-    blur = torch.rand(n, generator=generator, device=dev) < p_blur
-    sigma = _uniform(n, *blur_sigma, generator, dev)
+    blur = rand() < p_blur
+    sigma = uniform(*blur_sigma)
     kernel = 2 * (x.shape[-1] // 20) + 1  # ~10% of the image side, as SimCLR
     if blur.any() and kernel > 1:
         x = torch.where(blur[:, None, None, None], _gaussian_blur(x.contiguous(), sigma, kernel), x)

@@ -243,3 +243,37 @@ def _build_index(root: Path, entries: dict[str, dict], min_frames: int) -> Video
             too_short.append(key)
     return VideoIndex(root, videos, unreadable, too_short, min_frames)
 
+
+
+def scan_images(root: str | Path, *, workers: int = 4, progress: bool = True) -> VideoIndex:
+    """Index an image folder (torchvision ``ImageFolder`` layout or flat; searched recursively,
+    labels ignored): every image is a one-frame "video", so image-level methods train on it
+    through the same loader. Only image headers are read; an unreadable image is reported in the
+    summary and left out.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder")
+    files = sorted(
+        Path(folder) / f
+        for folder, subdirs, names in os.walk(root, followlinks=True)
+        for f in names
+        if Path(f).suffix.lower() in IMAGE_EXTENSIONS and not Path(f).name.startswith(".")
+    )
+
+    def header(path: Path) -> VideoInfo | tuple[str, str]:
+        try:
+            with Image.open(path) as im:
+                width, height = im.size
+        except OSError as err:
+            return (str(path), f"unreadable image ({err})")
+        return VideoInfo(str(path.resolve()), 1, FRAME_FOLDER_FPS, height, width)
+
+    videos, unreadable = [], []
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for result in tqdm(pool.map(header, files), total=len(files), desc=f"indexing {root.name}", unit="image",
+                           disable=not progress, leave=False):
+            (videos if isinstance(result, VideoInfo) else unreadable).append(result)
+    return VideoIndex(root, videos, unreadable)

@@ -12,7 +12,10 @@ A non-finite loss stops the run before the update, keeping the last good checkpo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
+import typing
 import logging
 import math
 import time
@@ -28,7 +31,7 @@ from tqdm import tqdm
 from vidssl.config import option, to_dict
 from vidssl.data.datasets import VideoFrameDataset, sample_seed
 from vidssl.data.gpu_augment import color_augment
-from vidssl.data.index import scan
+from vidssl.data.index import scan, scan_images
 from vidssl.data.transforms import normalize, random_crop, simclr_augment
 from vidssl.engine.checkpoint import load_checkpoint, save_checkpoint
 from vidssl.engine.distributed import DistInfo, init_distributed, shutdown_distributed
@@ -39,8 +42,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str = option("", "folder of videos; empty trains on synthetic videos generated into OUT/synth")
-    method: str = option("fti", "fti | simclr | mocov2")
+    data: str = option("", "folder of videos (or images); empty trains on synthetic videos generated into OUT/synth")
+    data_kind: Literal["videos", "images"] = option(
+        "videos", "videos: video files and frame folders | images: an image folder (ImageFolder layout, labels ignored)"
+    )
+    method: str = option("fti", "a training method (vidssl train method=NAME --help lists its own keys too)")
     encoder: str = option("resnet18", "resnet18 | resnet34 | resnet50 | timm:NAME")
     encoder_stride: int = option(32, "output stride of the encoder (8 or 16 for dense tasks)")
     weights: str = option("", "initial encoder weights (local .safetensors or state_dict file)")
@@ -79,6 +85,40 @@ class TrainConfig:
     save_every: int = option(500, "checkpoint every N steps (and at the end)")
     log_every: int = option(10, "log every N steps")
     export: bool = option(True, "write OUT/encoder.safetensors at the end")
+
+
+@functools.cache
+def config_class(method: str) -> type[TrainConfig]:
+    """TrainConfig extended with the options of ``method`` (``METHOD_OPTIONS``), if it has any."""
+    from vidssl.methods import METHOD_OPTIONS
+
+    options = METHOD_OPTIONS.get(method)
+    if options is None:
+        return TrainConfig
+    hints = typing.get_type_hints(options)
+    clash = {f.name for f in dataclasses.fields(options)} & {f.name for f in dataclasses.fields(TrainConfig)}
+    if clash:
+        raise TypeError(f"{options.__name__} redefines TrainConfig keys: {', '.join(sorted(clash))}")
+    fields = [(f.name, hints[f.name], dataclasses.field(default=f.default, default_factory=f.default_factory,
+                                                        metadata=f.metadata)) for f in dataclasses.fields(options)]
+    cls = dataclasses.make_dataclass(f"TrainConfig_{method}", fields, bases=(TrainConfig,), frozen=True)
+    cls.__module__ = __name__
+    return cls
+
+
+def train_config(**values: typing.Any) -> TrainConfig:
+    """A TrainConfig for ``values["method"]`` (default fti) holding its options, e.g.
+    ``train_config(method="cpc", steps=10, pred_steps=2)``."""
+    return config_class(values.get("method", "fti"))(**values)
+
+
+def with_method_options(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` as an instance of :func:`config_class` for its method (defaults for the options
+    it does not hold yet)."""
+    cls = config_class(cfg.method)
+    if isinstance(cfg, cls):
+        return cfg
+    return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)})
 
 
 class NonFiniteLossError(RuntimeError):
@@ -130,9 +170,11 @@ def _resolve_config(cfg: TrainConfig) -> TrainConfig:
     from vidssl.config import parse_overrides
 
     on_disk = yaml.safe_load(saved.read_text())
+    cls = config_class(on_disk.get("method", cfg.method))
+    base = cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if hasattr(cfg, f.name)})
     pairs = [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in on_disk.items() if k not in ("steps", "resume")]
-    resumed = parse_overrides(TrainConfig, pairs, base=cfg)
-    changed = [f.name for f in resumed.__dataclass_fields__.values() if getattr(resumed, f.name) != getattr(cfg, f.name)]
+    resumed = parse_overrides(cls, pairs, base=base)
+    changed = [f.name for f in dataclasses.fields(resumed) if getattr(resumed, f.name) != getattr(base, f.name)]
     if changed:
         log.warning("resume: keeping the run's saved settings for %s", ", ".join(changed))
     return resumed
@@ -145,7 +187,7 @@ def train(cfg: TrainConfig) -> Path:
 
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; choose from {', '.join(METHODS)}")
-    cfg = _resolve_config(cfg)
+    cfg = _resolve_config(with_method_options(cfg))
     probe_device = "cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     dist = init_distributed(probe_device)
     device = _device(cfg.device, dist)
@@ -185,16 +227,29 @@ def train(cfg: TrainConfig) -> Path:
             model = torch.compile(model)
 
         data = _training_data(cfg, out, dist)
-        index = scan(data, progress=dist.is_main)
+        images_only = cfg.data_kind == "images"
+        index = scan_images(data, progress=dist.is_main) if images_only else scan(data, progress=dist.is_main)
         if dist.is_main:
             log.info("%s", index.summary())
         if not index.videos:
-            raise ValueError(f"{data}: no usable videos ({index.summary()})")
-        color_on_device = cfg.color_on == "device" or (cfg.color_on == "auto" and cuda)
-        transform = random_crop(cfg.image_size) if color_on_device else simclr_augment(cfg.image_size)
-        dataset = VideoFrameDataset(index.videos, spec.sampler, backend=cfg.backend, size=cfg.decode_size,
-                                    transform=transform, consistent=spec.consistent,
-                                    samples_per_epoch=2**62, seed=cfg.seed)
+            raise ValueError(f"{data}: no usable {'images' if images_only else 'videos'} ({index.summary()})")
+        # Colour augmentation of the default transform, batched on the device or in the workers.
+        device_color = spec.transform is None and spec.color and (cfg.color_on == "device" or (cfg.color_on == "auto" and cuda))
+        if spec.transform is not None:
+            transform = spec.transform
+        elif spec.color and not device_color:
+            transform = simclr_augment(cfg.image_size)
+        else:
+            transform = random_crop(cfg.image_size)
+        dataset = (spec.dataset or VideoFrameDataset)(
+            videos=index.videos, sampler=spec.sampler, backend="image" if images_only else cfg.backend,
+            size=cfg.decode_size, transform=transform, consistent=spec.consistent or spec.transform is not None,
+            samples_per_epoch=2**62, seed=cfg.seed,
+        )
+        if dist.is_main and getattr(dataset, "too_short", 0):
+            log.warning("%d videos are too short for %s and were left out", dataset.too_short, spec.sampler)
+        if step == 0:
+            method.prepare(dataset)
         remaining = cfg.steps - step
         loader = DataLoader(
             dataset,
@@ -226,19 +281,20 @@ def train(cfg: TrainConfig) -> Path:
             logs: dict[str, float] = {}
             for micro in range(cfg.accum):
                 batch = next(batches)
-                images += batch["frames"].shape[0] * batch["frames"].shape[1]
-                frames = batch["frames"].to(device, non_blocking=True)
-                if color_on_device:
-                    g = torch.Generator(device).manual_seed(sample_seed(cfg.seed, step, micro))
-                    flat = color_augment(frames.flatten(0, 1).float().div_(255), g)
-                    frames = flat.view(frames.shape)
-                frames = normalize(frames)
-                if cuda and cfg.channels_last:
-                    frames = frames.contiguous(memory_format=torch.channels_last) if frames.ndim == 4 else frames
+                views = {k: v for k, v in batch.items() if _is_views(v)}
+                images += sum(v.shape[0] * v.shape[1] for v in views.values())
+                for i, (key, v) in enumerate(views.items()):
+                    v = v.to(device, non_blocking=True)
+                    if device_color:  # a stream per (step, micro-batch, view key, rank): resumable
+                        stream = (micro + cfg.accum * i) * dist.world_size + dist.rank
+                        g = torch.Generator(device).manual_seed(sample_seed(cfg.seed, step, stream))
+                        share = v.shape[1] if spec.consistent else 1
+                        v = color_augment(v.flatten(0, 1).float().div_(255), g, share=share).view(v.shape)
+                    batch[key] = normalize(v)
                 sync = dist.world_size == 1 or micro == cfg.accum - 1
                 with (model.no_sync() if not sync and hasattr(model, "no_sync") else contextlib.nullcontext()):
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and cfg.amp):
-                        result = model({**batch, "frames": frames})
+                        result = model(batch)
                     if not torch.isfinite(result.loss):
                         raise NonFiniteLossError(
                             f"non-finite loss ({result.loss.item()}) at step {step}; stopped before updating. "
@@ -271,6 +327,11 @@ def train(cfg: TrainConfig) -> Path:
         return out
     finally:
         shutdown_distributed()
+
+
+def _is_views(value: object) -> bool:
+    """Image views in a batch: uint8 (B, V, 3, H, W)."""
+    return isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.ndim == 5 and value.shape[2] == 3
 
 
 def _one_thread(worker_id: int) -> None:
