@@ -55,6 +55,9 @@ def test_no_overrides_gives_the_defaults() -> None:
         ("crop=5", "crop", (5,)),
         ("scales=(0.5, 1)", "scales", (0.5, 1.0)),
         ("tags=['a', 'b']", "tags", ["a", "b"]),
+        ("tags=(a, b)", "tags", ["a", "b"]),  # bare words in a list need no quotes
+        ("tags=a,b", "tags", ["a", "b"]),
+        ("tags=solo", "tags", ["solo"]),
         ("name=hello", "name", "hello"),
         ("name=runs/a/b.c", "name", "runs/a/b.c"),
         ("name='two words'", "name", "two words"),

@@ -73,7 +73,9 @@ def _coerce(key: str, value: Any, annotation: Any, raw: str | None = None) -> An
         return value
     if origin in (tuple, list):
         (item_type, *rest) = typing.get_args(annotation) or (Any,)
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        if isinstance(value, str):  # bare words: a, b  or  (a, b)  or  [a, b]
+            value = tuple(v.strip() for v in value.strip().strip("()[]").split(",") if v.strip())
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
             value = (value,)
         if not isinstance(value, (tuple, list)):
             raise ConfigError(f"{key}={value!r}: expected a list like (1, 2)")
