@@ -34,6 +34,9 @@ class FTI(Method):
         temperature: softmax temperature.
         queue_size: MoCo negatives kept (a multiple of the global batch is not required).
         momentum: MoCo key-encoder EMA momentum.
+        frame_weight, track_weight: with object-track crops in the batch (``batch["crops"]``,
+            see :mod:`vidssl.methods.track`), the loss is ``frame_weight * L(frames) +
+            track_weight * L(crops)``.
     """
 
     def __init__(
@@ -46,11 +49,14 @@ class FTI(Method):
         temperature: float = 0.1,
         queue_size: int = 65536,
         momentum: float = 0.999,
+        frame_weight: float = 1.0,
+        track_weight: float = 1.0,
     ) -> None:
         super().__init__(encoder)
         if loss not in ("infonce", "moco"):
             raise ValueError(f"loss must be infonce or moco, got {loss!r}")
         self.loss, self.temperature, self.momentum = loss, temperature, momentum
+        self.frame_weight, self.track_weight = frame_weight, track_weight
         self.head = projection_mlp(encoder.out_dim, proj_hidden, proj_dim)
         if loss == "moco":
             self.key_encoder = copy.deepcopy(encoder).requires_grad_(False)
@@ -59,19 +65,26 @@ class FTI(Method):
             self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
     def training_step(self, batch: dict[str, Any]) -> StepOutput:
-        frames = batch["frames"]  # (B, 2, 3, H, W)
-        a, b = frames[:, 0], frames[:, 1]
+        loss = self._pair_loss(batch["frames"])
+        if "crops" not in batch:
+            return StepOutput(loss, {"loss": loss.item()})
+        track_loss = self._pair_loss(batch["crops"])
+        total = self.frame_weight * loss + self.track_weight * track_loss
+        return StepOutput(total, {"loss": total.item(), "frame_loss": loss.item(), "track_loss": track_loss.item()})
+
+    def _pair_loss(self, pairs: torch.Tensor) -> torch.Tensor:
+        """``pairs``: (B, 2, 3, H, W), positives along dim 1."""
+        a, b = pairs[:, 0], pairs[:, 1]
         if self.loss == "infonce":
             z = self.head(self.encoder(torch.cat([a, b])))
             ids = torch.arange(len(a), device=z.device).repeat(2)
-            loss = info_nce(z, ids, temperature=self.temperature)
-            return StepOutput(loss, {"loss": loss.item()})
+            return info_nce(z, ids, temperature=self.temperature)
         q = self.head(self.encoder(a))
         with torch.no_grad():
             k = self.key_head(self.key_encoder(b))
         loss = moco_loss(q, k, self.queue, temperature=self.temperature)
         self._enqueue(F.normalize(k.float(), dim=1))
-        return StepOutput(loss, {"loss": loss.item()})
+        return loss
 
     @torch.no_grad()
     def _enqueue(self, keys: torch.Tensor) -> None:
@@ -92,12 +105,19 @@ def fti_data(*, min_gap: float, max_gap: float, gap_unit: Literal["frames", "sec
     return DataSpec(PairSampler(min_gap=min_gap, max_gap=max_gap, unit=gap_unit), consistent=False)
 
 
-def build_fti(encoder: nn.Module, cfg: Any) -> tuple[FTI, DataSpec]:
-    """FTI from a TrainConfig: pairs ``min_gap..max_gap`` apart (frames or seconds)."""
+def build_fti(encoder: nn.Module, cfg: Any, *, tracks: bool = True) -> tuple[FTI, DataSpec]:
+    """FTI from a TrainConfig: pairs ``min_gap..max_gap`` apart (frames or seconds); with
+    ``tracks=DIR`` (and ``tracks`` true here) a pair of object-track crops joins every frame pair."""
     temperature = cfg.temperature if cfg.temperature is not None else (0.2 if cfg.loss == "moco" else 0.1)
     method = FTI(encoder, loss=cfg.loss, proj_hidden=cfg.proj_hidden, proj_dim=cfg.proj_dim,
-                 temperature=temperature, queue_size=cfg.queue_size, momentum=cfg.moco_momentum)
-    return method, fti_data(min_gap=cfg.min_gap, max_gap=cfg.max_gap, gap_unit=cfg.gap_unit)
+                 temperature=temperature, queue_size=cfg.queue_size, momentum=cfg.moco_momentum,
+                 frame_weight=getattr(cfg, "frame_weight", 1.0), track_weight=getattr(cfg, "track_weight", 1.0))
+    spec = fti_data(min_gap=cfg.min_gap, max_gap=cfg.max_gap, gap_unit=cfg.gap_unit)
+    if tracks and getattr(cfg, "tracks", ""):
+        from vidssl.methods.track import with_tracks
+
+        spec = with_tracks(spec, cfg)
+    return method, spec
 
 
 def build_simclr(encoder: nn.Module, cfg: Any) -> tuple[FTI, DataSpec]:

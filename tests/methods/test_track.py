@@ -1,0 +1,91 @@
+"""Object-track positives: crops of one ground-truth track, the track method, and FTI + tracks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidssl.cli import main
+from vidssl.data.index import scan
+from vidssl.data.track_pairs import TrackPairDataset, crop_box, native_sizes, pick_pair
+from vidssl.engine.trainer import train, train_config
+from vidssl.tracking import read_manifest, read_tracks
+
+TINY = dict(encoder="resnet18", batch_size=2, image_size=32, decode_size=60, workers=0, proj_hidden=32, proj_dim=16,
+            lr=0.01, log_every=1, save_every=2, queue_size=16, export=False)
+
+
+@pytest.fixture(scope="module")
+def tracks_dir(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tracks")
+    assert main(["tracks", str(synth_dir / "videos"), f"out={out}", "detector=groundtruth", "min_track=4",
+                 "min_box=4", f"cache_dir={out / 'cache'}"]) == 0
+    return out
+
+
+def test_crop_box_scales_enlarges_and_clips() -> None:
+    frame = torch.arange(3 * 20 * 40, dtype=torch.int32).view(3, 20, 40).to(torch.uint8)
+    assert crop_box(frame, (10, 4, 20, 12), scale=(1.0, 1.0), context=1.0).shape == (3, 8, 10)
+    # native 80x40 decoded at 40x20: half the pixels; context 2 doubles the sides
+    assert crop_box(frame, (20, 8, 40, 24), scale=(0.5, 0.5), context=2.0).shape == (3, 16, 20)
+    # a box past the border is clipped but never empty
+    assert crop_box(frame, (100, 100, 120, 130), scale=(1.0, 1.0), context=1.0).shape[1:] == (1, 1)
+
+
+def test_pick_pair_respects_the_gap_and_falls_back() -> None:
+    frames = np.array([0, 1, 2, 10, 11, 40])
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        a, b = pick_pair(frames, min_gap=5, max_gap=15, generator=g)
+        gap = abs(frames[a] - frames[b])
+        assert 5 <= gap <= 15 or not ((np.abs(frames - frames[a]) >= 5) & (np.abs(frames - frames[a]) <= 15)).any()
+    assert pick_pair(np.array([7]), min_gap=3, max_gap=9, generator=g) == (0, 0)
+
+
+def test_crops_are_the_tracked_boxes(tracks_dir, synth_dir, cache_dir) -> None:
+    index = scan(synth_dir / "videos", progress=False)
+    manifest = read_manifest(tracks_dir)
+    tracks = read_tracks(tracks_dir)
+    assert sum(map(len, tracks.values())) >= 3
+    data = TrackPairDataset(index.videos, tracks=tracks, data_root=synth_dir / "videos", native_sizes=native_sizes(manifest),
+                            min_gap=2, max_gap=6, context=1.0, samples_per_epoch=20)
+    for i in range(20):
+        item = data[i]
+        _, track = data.tracks[item["track"]]
+        f0, f1 = item["indices"].tolist()
+        assert f0 in track.frames and f1 in track.frames and abs(f0 - f1) <= 6
+        row = int(np.flatnonzero(track.frames == f0)[0])
+        x1, y1, x2, y2 = track.boxes[row]
+        crop = item["frames"][0]
+        assert abs(crop.shape[2] - (x2 - x1)) <= 2 and abs(crop.shape[1] - (y2 - y1)) <= 2
+    # the same sample twice: a function of (seed, epoch, index) only
+    assert [torch.equal(data[i]["indices"], data[i]["indices"]) for i in range(5)] == [True] * 5
+    assert len({tuple(data[i]["indices"].tolist()) + (data[i]["track"],) for i in range(20)}) > 5  # not constant
+
+
+def test_track_method_and_fti_with_tracks_train(tracks_dir, synth_dir, tmp_path, cache_dir) -> None:
+    data = str(synth_dir / "videos")
+    run = train(train_config(method="track", data=data, tracks=str(tracks_dir), out=str(tmp_path / "t"), steps=2, **TINY))
+    assert (run / "checkpoints" / "last.pt").exists()
+    run = train(train_config(method="fti", data=data, tracks=str(tracks_dir), out=str(tmp_path / "f"), steps=2,
+                             loss="moco", track_weight=0.5, **TINY))
+    logs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite([x["frame_loss"], x["track_loss"]]).all() for x in logs)
+    assert logs[-1]["loss"] == pytest.approx(logs[-1]["frame_loss"] + 0.5 * logs[-1]["track_loss"], rel=1e-4)
+
+
+def test_track_method_errors_are_clear(tracks_dir, synth_dir, tmp_path, cache_dir, capsys) -> None:
+    data = str(synth_dir / "videos")
+    with pytest.raises(ValueError, match="method=track needs tracks=DIR"):
+        train(train_config(method="track", data=data, out=str(tmp_path / "a"), steps=1, **TINY))
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        train(train_config(method="track", data=data, tracks=str(tmp_path / "nope"), out=str(tmp_path / "b"), steps=1, **TINY))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.mp4").write_bytes((synth_dir / "videos" / sorted(p.name for p in (synth_dir / "videos").iterdir())[0]).read_bytes())
+    with pytest.raises(ValueError, match="no usable tracks"):
+        train(train_config(method="track", data=str(other), tracks=str(tracks_dir), out=str(tmp_path / "c"), steps=1, **TINY))
