@@ -1,10 +1,12 @@
-"""Random init vs FTI vs SimCLR under the same short budget, on the synthetic image tasks.
+"""Random init vs trained encoders under the same short budget, on the synthetic image tasks.
 
-    python tools/compare_encoders.py [steps=150] [encoder=resnet18] [out=runs/compare]
+    python tools/compare_encoders.py [steps=150] [encoder=resnet18] [methods=(fti, simclr)] [out=runs/compare]
 
-Trains FTI (frame pairs up to ``max_gap`` apart) and SimCLR (gap 0) with identical settings and
-seed on the synthetic videos, then evaluates both and the shared random initialisation with the
-linear probe (L-BFGS), weighted kNN (k=20, 200) and the invariance measurement (Purushwalkam &
+Trains each of ``methods`` with identical settings and seed on the synthetic videos: ``fti`` (frame
+pairs up to ``max_gap`` apart), ``simclr`` (gap 0), ``fti+tracks`` (FTI plus object-track crop
+pairs from the synthetic ground-truth tracks, written by ``vidssl tracks detector=groundtruth``)
+and ``track`` (track pairs alone). Then evaluates them and the shared random initialisation with
+the linear probe (L-BFGS), weighted kNN (k=20, 200) and the invariance measurement (Purushwalkam &
 Gupta 2020) on held-out synthetic videos. Prints a table; the last line is one JSON object.
 """
 
@@ -15,9 +17,9 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from vidssl.config import option, parse_overrides
+from vidssl.config import option, parse_overrides, to_dict
 from vidssl.data.synth import SynthConfig, generate
-from vidssl.engine.trainer import TrainConfig, train
+from vidssl.engine.trainer import TrainConfig, train, train_config
 from vidssl.evaluation.invariance import InvarianceConfig, run_invariance
 from vidssl.evaluation.knn import KnnEvalConfig, run_knn
 from vidssl.evaluation.linear import LinearEvalConfig, run_linear
@@ -34,6 +36,17 @@ class CompareConfig:
     num_videos: int = option(24, "synthetic training videos")
     workers: int = option(2, "loader workers")
     seed: int = option(0, "seed of data, initialisation and training")
+    methods: tuple[str, ...] = option(("fti", "simclr"), "fti | simclr | fti+tracks | track")
+
+
+def _ground_truth_tracks(synth: Path, out: Path) -> Path:
+    """Tracks of the synthetic objects: their true boxes through ByteTrack (``vidssl tracks``)."""
+    from vidssl.tracking.run import TracksConfig, track_folder
+
+    if not (out / "tracks.json").exists():
+        track_folder(replace(TracksConfig(), data=str(synth / "videos"), out=str(out), detector="groundtruth",
+                             min_box=8, min_track=8))
+    return out
 
 
 def main(argv: list[str]) -> dict:
@@ -47,15 +60,22 @@ def main(argv: list[str]) -> dict:
                    workers=cfg.workers, proj_hidden=512, optimizer="adamw", lr=1e-3, weight_decay=1e-6,
                    warmup_steps=cfg.steps // 10, log_every=10, save_every=10**9, seed=cfg.seed)
     encoders = {"random init": f"random:{cfg.encoder}"}
-    for name, method in (("FTI", "fti"), ("SimCLR", "simclr")):
-        run = out / method
+    names = {"fti": "FTI", "simclr": "SimCLR", "fti+tracks": "FTI+tracks", "track": "tracks only"}
+    for method in cfg.methods:
+        if method not in names:
+            raise ValueError(f"methods: unknown {method!r}; choose from {', '.join(names)}")
+        run = out / method.replace("+", "_")
+        extra = {}
+        if "track" in method:
+            extra["tracks"] = str(_ground_truth_tracks(videos, out / "tracks"))
         if not (run / "encoder.safetensors").exists():
-            train(replace(base, method=method, max_gap=cfg.max_gap, out=str(run)))
-        encoders[name] = str(run / "encoder.safetensors")
+            train(train_config(**{**to_dict(base), "method": method.split("+")[0], "max_gap": cfg.max_gap,
+                                  "out": str(run), **extra}))
+        encoders[names[method]] = str(run / "encoder.safetensors")
 
     table: dict[str, dict] = {}
     for name, spec in encoders.items():
-        key = name.split()[0].lower()
+        key = name.split()[0].lower().replace("+", "_")
         linear = run_linear(replace(LinearEvalConfig(), encoder=spec, out=str(out / "eval" / key / "linear"), seed=cfg.seed))
         knn = run_knn(replace(KnnEvalConfig(), encoder=spec, out=str(out / "eval" / key / "knn"), seed=cfg.seed))
         inv = run_invariance(replace(InvarianceConfig(), encoder=spec, data="", out=str(out / "eval" / key / "invariance"),
