@@ -42,7 +42,8 @@ class Probe(Method):
     def training_step(self, batch: dict[str, Any]) -> StepOutput:
         SEEN.append({k: (v.dtype, tuple(v.shape), float(v.mean())) for k, v in batch.items() if isinstance(v, torch.Tensor) and v.ndim == 5})
         x = batch["frames"].flatten(0, 1)
-        loss = self.encoder(x).mean() * self.scale
+        # a random draw inside the step (global RNG), as dropout or a pretext task's choice makes
+        loss = torch.nn.functional.dropout(self.encoder(x), 0.5, training=True).mean() * self.scale
         return StepOutput(loss, {"loss": loss.item()})
 
     def prepare(self, dataset) -> None:
@@ -136,3 +137,26 @@ def test_trains_on_an_image_folder(tmp_path, cache_dir) -> None:
     out = train(train_config(method="simclr", data=str(folder / "train"), data_kind="images", out=str(tmp_path / "img"),
                              steps=2, proj_hidden=32, proj_dim=16, export=False, **TINY))
     assert (out / "checkpoints" / "last.pt").exists()
+
+
+def test_random_draws_inside_steps_repeat_on_resume(probe, tmp_path, synth_dir, cache_dir, monkeypatch) -> None:
+    import vidssl.engine.trainer as trainer
+    from vidssl.engine.checkpoint import load_checkpoint
+
+    kw = dict(method="probe", data=str(synth_dir / "videos"), steps=4, export=False, **TINY)
+    train(train_config(out=str(tmp_path / "full"), **kw))
+    real_save = trainer.save_checkpoint
+
+    def save_then_die(state, path):
+        real_save(state, path)
+        if state["step"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(train_config(out=str(tmp_path / "half"), **kw))
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    train(train_config(out=str(tmp_path / "half"), resume=True, **kw))
+    a = load_checkpoint(tmp_path / "full/checkpoints/last.pt")["model"]
+    b = load_checkpoint(tmp_path / "half/checkpoints/last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

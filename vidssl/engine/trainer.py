@@ -5,7 +5,8 @@
 Per step: ``accum`` micro-batches (bf16 autocast and channels_last on CUDA), gradient clipping,
 an optimizer step with the scheduled learning rate, then the method's momentum updates. Samples
 are a function of (seed, sample number), so resuming at step s continues with the very samples
-the uninterrupted run would have drawn; the checkpoint holds model, optimizer, step and RNG state.
+the uninterrupted run would have drawn, and the global RNG is reseeded from (seed, step, rank) at
+every step, so draws inside a step repeat too; the checkpoint holds model, optimizer and step.
 A non-finite loss stops the run before the update, keeping the last good checkpoint.
 """
 
@@ -213,9 +214,6 @@ def train(cfg: TrainConfig) -> Path:
             method.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             step = int(state["step"])
-            torch.set_rng_state(state["rng"]["torch"])
-            if cuda and "cuda" in state["rng"]:
-                torch.cuda.set_rng_state(state["rng"]["cuda"], device)
             log.info("resumed %s at step %d", last, step)
         elif cfg.resume:
             log.warning("resume: %s does not exist, starting from step 0", last)
@@ -257,6 +255,7 @@ def train(cfg: TrainConfig) -> Path:
             sampler=SampleRange(first_micro_batch=step * cfg.accum, num_micro_batches=max(0, remaining) * cfg.accum,
                                 batch_size=cfg.batch_size, dist=dist),
             num_workers=cfg.workers,
+            generator=torch.Generator().manual_seed(cfg.seed),  # leaves the global RNG alone
             pin_memory=cuda,
             persistent_workers=False,
             prefetch_factor=4 if cfg.workers else None,
@@ -270,11 +269,13 @@ def train(cfg: TrainConfig) -> Path:
 
         def save() -> None:
             if dist.is_main:
-                rng = {"torch": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state(device)} if cuda else {})
                 save_checkpoint({"model": method.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                                 "config": to_dict(cfg), "rng": rng}, last)
+                                 "config": to_dict(cfg)}, last)
 
         while step < cfg.steps:
+            # Random draws inside a step (dropout, masks, a method's choices) come from a stream
+            # per (seed, step, rank): a resumed run repeats them exactly, and ranks differ.
+            torch.manual_seed(sample_seed(cfg.seed, step, -1 - dist.rank))
             for group in optimizer.param_groups:
                 group["lr"] = float(lrs[step])
             optimizer.zero_grad(set_to_none=True)
