@@ -90,7 +90,10 @@ class TrainConfig:
 
 @functools.cache
 def config_class(method: str) -> type[TrainConfig]:
-    """TrainConfig extended with the options of ``method`` (``METHOD_OPTIONS``), if it has any."""
+    """TrainConfig extended with the options of ``method`` (``METHOD_OPTIONS``), if it has any.
+
+    An options class may carry ``TRAIN_DEFAULTS: ClassVar[dict]``, shared keys whose default
+    differs for this method (e.g. ``{"encoder_stride": 8}``)."""
     from vidssl.methods import METHOD_OPTIONS
 
     options = METHOD_OPTIONS.get(method)
@@ -102,6 +105,12 @@ def config_class(method: str) -> type[TrainConfig]:
         raise TypeError(f"{options.__name__} redefines TrainConfig keys: {', '.join(sorted(clash))}")
     fields = [(f.name, hints[f.name], dataclasses.field(default=f.default, default_factory=f.default_factory,
                                                         metadata=f.metadata)) for f in dataclasses.fields(options)]
+    # A method may change shared defaults (colorization needs encoder_stride=8): redefine those fields.
+    base_hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in getattr(options, "TRAIN_DEFAULTS", {}):
+            default = options.TRAIN_DEFAULTS[f.name]
+            fields.append((f.name, base_hints[f.name], dataclasses.field(default=default, metadata=f.metadata)))
     cls = dataclasses.make_dataclass(f"TrainConfig_{method}", fields, bases=(TrainConfig,), frozen=True)
     cls.__module__ = __name__
     return cls
