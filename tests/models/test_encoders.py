@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from vidssl.models.encoders import ENCODERS, build_encoder
 
 OUT_DIM = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+RESNETS = list(OUT_DIM)  # the ViTs have their own tests (tests/models/test_vit.py): stride 16 only, class token
 
 
 @pytest.fixture()
@@ -26,12 +27,12 @@ def torchvision_trunk(model: torchvision.models.ResNet) -> torch.nn.Sequential:
                                model.layer1, model.layer2, model.layer3, model.layer4)
 
 
-def test_registry_is_the_three_resnets() -> None:
-    assert set(ENCODERS) == set(OUT_DIM)
+def test_registry_is_the_three_resnets_and_two_vits() -> None:
+    assert set(ENCODERS) == set(OUT_DIM) | {"vit_tiny", "vit_small"}
 
 
 @pytest.mark.parametrize("stride", [32, 16, 8])
-@pytest.mark.parametrize("name", list(ENCODERS))
+@pytest.mark.parametrize("name", RESNETS)
 def test_contract_shapes(name: str, stride: int, images: torch.Tensor) -> None:
     encoder = build_encoder(name, stride=stride).eval()
     assert encoder.out_dim == OUT_DIM[name]
@@ -45,7 +46,7 @@ def test_contract_shapes(name: str, stride: int, images: torch.Tensor) -> None:
     torch.testing.assert_close(pooled, dense.mean(dim=(2, 3)))
 
 
-@pytest.mark.parametrize("name", list(ENCODERS))
+@pytest.mark.parametrize("name", RESNETS)
 def test_state_dict_has_torchvision_names(name: str) -> None:
     encoder = build_encoder(name, stride=8)  # the stride-reduced / dilated variant keeps the names too
     result = getattr(torchvision.models, name)().load_state_dict(encoder.state_dict(), strict=False)
@@ -53,7 +54,7 @@ def test_state_dict_has_torchvision_names(name: str) -> None:
     assert result.unexpected_keys == []
 
 
-@pytest.mark.parametrize("name", list(ENCODERS))
+@pytest.mark.parametrize("name", RESNETS)
 def test_channels_last_matches_contiguous(name: str, images: torch.Tensor) -> None:
     encoder = build_encoder(name, stride=16).eval()
     with torch.no_grad():
@@ -72,7 +73,7 @@ def test_bf16_autocast(images: torch.Tensor) -> None:
     assert torch.isfinite(dense).all()
 
 
-@pytest.mark.parametrize("name", list(ENCODERS))
+@pytest.mark.parametrize("name", RESNETS)
 def test_one_input_channel(name: str) -> None:
     encoder = build_encoder(name, in_chans=1, stride=8).eval()
     assert encoder.conv1.in_channels == 1 and encoder.config["in_chans"] == 1

@@ -49,7 +49,9 @@ class TrainConfig:
     )
     method: str = option("fti", "a training method (vidssl train method=NAME --help lists its own keys too)")
     encoder: str = option("resnet18", "resnet18 | resnet34 | resnet50 | timm:NAME")
-    encoder_stride: int = option(32, "output stride of the encoder (8 or 16 for dense tasks)")
+    encoder_stride: int | None = option(
+        None, "output stride of the encoder: none = the architecture's own (32 ResNet, 16 ViT); 8 or 16 for dense tasks"
+    )
     weights: str = option("", "initial encoder weights (local .safetensors or state_dict file)")
     steps: int = option(1000, "optimizer steps")
     batch_size: int = option(64, "samples per micro-batch per process")

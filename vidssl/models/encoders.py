@@ -9,7 +9,9 @@ Every encoder is an :class:`Encoder` (timm's contract):
 
 ResNets come from torchvision with random weights (nothing is ever downloaded) and keep
 torchvision's parameter names, so an encoder's state_dict loads into ``torchvision.models.resnet50()``
-with only ``fc.weight`` / ``fc.bias`` missing. ``timm:<name>`` wraps any timm model (timm is optional).
+with only ``fc.weight`` / ``fc.bias`` missing. ``vit_tiny`` / ``vit_small`` are torchvision ViTs with
+patch (= stride) 16 whose pooled output is the class token rather than the mean of the dense map.
+``timm:<name>`` wraps any timm model (timm is optional).
 Weights come from local files only: ``build_encoder(name, weights="trunk.safetensors")``.
 """
 
@@ -181,10 +183,98 @@ def resnet50(*, stride: int = 32, in_chans: int = 3, **kwargs: Any) -> ResNetEnc
     return _resnet("resnet50", stride=stride, in_chans=in_chans, kwargs=kwargs)
 
 
+class ViTEncoder(Encoder):
+    """A torchvision VisionTransformer without ``heads``, its modules adopted under their own names.
+
+    ``forward`` is the final-layer-normed class token (B, C), the representation DINO evaluates
+    (not the mean of the patch tokens); ``forward_features`` lays the patch tokens on their grid,
+    (B, C, H / 16, W / 16). Any input size works: the position embedding of the build size
+    (``image_size``, 224 by default) is bicubically interpolated to the input's grid, as DINO does
+    for its 96 px local crops (DINO, 2021, arXiv:2104.14294). State_dict keys are torchvision's
+    (``conv_proj.weight``, ``class_token``, ``encoder.pos_embedding``, ``encoder.layers.*``), so a
+    torchvision ViT checkpoint loads with only ``heads.*`` ignored.
+    """
+
+    def __init__(self, trunk: torchvision.models.VisionTransformer, *, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.conv_proj = trunk.conv_proj
+        self.class_token = trunk.class_token
+        self.encoder = trunk.encoder
+        self.patch_size = trunk.patch_size
+        self.grid = trunk.image_size // trunk.patch_size  # the position embedding's grid side
+        self.out_dim = trunk.hidden_dim
+        self.stride = trunk.patch_size
+        self.config = config
+
+    def _position_embedding(self, height: int, width: int) -> torch.Tensor:
+        """(1, 1 + height * width, C): the class position and the grid resized to height x width."""
+        pos = self.encoder.pos_embedding
+        if (height, width) == (self.grid, self.grid):
+            return pos
+        grid = pos[:, 1:].reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
+        grid = nn.functional.interpolate(grid.float(), size=(height, width), mode="bicubic", align_corners=False)
+        return torch.cat([pos[:, :1], grid.to(pos.dtype).flatten(2).transpose(1, 2)], dim=1)
+
+    def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """(B, in_chans, H, W) -> (B, 1 + h * w, C) tokens after the last layer norm, h, w."""
+        x = self.conv_proj(x)  # (B, C, h, w); sizes not divisible by the patch lose the remainder
+        batch, _, height, width = x.shape
+        x = torch.cat([self.class_token.expand(batch, -1, -1), x.flatten(2).transpose(1, 2)], dim=1)
+        x = x + self._position_embedding(height, width)
+        return self.encoder.ln(self.encoder.layers(self.encoder.dropout(x))), height, width
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, out_dim, H // 16, W // 16) patch tokens."""
+        tokens, height, width = self._tokens(x)
+        patches = tokens[:, 1:]
+        return patches.transpose(1, 2).reshape(patches.shape[0], patches.shape[2], height, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, out_dim): the class token."""
+        return self._tokens(x)[0][:, 0]
+
+    def classifier_prefixes(self) -> tuple[str, ...]:
+        return ("heads.",)
+
+
+def _vit(
+    name: str, *, dim: int, depth: int, heads: int, stride: int, in_chans: int, kwargs: dict[str, Any]
+) -> ViTEncoder:
+    if stride != 16:
+        raise ValueError(f"{name}: the stride is the patch size, 16, not {stride} (train with encoder_stride=16)")
+    if "weights" in kwargs:
+        raise ValueError(f"{name}: weights are local files only: build_encoder({name!r}, weights='path/to/file')")
+    trunk = torchvision.models.VisionTransformer(
+        image_size=kwargs.get("image_size", 224), patch_size=16, num_layers=depth, num_heads=heads, hidden_dim=dim,
+        mlp_dim=4 * dim, **{k: v for k, v in kwargs.items() if k != "image_size"},
+    )
+    if in_chans != 3:
+        conv = nn.Conv2d(in_chans, dim, kernel_size=16, stride=16)
+        nn.init.trunc_normal_(conv.weight, std=(1.0 / (in_chans * 16 * 16)) ** 0.5)  # torchvision's init
+        nn.init.zeros_(conv.bias)
+        trunk.conv_proj = conv
+    return ViTEncoder(trunk, config={"name": name, "stride": 16, "in_chans": in_chans, "kwargs": kwargs})
+
+
+def vit_tiny(*, stride: int = 16, in_chans: int = 3, **kwargs: Any) -> ViTEncoder:
+    """ViT-Ti/16 (dim 192, depth 12, 3 heads, MLP 768; DeiT, 2021, arXiv:2012.12877) from
+    torchvision's VisionTransformer, random init, out_dim 192. ``image_size`` (default 224) sets
+    the position-embedding grid; other ``kwargs`` (dropout, attention_dropout) go to torchvision."""
+    return _vit("vit_tiny", dim=192, depth=12, heads=3, stride=stride, in_chans=in_chans, kwargs=kwargs)
+
+
+def vit_small(*, stride: int = 16, in_chans: int = 3, **kwargs: Any) -> ViTEncoder:
+    """ViT-S/16 (dim 384, depth 12, 6 heads, MLP 1536; as in DINO) from torchvision's
+    VisionTransformer, random init, out_dim 384. ``kwargs`` as :func:`vit_tiny`."""
+    return _vit("vit_small", dim=384, depth=12, heads=6, stride=stride, in_chans=in_chans, kwargs=kwargs)
+
+
 ENCODERS: dict[str, Callable[..., Encoder]] = {
     "resnet18": resnet18,
     "resnet34": resnet34,
     "resnet50": resnet50,
+    "vit_tiny": vit_tiny,
+    "vit_small": vit_small,
 }
 """Built-in encoders by name; ``timm:<name>`` (handled by :func:`build_encoder`) adds timm's."""
 
@@ -241,7 +331,8 @@ def build_encoder(
     if name.startswith(TIMM_PREFIX):
         encoder: Encoder = _timm_encoder(name, stride=stride, in_chans=in_chans, kwargs=kwargs)
     elif name in ENCODERS:
-        encoder = ENCODERS[name](stride=32 if stride is None else stride, in_chans=in_chans, **kwargs)
+        own_stride = {} if stride is None else {"stride": stride}  # None: each builder's default
+        encoder = ENCODERS[name](**own_stride, in_chans=in_chans, **kwargs)
     else:
         close = difflib.get_close_matches(name, list(ENCODERS), n=1, cutoff=0.5)
         hint = f"did you mean {close[0]!r}? " if close else ""
