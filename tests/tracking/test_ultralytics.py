@@ -1,0 +1,180 @@
+"""The ultralytics side of ``vidssl tracks``: detector checks and errors, the YOLO adapter end to
+end (an untrained YOLO built offline), no network access, and the real OpenVINO detectors from
+../shared/data when present."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from tracking_fixtures import SHARED, build_untrained, shared_openvino, synth_copy  # noqa: F401 - fixtures
+from tracking_fixtures import ultralytics_settings_dir, untrained_yolo  # noqa: F401 - fixtures
+
+from vidssl.cli import main
+from vidssl.tracking import read_manifest, read_tracks
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def no_video_opened(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a video was opened before the detector was checked")
+
+    monkeypatch.setattr("vidssl.tracking.run.open_video", fail)
+    monkeypatch.setattr("vidssl.tracking.run.scan", fail)
+
+
+def test_missing_detector(synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    no_video_opened(monkeypatch)
+    missing = tmp_path / "nowhere" / "yolov8n.pt"
+    assert main(["tracks", str(synth_dir / "videos"), f"out={tmp_path / 'o'}", f"detector={missing}"]) == 1
+    err = capsys.readouterr().err
+    assert str(missing) in err and "no such file" in err
+    assert main(["tracks", str(synth_dir / "videos"), f"out={tmp_path / 'o'}"]) == 1
+    assert "needs a detector" in capsys.readouterr().err
+
+
+def test_not_a_detector(synth_dir: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+                        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from vidssl.tracking.offline import import_ultralytics
+
+    import_ultralytics()
+    from ultralytics.nn.tasks import yaml_model_load
+
+    no_video_opened(monkeypatch)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    folder = tmp_path / "some_folder"
+    folder.mkdir()
+    (folder / "model.bin").write_bytes(b"\0" * 64)
+    cases = {
+        junk: "cannot load as an ultralytics checkpoint",
+        folder: "no ultralytics model metadata",
+        build_untrained(tmp_path_factory, "yolov8n-cls.yaml"): "is a 'classify' model, not a detector",
+    }
+    for name, message in (("yolov8n-seg.yaml", "is a 'segment' model"), ("yolov8n.yaml", "random weights")):
+        path = tmp_path / name  # a model YAML on disk, as a user would pass it
+        path.write_text(yaml.safe_dump(yaml_model_load(name)))
+        cases[path] = message
+    for path, message in cases.items():
+        code = main(["tracks", str(synth_dir / "videos"), f"out={tmp_path / 'o'}", f"detector={path}"])
+        err = capsys.readouterr().err
+        assert code == 1 and str(path) in err and message in err, (path, err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_tracker_recipe(synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["tracks", str(synth_dir / "videos"), f"out={tmp_path / 'o'}", "detector=groundtruth"]
+    assert main([*args, "tracker=sort"]) == 1
+    err = capsys.readouterr().err
+    assert "no recipe sort.yaml" in err and "bytetrack" in err and "botsort" in err
+    reid = tmp_path / "reid.yaml"
+    reid.write_text("tracker_type: botsort\nwith_reid: true\n")
+    assert main([*args, f"tracker={reid}"]) == 1
+    assert "with_reid" in capsys.readouterr().err
+
+
+def test_untrained_yolo_end_to_end(  # noqa: F811 - fixtures imported from tracking_fixtures
+    untrained_yolo: Path, synth_copy: Path, tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ultralytics adapter on real frames: an untrained model finds (next to) nothing, but every
+    step from loading to the CSVs runs."""
+    out = tmp_path / "tracks"
+    args = ["tracks", str(synth_copy), f"out={out}", f"detector={untrained_yolo}", "imgsz=160", "max_frames=3",
+            "device=cpu", "min_track=1", "min_box=0"]
+    assert main(args) == 0
+    manifest = read_manifest(out)
+    assert manifest["detector"]["type"] == "ultralytics" and manifest["detector"]["imgsz"] == 160
+    assert len(manifest["classes"]) == 80  # an untrained model names its classes "0".."79"
+    assert sorted(manifest["videos"]) == ["synth_000.mp4", "synth_001.mp4", "synth_002.mp4"]
+    assert all(v["frames_processed"] == 3 for v in manifest["videos"].values())
+    assert set(read_tracks(out)) == set(manifest["videos"])
+    capsys.readouterr()
+    assert main(args) == 0  # resumes: nothing left to do
+    assert "tracked 0 videos" in capsys.readouterr().out
+
+
+GUARD = '''
+import os, socket
+
+def _record(what):
+    with open(os.environ["NETGUARD_LOG"], "a") as f:
+        f.write(what + "\\n")
+    raise OSError(f"network access blocked by the test: {what}")
+
+_connect, _connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+def _inet(sock):
+    return sock.family in (socket.AF_INET, socket.AF_INET6)
+
+def connect(self, address):
+    return _record(f"connect {address!r}") if _inet(self) else _connect(self, address)
+
+def connect_ex(self, address):
+    return _record(f"connect_ex {address!r}") if _inet(self) else _connect_ex(self, address)
+
+socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
+socket.create_connection = lambda address, *a, **k: _record(f"create_connection {address!r}")
+socket.getaddrinfo = lambda host, *a, **k: _record(f"getaddrinfo {host!r}")
+socket.gethostbyname = lambda host: _record(f"gethostbyname {host!r}")
+'''
+
+
+def test_no_network_during_a_run(untrained_yolo: Path, synth_copy: Path, tmp_path: Path) -> None:  # noqa: F811
+    """A whole ``vidssl tracks`` run in a fresh interpreter whose sockets record and refuse every
+    connection and name lookup: nothing may be attempted (import, settings, model load, predict,
+    tracker), and no settings file may appear in ~/.config."""
+    guard = tmp_path / "guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(textwrap.dedent(GUARD))
+    log, home = tmp_path / "network.log", tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}
+    env.update(PYTHONPATH=os.pathsep.join([str(guard), str(REPO)]), NETGUARD_LOG=str(log), HOME=str(home),
+               VIDSSL_CACHE_DIR=str(tmp_path / "cache"), XDG_CONFIG_HOME=str(home / ".config"))
+    out = tmp_path / "tracks"
+    cmd = [sys.executable, "-c", "import socket; assert socket.getaddrinfo.__name__ == '<lambda>';"
+           " from vidssl.cli import main; raise SystemExit(main())",
+           "tracks", str(synth_copy), f"out={out}", f"detector={untrained_yolo}", "tracker=botsort",
+           "imgsz=160", "max_frames=4", "device=cpu", "min_track=1"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not log.exists(), log.read_text()
+    assert len(read_manifest(out)["videos"]) == 3
+    assert list((tmp_path / "cache" / "ultralytics").rglob("settings.json"))
+    settings = json.loads(next((tmp_path / "cache" / "ultralytics").rglob("settings.json")).read_text())
+    assert settings["sync"] is False
+    assert not (home / ".config" / "Ultralytics").exists()
+
+
+# bmx-bumps shows a rider on a bicycle from its first frame (bikes.mp4 only from frame ~105).
+SHARED_CLIP = "davis2016_train_mp4/bmx-bumps.mp4"
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("shared_openvino", ["yolov8n", "yolo11n"], indirect=True)
+def test_openvino_detector_finds_people_and_bicycles(  # noqa: F811
+    shared_openvino: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    video = SHARED / "videos" / SHARED_CLIP
+    if not video.exists():
+        pytest.skip("../shared/data is absent")
+    out = tmp_path / "tracks"
+    args = ["tracks", str(video), f"out={out}", f"detector={shared_openvino}", "classes=person,bicycle", "device=cpu"]
+    assert main([*args, "max_frames=12", "min_track=6"]) == 0
+    tracks = read_tracks(out)[video.name]
+    assert {t.class_name for t in tracks} == {"person", "bicycle"}, tracks
+    manifest = read_manifest(out)
+    assert manifest["classes"]["0"] == "person" and manifest["detector"]["export_imgsz"] == [640, 640]
+    info = manifest["videos"][video.name]
+    assert (info["width"], info["height"], info["frames_processed"]) == (854, 480, 12)
+    for track in tracks:
+        assert track.boxes[:, [0, 2]].max() <= 854 and track.boxes[:, [1, 3]].max() <= 480
+        assert track.boxes.min() >= 0 and (np.diff(track.frames) > 0).all() and track.frames.max() < 12
