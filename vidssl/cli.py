@@ -160,6 +160,50 @@ def _run_invariance(cfg: Any) -> int:
     return 0
 
 
+def _propagate_config() -> type:
+    from vidssl.propagation.propagate import PropagateConfig
+
+    return PropagateConfig
+
+
+def _run_propagate(cfg: Any) -> int:
+    from vidssl.propagation.propagate import run_propagate
+
+    record = run_propagate(cfg)
+    speed = f"{record['fps']:.2f} frames/s"
+    print(f"propagated {record['kind']} through {record['frames']} frames ({speed}) into {cfg.out}")
+    return 0
+
+
+def _eval_davis_config() -> type:
+    from vidssl.propagation.davis import DavisEvalConfig
+
+    return DavisEvalConfig
+
+
+def _run_eval_davis(cfg: Any) -> int:
+    from vidssl.propagation.davis import evaluate_davis, format_table
+
+    print(format_table(evaluate_davis(cfg)))
+    print(f"wrote {cfg.out}/results.json and the predicted masks")
+    return 0
+
+
+def _eval_jhmdb_config() -> type:
+    from vidssl.propagation.jhmdb import JhmdbEvalConfig
+
+    return JhmdbEvalConfig
+
+
+def _run_eval_jhmdb(cfg: Any) -> int:
+    from vidssl.propagation.jhmdb import evaluate_jhmdb
+
+    results = evaluate_jhmdb(cfg)
+    scores = "  ".join(f"PCK@{a} {results[f'PCK@{a}']:.3f}" for a in cfg.alphas)
+    print(f"{results['clips']} clips: {scores}; wrote {cfg.out}/results.json")
+    return 0
+
+
 def _tracks_config() -> type:
     from vidssl.tracking.run import TracksConfig
 
@@ -169,8 +213,9 @@ def _tracks_config() -> type:
 def _run_tracks(cfg: Any) -> int:
     from vidssl.tracking.run import track_folder
 
-    print(track_folder(cfg).summary())
-    return 0
+    result = track_folder(cfg)
+    print(result.summary())
+    return 1 if result.failed and not (result.tracked or result.skipped) else 0  # nothing usable came out
 
 
 COMMANDS: dict[str, Command] = {
@@ -194,6 +239,16 @@ COMMANDS: dict[str, Command] = {
     "eval invariance": Command(
         "how invariant an encoder is to viewpoint, illumination, occlusion, instance (Purushwalkam & Gupta 2020)",
         _invariance_config, _run_invariance, "encoder",
+    ),
+    "propagate": Command(
+        "carry first-frame masks or keypoints through a video (CRW / DINO label propagation)", _propagate_config,
+        _run_propagate, "video",
+    ),
+    "eval davis": Command(
+        "DAVIS J&F of label propagation with an encoder's features", _eval_davis_config, _run_eval_davis, "root",
+    ),
+    "eval jhmdb": Command(
+        "JHMDB PCK of keypoint propagation with an encoder's features", _eval_jhmdb_config, _run_eval_jhmdb, "root",
     ),
 }
 

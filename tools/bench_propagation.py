@@ -1,0 +1,256 @@
+"""Mask propagation speed and memory: the tiled local affinity against the full-affinity baseline.
+
+    python tools/bench_propagation.py [data=../shared/data/davis2016] [seq=blackswan] [encoder=random:resnet18]
+        [frames=6] [naive_frames=2] [wide_encoder=pixels] [wide_frames=(4, 12)] [out=FILE]
+
+At 480p (a DAVIS sequence's JPEGs, 854x480) with CRW's settings (stride 8, 20 context frames + the
+first, top-k 10, radius 12, temperature 0.05): the encoder's features of 1 + 20 + ``frames``
+frames are computed once (timed: encoder frames/s), the context is filled with the first 21 frames
+and their ground-truth masks, then one propagation step per target frame is timed for the tiled
+implementation (``frames`` targets) and for the naive one (``naive_frames`` targets: it builds the
+whole (h*w, 21*h*w) affinity, then masks, top-k, softmax), on the same features and context, and
+their outputs are compared. Reported per implementation: step frames/s, end-to-end frames/s
+(encoder + step), and peak memory during the steps (CUDA max allocated on GPU, the process's
+peak RSS on CPU, sampled every 10 ms).
+
+Wide-video check: ``wide_frames`` counts of 1920x1080 frames (the sequence's frames upscaled, made
+one at a time) stream through :func:`vidssl.propagation.propagate.propagate` with
+``wide_encoder``; peak memory for each count shows it does not grow with the number of frames.
+On a CPU the default is ``pixels`` features (a ResNet-18 at stride 8 on 1080p takes minutes a
+frame there); on a GPU use ``wide_encoder=random:resnet18 wide_frames=(20, 200)``.
+The last line printed is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+
+from vidssl.config import option, parse_overrides, to_dict
+from vidssl.propagation.affinity import TileGrid, propagate_labels_naive, propagate_tiles
+from vidssl.propagation.features import resolve_features
+from vidssl.propagation.masks import grid_size, one_hot, read_mask, to_grid
+from vidssl.propagation.propagate import ContextBank, PropagationConfig, propagate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    data: str = option(
+        str(REPO / ".." / "shared" / "data" / "davis2016"), "DAVIS-layout folder ('' = a synthetic 854x480 video)"
+    )
+    seq: str = option("blackswan", "sequence (at least 1 + context + frames frames)")
+    encoder: str = option("random:resnet18", "features of the 480p comparison (pixels | random | random:NAME | file)")
+    frames: int = option(6, "target frames timed for the tiled implementation (0: skip the 480p comparison)")
+    naive_frames: int = option(2, "target frames timed for the naive implementation (it is slow)")
+    context: int = option(20, "previous frames in the context (CRW: 20)")
+    topk: int = option(10, "CRW: 10")
+    radius: float = option(12.0, "CRW: 12")
+    tile: int = option(12, "tile side of the local affinity")
+    chunk_mb: float = option(256.0, "working-set cap of one batched matmul (MiB)")
+    wide_encoder: str = option("pixels", "features of the 1920x1080 memory check")
+    wide_frames: tuple[int, ...] = option((4, 12), "frame counts of the 1920x1080 memory check (empty: skip)")
+    device: str = option("auto", "auto | cpu | cuda")
+    out: str = option("", "also write the JSON figures to this file")
+
+
+class PeakMemory:
+    """Peak CUDA allocation, or peak resident memory of this process (sampled), inside a block."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        process = psutil.Process()
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, process.memory_info().rss)
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+        else:
+            self.peak = self.start = psutil.Process().memory_info().rss
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, psutil.Process().memory_info().rss)
+
+    @property
+    def mib(self) -> float:
+        return self.peak / 2**20
+
+    @property
+    def growth_mib(self) -> float:
+        """Peak minus what was held when the block started."""
+        return (self.peak - self.start) / 2**20
+
+
+def load_sequence(cfg: BenchConfig, count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``count`` frames and masks of the sequence (or of a synthetic 854x480 video)."""
+    from vidssl.data.backends import list_frame_files, open_video
+
+    if not cfg.data:
+        import tempfile
+
+        from vidssl.data.synth import SynthConfig, generate
+
+        root = Path(tempfile.mkdtemp(prefix="vidssl-bench-prop-"))
+        generate(root, SynthConfig(num_videos=1, num_frames=count, height=480, width=854), progress=False)
+        davis, seq = root / "davis", "synth_000"
+    else:
+        davis, seq = Path(cfg.data), cfg.seq
+    folder = davis / "JPEGImages" / "480p" / seq
+    files = list_frame_files(folder)
+    if len(files) < count:
+        raise SystemExit(f"{folder} has {len(files)} frames; this run needs {count}")
+    frames = list(open_video(folder).get_frames(range(count)))
+    masks = [read_mask(davis / "Annotations" / "480p" / seq / f"{f.stem}.png") for f in files[:count]]
+    return frames, masks
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compare_480p(cfg: BenchConfig, device: torch.device) -> dict:
+    count = 1 + cfg.context + max(cfg.frames, cfg.naive_frames)
+    frames, masks = load_sequence(cfg, count)
+    extractor = resolve_features(cfg.encoder, stride=8, device=str(device))
+    extractor(np.stack(frames[:1]))  # warm-up (allocations, kernels)
+    sync(device)
+    started = time.perf_counter()
+    features = torch.cat([extractor(np.stack(frames[i : i + 4])) for i in range(0, count, 4)])
+    sync(device)
+    encoder_fps = count / (time.perf_counter() - started)
+    height, width = frames[0].shape[:2]
+    grid_hw = grid_size(height, width, 8)
+    ids = tuple(int(i) for i in np.unique(masks[0]))
+    labels = [to_grid(one_hot(m, ids), grid_hw, stride=8).to(device) for m in masks]
+    grid = TileGrid.make(*grid_hw, tile=cfg.tile, radius=cfg.radius)
+    bank = ContextBank(grid, context=cfg.context, channels=features.shape[-1], num_labels=len(ids),
+                       dtype=features.dtype, device=device)
+    bank.set_first(features[0], labels[0])
+    for t in range(1, 1 + cfg.context):
+        bank.push(features[t], labels[t])
+    keys, context_labels = bank.view()
+    targets = range(1 + cfg.context, count)
+    print(f"480p: {width}x{height}, grid {grid_hw[1]}x{grid_hw[0]}, {features.shape[-1]} channels "
+          f"({extractor.name}), context {keys.shape[0]} frames; encoder {encoder_fps:.2f} frames/s", flush=True)
+
+    offsets, valid = grid.offsets_mask(cfg.radius, device), grid.valid(device)
+
+    def local(t: int) -> torch.Tensor:
+        return propagate_tiles(features[t], keys, context_labels, grid, radius=cfg.radius, topk=cfg.topk,
+                               temperature=0.05, chunk_mb=cfg.chunk_mb, offsets=offsets, valid=valid)
+
+    r, (h, w) = grid.reach, grid_hw
+    dense_keys = keys[:, r : r + h, r : r + w].permute(0, 3, 1, 2)
+    dense_labels = context_labels[:, r : r + h, r : r + w].permute(0, 3, 1, 2)
+
+    def naive(t: int) -> torch.Tensor:
+        return propagate_labels_naive(features[t].permute(2, 0, 1), dense_keys, dense_labels, radius=cfg.radius,
+                                      topk=cfg.topk, temperature=0.05)
+
+    rows, outputs = {}, {}
+    for name, step, n in (("local", local, cfg.frames), ("naive", naive, cfg.naive_frames)):
+        with PeakMemory(device) as memory:
+            sync(device)
+            started = time.perf_counter()
+            outputs[name] = [step(t) for t in list(targets)[:n]]
+            sync(device)
+            seconds = time.perf_counter() - started
+        step_fps = n / seconds
+        rows[name] = {"step_fps": step_fps, "end_to_end_fps": 1 / (1 / encoder_fps + 1 / step_fps),
+                      "frames": n, "peak_mib": memory.mib}
+        print(f"  {name:<6} step {step_fps:7.3f} frames/s   end-to-end {rows[name]['end_to_end_fps']:7.3f} frames/s   "
+              f"peak {memory.mib:8.0f} MiB   ({n} frames)", flush=True)
+    shared = min(cfg.frames, cfg.naive_frames)
+    pairs = zip(outputs["local"][:shared], outputs["naive"][:shared], strict=True)
+    max_diff = max((a - b).abs().max().item() for a, b in pairs)
+    return {
+        "size": [width, height], "grid": [grid_hw[1], grid_hw[0]], "channels": int(features.shape[-1]),
+        "features": extractor.name, "context_frames": int(keys.shape[0]), "encoder_fps": encoder_fps,
+        "local": rows["local"], "naive": rows["naive"],
+        "step_speedup": rows["local"]["step_fps"] / rows["naive"]["step_fps"],
+        "end_to_end_speedup": rows["local"]["end_to_end_fps"] / rows["naive"]["end_to_end_fps"],
+        "max_abs_difference": max_diff,
+        "context_bank_mib": (bank.keys.numel() * bank.keys.element_size() + bank.labels.numel() * 4) / 2**20,
+    }
+
+
+def wide_check(cfg: BenchConfig, device: torch.device) -> dict:
+    """Peak memory of streaming ``n`` 1920x1080 frames, for each ``n`` of ``cfg.wide_frames``."""
+    import cv2
+
+    frames, masks = load_sequence(cfg, 1)
+    size = (1920, 1080)
+    base = cv2.resize(frames[0], size, interpolation=cv2.INTER_LINEAR)
+    mask = cv2.resize(masks[0], size, interpolation=cv2.INTER_NEAREST)
+    extractor = resolve_features(cfg.wide_encoder, stride=8, device=str(device))
+    settings = PropagationConfig(context=cfg.context, topk=cfg.topk, radius=cfg.radius, tile=cfg.tile,
+                                 chunk_mb=cfg.chunk_mb, batch=1)
+    ids = tuple(int(i) for i in np.unique(mask))
+    first = to_grid(one_hot(mask, ids), grid_size(size[1], size[0], 8), stride=8)
+
+    def stream(n: int):
+        for i in range(n):  # made one at a time: a slow pan over the upscaled frame
+            yield np.roll(base, 4 * i, axis=1)
+
+    rows = []
+    for n in cfg.wide_frames:
+        with PeakMemory(device) as memory:
+            started = time.perf_counter()
+            for _ in propagate(stream(n), first, extractor, settings=settings):
+                pass
+            sync(device)
+            seconds = time.perf_counter() - started
+        rows.append({"frames": n, "peak_mib": memory.mib, "growth_mib": memory.growth_mib, "fps": n / seconds})
+        print(f"1920x1080 x {n:4d} frames ({extractor.name}): peak {memory.mib:8.0f} MiB "
+              f"(+{memory.growth_mib:.0f} over the start), {n / seconds:.3f} frames/s", flush=True)
+    return {"size": list(size), "features": extractor.name, "runs": rows}
+
+
+def main(argv: list[str]) -> dict:
+    cfg = parse_overrides(BenchConfig, argv)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)
+    cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
+    print(f"device {device}: {machine}", flush=True)
+    figures = {"machine": machine, "device": str(device), "config": to_dict(cfg)}
+    if cfg.frames:
+        figures["480p"] = compare_480p(cfg, device)
+    if cfg.wide_frames:
+        figures["wide"] = wide_check(cfg, device)
+    if cfg.out:
+        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.out).write_text(json.dumps(figures, indent=1))
+    return figures
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1:])))

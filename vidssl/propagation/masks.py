@@ -1,0 +1,148 @@
+"""Object masks as propagation labels: palette PNGs in, soft labels on the feature grid, PNGs out.
+
+    first = read_first_mask(Path("Annotations/480p/bear/00000.png"))  # ids, palette, (H, W) uint8
+    grid = to_grid(one_hot(first.mask, first.ids), (h, w), stride=8)  # (L, h, w) cell fractions
+    mask = to_mask(soft, first.ids, (H, W), stride=8)                   # (H, W) uint8 object ids
+    write_mask(Path("out/bear/00001.png"), mask, first.palette)
+
+Geometry: feature cell (i, j) covers pixels ``[i * stride, (i + 1) * stride)`` x
+``[j * stride, (j + 1) * stride)``. A one-hot mask becomes each cell's fraction of every label
+(average pooling; cells cut by the frame's edge average the pixels they have), and soft labels
+come back to pixels by bilinear upsampling on that same grid (cell centres at
+``(i + 0.5) * stride - 0.5``), followed by an argmax, as CRW does (CRW, 2020, arXiv:2006.14613).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+VOID = 255  # DAVIS marks unlabelled pixels 255; they count as background here (as its evaluation does)
+
+
+@dataclass(frozen=True)
+class FirstMask:
+    """A first-frame annotation: the label map, the label ids it holds and its palette."""
+
+    mask: np.ndarray  # (H, W) uint8, VOID already turned into 0
+    ids: tuple[int, ...]  # background 0 first, then the object ids present, ascending
+    palette: list[int]  # 768 ints: the PNG's own palette (the DAVIS palette for grayscale PNGs)
+
+
+def davis_palette() -> list[int]:
+    """The DAVIS / PASCAL VOC palette (768 ints), for label PNGs that carry none."""
+    from vidssl.data.synth import davis_palette as palette
+
+    return palette()
+
+
+def read_first_mask(path: Path) -> FirstMask:
+    """Read a palette ("P") or grayscale label PNG; any number of objects.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a label image, or no object in it (the message names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such first-frame annotation")
+    with Image.open(path) as image:
+        if image.mode not in ("P", "L"):
+            raise ValueError(f"{path}: expected a palette or grayscale label PNG, got mode {image.mode}")
+        palette = image.getpalette() if image.mode == "P" else None
+        mask = np.array(image, dtype=np.uint8)
+    mask[mask == VOID] = 0
+    ids = tuple(int(i) for i in np.unique(mask))
+    if ids[-1] == 0:
+        raise ValueError(f"{path}: the first-frame annotation holds no object (every pixel is 0)")
+    if ids[0] != 0:
+        ids = (0, *ids)
+    palette = (palette or []) + [0] * (768 - len(palette or []))
+    return FirstMask(mask=mask, ids=ids, palette=palette if any(palette) else davis_palette())
+
+
+def one_hot(mask: np.ndarray, ids: tuple[int, ...]) -> torch.Tensor:
+    """(H, W) label map -> (L, H, W) float32, channel l = (mask == ids[l]); other values count as
+    background (channel 0)."""
+    labels = torch.from_numpy(mask.astype(np.int64))
+    out = torch.stack([labels == i for i in ids]).float()
+    out[0] += 1 - out.sum(0)  # pixels whose id is not in ids
+    return out
+
+
+def grid_size(height: int, width: int, stride: int) -> tuple[int, int]:
+    """Feature grid of a ``height`` x ``width`` frame at ``stride`` (partial cells included)."""
+    return -(-height // stride), -(-width // stride)
+
+
+def to_grid(
+    labels: torch.Tensor, grid: tuple[int, int], *, stride: int, frame: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """(L, H, W) per-pixel labels -> (L, h, w): each feature cell's mean.
+
+    Args:
+        labels: (L, H, W) one-hot (or soft) labels at the annotation's size.
+        grid: (h, w) of the feature maps; ceil or floor of ``frame / stride`` (a ViT drops the
+            partial cells, a ResNet keeps them).
+        stride: pixels per cell of the frames the encoder sees.
+        frame: (H', W') of those frames when they are resized from the annotation's size.
+    """
+    x = labels[None].float()
+    if frame is not None and tuple(frame) != tuple(labels.shape[1:]):
+        x = F.interpolate(x, size=frame, mode="area")
+    x = F.avg_pool2d(x, stride, ceil_mode=True)
+    return x[0, :, : grid[0], : grid[1]]
+
+
+def to_pixels(
+    soft: torch.Tensor, size: tuple[int, int], *, stride: int, frame: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """(L, h, w) soft labels on the feature grid -> (L, H, W) bilinear on the grid's geometry.
+
+    ``frame`` (H', W') is the size the encoder saw when it differs from the output ``size``.
+    """
+    height, width = frame if frame is not None else size
+    x = F.interpolate(soft[None].float(), size=(soft.shape[1] * stride, soft.shape[2] * stride), mode="bilinear",
+                      align_corners=False)
+    pad_h, pad_w = max(0, height - x.shape[2]), max(0, width - x.shape[3])
+    if pad_h or pad_w:  # a floor-sized grid (ViT) leaves the last pixels uncovered: extend its edge
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    x = x[:, :, :height, :width]
+    if (height, width) != tuple(size):
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return x[0]
+
+
+def to_mask(soft: torch.Tensor, ids: tuple[int, ...], size: tuple[int, int], *, stride: int,
+            frame: tuple[int, int] | None = None) -> np.ndarray:
+    """(L, h, w) soft labels -> (H, W) uint8 map of ``ids`` (argmax after upsampling)."""
+    index = to_pixels(soft, size, stride=stride, frame=frame).argmax(dim=0).cpu().numpy()
+    return np.asarray(ids, dtype=np.uint8)[index]
+
+
+def write_mask(path: Path, mask: np.ndarray, palette: list[int]) -> None:
+    """Save a (H, W) uint8 label map as a palette PNG (DAVIS results layout), atomically."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8))  # (H, W) uint8 -> "L"
+    image.putpalette(palette)
+    partial = path.with_name(f".{path.name}.partial")
+    image.save(partial, format="PNG")
+    os.replace(partial, path)
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """(H, W) uint8 label map of a palette or grayscale PNG, VOID (255) turned into 0."""
+    with Image.open(path) as image:
+        if image.mode not in ("P", "L"):
+            raise ValueError(f"{path}: expected a palette or grayscale label PNG, got mode {image.mode}")
+        mask = np.array(image, dtype=np.uint8)
+    mask[mask == VOID] = 0
+    return mask
