@@ -163,7 +163,7 @@ def test_training_needs_colour_clusters() -> None:
 def test_build_defaults_to_stride_8_and_rejects_others() -> None:
     cfg = train_config(method="colorization")
     assert cfg.encoder_stride == 8 and cfg.color_clusters == 16 and cfg.num_refs == 3
-    assert train_config(method="fti").encoder_stride == 32  # the method's default only
+    assert train_config(method="fti").encoder_stride is None  # the method's default only (None: 32 for ResNets)
     with pytest.raises(ValueError, match="encoder_stride=8"):
         build_colorization(build_encoder("resnet18"), cfg)
     method, spec = build_colorization(build_encoder("resnet18", stride=16),
