@@ -180,7 +180,7 @@ def test_cli_trains_and_the_checkpoint_holds_the_centres(tmp_path, synth_dir, ca
     out = tmp_path / "run"
     args = ["train", str(synth_dir / "videos"), "method=colorization", "steps=2", f"out={out}",
             *(f"{k}={v}" for k, v in TINY.items())]
-    assert main([*args[:3], "steps=1", f"out={tmp_path / 'bad'}"]) == 1  # default stride 32: a clear error
+    assert main([*args[:3], "steps=1", "encoder_stride=32", f"out={tmp_path / 'bad'}"]) == 1  # a clear error
     assert "encoder_stride=8" in capsys.readouterr().err
     assert main(args) == 0
     state = load_checkpoint(out / "checkpoints" / "last.pt")
