@@ -160,3 +160,16 @@ def test_random_draws_inside_steps_repeat_on_resume(probe, tmp_path, synth_dir, 
     a = load_checkpoint(tmp_path / "full/checkpoints/last.pt")["model"]
     b = load_checkpoint(tmp_path / "half/checkpoints/last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_bad_image_is_reported_after_ultralytics_patched_pil(tmp_path) -> None:
+    """ultralytics patches PIL's Image.open (optional HEIF), which turns 'not an image' into an
+    ImportError; the index must still report the file instead of crashing."""
+    pytest.importorskip("ultralytics")
+    from vidssl.data.index import scan_images
+    from vidssl.tracking.offline import import_ultralytics
+
+    import_ultralytics()
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    index = scan_images(tmp_path, progress=False)
+    assert not index.videos and [Path(p).name for p, _ in index.unreadable] == ["broken.jpg"]

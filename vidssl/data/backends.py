@@ -277,6 +277,11 @@ class OpenCVReader:
 # Frame folders (DAVIS / JHMDB layout: one image per frame, sorted by name)
 
 
+# What opening a bad image raises: PIL's UnidentifiedImageError (an OSError), and, once ultralytics
+# is imported (it patches Image.open to try optional HEIF support), ImportError or ValueError.
+IMAGE_ERRORS = (OSError, ValueError, ImportError)
+
+
 def list_frame_files(folder: Path) -> list[Path]:
     """Image files of a frame folder in frame order (sorted by name)."""
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
@@ -299,7 +304,7 @@ class FrameFolderReader:
         try:
             with Image.open(self._files[0]) as im:
                 w0, h0 = im.size
-        except OSError as err:
+        except IMAGE_ERRORS as err:
             raise VideoReadError(self._files[0], f"unreadable image ({err})") from err
         self.height, self.width = output_size(h0, w0, size)
 
@@ -322,7 +327,7 @@ def _load_image(file: Path, height: int, width: int) -> np.ndarray:
                 im.draft("RGB", (width, height))  # JPEG DCT scaling: decode smaller
                 im = im.convert("RGB").resize((width, height), Image.BILINEAR, reducing_gap=2.0)
             return np.asarray(im.convert("RGB"))
-    except OSError as err:
+    except IMAGE_ERRORS as err:
         raise VideoReadError(file, f"unreadable image ({err})") from err
 
 
@@ -338,7 +343,7 @@ class ImageReader:
         try:
             with Image.open(self.path) as im:
                 w0, h0 = im.size
-        except OSError as err:
+        except IMAGE_ERRORS as err:
             raise VideoReadError(self.path, f"unreadable image ({err})") from err
         self.height, self.width = output_size(h0, w0, size)
 

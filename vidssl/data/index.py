@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vidssl.data.backends import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoReadError, list_frame_files
+from vidssl.data.backends import IMAGE_ERRORS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoReadError, list_frame_files
 
 MANIFEST_VERSION = 1
 SKIP_FOLDERS = frozenset({"Annotations", "__MACOSX"})
@@ -124,7 +124,7 @@ def probe(path: Path) -> VideoInfo:
         try:
             with Image.open(files[0]) as im:
                 width, height = im.size
-        except OSError as err:
+        except IMAGE_ERRORS as err:
             raise VideoReadError(files[0], f"unreadable image ({err})") from err
         return VideoInfo(str(path.resolve()), len(files), FRAME_FOLDER_FPS, height, width, is_frames=True)
 
@@ -267,7 +267,7 @@ def scan_images(root: str | Path, *, workers: int = 4, progress: bool = True) ->
         try:
             with Image.open(path) as im:
                 width, height = im.size
-        except OSError as err:
+        except IMAGE_ERRORS as err:
             return (str(path), f"unreadable image ({err})")
         return VideoInfo(str(path.resolve()), 1, FRAME_FOLDER_FPS, height, width)
 
