@@ -6,7 +6,7 @@ import builtins
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 
@@ -20,7 +20,7 @@ class Demo:
     amp: bool = option(False, "mixed precision")
     name: str = option("run", "run name")
     out: Path = option(Path("runs/demo"), "output folder")
-    resize: Optional[int] = option(None, "short side, or none to keep")  # noqa: UP007 - typing.Union on purpose
+    resize: int | None = option(None, "short side, or none to keep")  # noqa: UP007 - typing.Union on purpose
     clip: float | None = option(None, "gradient clipping norm")
     backend: Literal["pyav", "decord", "frames"] = option("pyav", "video decoder")
     crop: tuple[int, ...] = option((224, 224), "crop size (H, W)")

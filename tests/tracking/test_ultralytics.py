@@ -14,8 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from tracking_fixtures import SHARED, build_untrained, shared_openvino, synth_copy  # noqa: F401 - fixtures
-from tracking_fixtures import ultralytics_settings_dir, untrained_yolo  # noqa: F401 - fixtures
+from tracking_fixtures import (  # noqa: F401 - fixtures  # noqa: F401 - fixtures
+    SHARED,
+    build_untrained,
+    shared_openvino,
+    synth_copy,
+    ultralytics_settings_dir,
+    untrained_yolo,
+)
 
 from vidssl.cli import main
 from vidssl.tracking import read_manifest, read_tracks

@@ -16,10 +16,10 @@ import contextlib
 import dataclasses
 import functools
 import json
-import typing
 import logging
 import math
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal

@@ -33,8 +33,15 @@ from vidssl.config import ConfigError, option, to_dict
 from vidssl.data.backends import VideoReadError, open_video
 from vidssl.data.index import scan
 from vidssl.tracking.detectors import AnnotationError, Detections, Detector, filter_detections, load_detector
-from vidssl.tracking.io import MANIFEST_VERSION, Track, csv_path, read_manifest, read_tracks_csv, write_manifest
-from vidssl.tracking.io import write_tracks_csv
+from vidssl.tracking.io import (
+    MANIFEST_VERSION,
+    Track,
+    csv_path,
+    read_manifest,
+    read_tracks_csv,
+    write_manifest,
+    write_tracks_csv,
+)
 from vidssl.tracking.trackers import TrackerRecipe, load_tracker_recipe, new_tracker
 
 
