@@ -188,3 +188,90 @@ def test_onnx_outputs_match(onnx_export: tuple[Path, torch.nn.Module], shape: tu
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(features), encoder.forward_features(x), atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(torch.from_numpy(pooled), encoder(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_onnx_pooled_output_of_a_vit_is_its_class_token(tmp_path: Path) -> None:
+    """``pooled`` is what encoder(x) gives for every encoder: the ViT's class token, not the mean
+    of its patch grid."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    encoder = build_encoder("vit_tiny", image_size=32).eval()
+    path = save_encoder(encoder, tmp_path / "vit.onnx", format="onnx", image_size=32)
+    x = torch.randn(2, 3, 32, 32)
+    pooled, features = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        ["pooled", "features"], {"images": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(pooled), encoder(x), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(torch.from_numpy(features), encoder.forward_features(x), atol=1e-4, rtol=1e-4)
+
+
+def _trained_encoder(name: str = "resnet18", **kwargs: object) -> torch.nn.Module:
+    torch.manual_seed(1)
+    encoder = build_encoder(name, **kwargs)
+    with torch.no_grad():  # move the BatchNorm statistics off their defaults so they are checked too
+        encoder.train()(torch.randn(4, 3, 64, 64))
+    return encoder.eval()
+
+
+def _method_state(encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A method's state_dict: the trunk under ``encoder.``, an EMA copy and a head under other names."""
+    state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
+    state |= {f"momentum_encoder.{k}": torch.zeros_like(v) for k, v in encoder.state_dict().items()}
+    return state | {"head.weight": torch.randn(16, encoder.out_dim)}
+
+
+@pytest.mark.parametrize("layout", ["encoder_config", "split_config", "release_0_1"])
+def test_encoder_from_checkpoint_of_every_layout(tmp_path: Path, layout: str) -> None:
+    """The encoder comes back with its weights from checkpoints of every release: with the
+    ``encoder`` entry (the encoder's own config, as export writes it), with the split
+    ``{"train": ..., "method": ...}`` config only, and release 0.1's flat config."""
+    from vidssl.engine.checkpoint import encoder_from_checkpoint, save_checkpoint
+
+    encoder = _trained_encoder("resnet18", stride=16)
+    state: dict = {"model": _method_state(encoder), "step": 7}
+    if layout == "encoder_config":
+        state |= {"encoder": encoder.config, "config": {"train": {"encoder": "resnet50"}, "method": {}}}
+    elif layout == "split_config":
+        state["config"] = {"train": {"encoder": "resnet18", "encoder_stride": 16, "steps": 2},
+                           "method": {"name": "fti", "temperature": 0.1}}
+    else:
+        state["config"] = {"method": "fti", "encoder": "resnet18", "encoder_stride": 16, "steps": 2}
+    save_checkpoint(state, tmp_path / "run" / "checkpoints" / "last.pt")
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["last.pt"]
+    for where in (tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.pt"):
+        loaded = encoder_from_checkpoint(where).eval()
+        assert loaded.config == encoder.config and loaded.stride == 16
+        for key, value in encoder.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_encoder_from_checkpoint_of_release_0_1_at_the_architectures_own_stride(tmp_path: Path) -> None:
+    """Release 0.1 wrote encoder_stride None for "the architecture's own"; a ViT's is its patch."""
+    from vidssl.engine.checkpoint import encoder_from_checkpoint, save_checkpoint
+
+    encoder = build_encoder("vit_tiny")
+    path = save_checkpoint({"model": _method_state(encoder), "config": {"encoder": "vit_tiny", "encoder_stride": None}},
+                           tmp_path / "last.pt")
+    loaded = encoder_from_checkpoint(path)
+    assert loaded.stride == 16 and loaded.config == encoder.config
+    torch.testing.assert_close(loaded.class_token, encoder.class_token, rtol=0, atol=0)
+
+
+def test_encoder_from_checkpoint_refusals(tmp_path: Path) -> None:
+    from vidssl.engine.checkpoint import encoder_from_checkpoint, save_checkpoint
+
+    encoder = build_encoder("resnet18")
+    save_checkpoint({"step": 1}, tmp_path / "a.pt")
+    with pytest.raises(ValueError, match="not a vidssl training checkpoint"):
+        encoder_from_checkpoint(tmp_path / "a.pt")
+    save_checkpoint({"model": _method_state(encoder), "config": {"train": {"steps": 2}}}, tmp_path / "b.pt")
+    with pytest.raises(ValueError, match="names no encoder"):
+        encoder_from_checkpoint(tmp_path / "b.pt")
+    save_checkpoint({"model": _method_state(encoder), "encoder": {**encoder.config, "name": "resnet50"}},
+                    tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="do not fit 'resnet50'"):
+        encoder_from_checkpoint(tmp_path / "c.pt")
+    with pytest.raises(FileNotFoundError):
+        encoder_from_checkpoint(tmp_path / "no_run")

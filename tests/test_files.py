@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vidssl.device import resolve_device
-from vidssl.files import atomic_path, atomic_write_json, atomic_write_text
+from vidssl.files import atomic_folder, atomic_path, atomic_write_json, atomic_write_text
 
 
 def test_atomic_write_replaces_and_leaves_nothing_behind(tmp_path) -> None:
@@ -35,3 +35,33 @@ def test_resolve_device() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_atomic_folder_replaces_a_folder_whole(tmp_path) -> None:
+    folder = tmp_path / "frames"
+    with atomic_folder(folder) as tmp:
+        (tmp / "0.jpg").write_text("a")
+        (tmp / "1.jpg").write_text("b")
+    with pytest.raises(RuntimeError), atomic_folder(folder) as tmp:
+        (tmp / "0.jpg").write_text("half")
+        raise RuntimeError("killed")
+    assert sorted(p.name for p in folder.iterdir()) == ["0.jpg", "1.jpg"]
+    with atomic_folder(folder) as tmp:
+        (tmp / "2.jpg").write_text("c")
+    assert [p.name for p in folder.iterdir()] == ["2.jpg"]
+    assert [p.name for p in tmp_path.iterdir()] == ["frames"]
+
+
+def test_written_files_get_the_ordinary_mode(tmp_path) -> None:
+    """Not mkstemp's 0600: results in a shared folder stay readable by the others."""
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "results.json", "{}\n")
+        with atomic_folder(tmp_path / "frames"):
+            pass
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "frames").stat().st_mode & 0o777 == 0o755

@@ -37,8 +37,8 @@ import psutil
 import torch
 
 from vidssl.config import option, parse_overrides, to_dict
+from vidssl.features import resolve_features
 from vidssl.propagation.affinity import TileGrid, propagate_labels_naive, propagate_tiles
-from vidssl.propagation.features import resolve_features
 from vidssl.propagation.masks import grid_size, one_hot, read_mask, to_grid
 from vidssl.propagation.propagate import ContextBank, PropagationConfig, propagate
 

@@ -5,18 +5,16 @@
     save_encoder(encoder, Path("r18.pth"), format="torchvision")          # torchvision.models.resnet18()
     save_encoder(encoder, Path("r18.onnx"), format="onnx")                # outputs "pooled" and "features"
 
-Every file is written to a hidden temporary sibling and moved into place with ``os.replace``, so
-an interrupted export never leaves a half-written file under the final name. This module imports
-only :mod:`vidssl.models.encoders`: exported files are usable without the training code.
+Every file is written through :func:`vidssl.files.atomic_path` (a hidden temporary sibling moved
+into place), so an interrupted export never leaves a half-written file under the final name. This
+module imports only :mod:`vidssl.models.encoders` (and :mod:`vidssl.files`): exported files are
+usable without the training code.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,25 +22,13 @@ import torch
 import torchvision
 from torch import nn
 
-from vidssl.models.encoders import Encoder, ResNetEncoder, build_encoder
+from vidssl.files import atomic_path
+from vidssl.models.encoders import Encoder, ResNetEncoder, encoder_from_config
 
 CONFIG_KEY = "vidssl_encoder"
 """safetensors metadata key holding ``json.dumps(encoder.config)``."""
 METADATA_KEY = "vidssl_metadata"
 """safetensors (and ONNX) metadata key holding ``json.dumps(metadata)`` of :func:`save_encoder`."""
-
-
-def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp)`` on a hidden sibling of ``path``, then move it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _config_json(encoder: Encoder) -> str:
@@ -55,7 +41,7 @@ def _config_json(encoder: Encoder) -> str:
         ) from err
 
 
-def _tensors(encoder: nn.Module) -> dict[str, torch.Tensor]:
+def _tensors(encoder: Encoder) -> dict[str, torch.Tensor]:
     # contiguous() also turns channels_last weights into the standard layout that safetensors and
     # torchvision expect; clone() so no two entries share storage (safetensors refuses that).
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in encoder.state_dict().items()}
@@ -90,15 +76,16 @@ def _check_torchvision(encoder: Encoder) -> None:
 
 
 class _PooledAndDense(nn.Module):
-    """Both outputs of the encoder contract from one forward, for a two-output ONNX graph."""
+    """Both outputs of the encoder contract from one forward, for a two-output ONNX graph: ``pooled``
+    is what ``encoder(images)`` gives (the class token for a ViT), ``features`` its dense maps."""
 
     def __init__(self, encoder: Encoder) -> None:
         super().__init__()
         self.encoder = encoder
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.encoder.forward_features(images)
-        return features.mean(dim=(2, 3)), features
+        features, pooled = self.encoder.forward_dense_and_pooled(images)
+        return pooled, features
 
 
 def _export_onnx(encoder: Encoder, path: Path, *, metadata: dict[str, Any] | None, image_size: int) -> None:
@@ -136,7 +123,8 @@ def _export_onnx(encoder: Encoder, path: Path, *, metadata: dict[str, Any] | Non
     if metadata is not None:
         program.model.metadata_props[METADATA_KEY] = json.dumps(metadata)
     # Weights inside the .onnx file (one file to move atomically); ONNX caps that at 2 GB.
-    _write_atomic(path, lambda tmp: program.save(tmp, external_data=False))
+    with atomic_path(path) as tmp:
+        program.save(str(tmp), external_data=False)
 
 
 def save_encoder(
@@ -172,13 +160,15 @@ def save_encoder(
         if metadata is not None:
             header[METADATA_KEY] = json.dumps(metadata)
         tensors = _tensors(encoder)
-        _write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=header)
     elif format == "torchvision":
         _check_torchvision(encoder)
         if metadata is not None:
             raise ValueError("format='torchvision' holds tensors only; use format='safetensors' to keep metadata")
         tensors = _tensors(encoder)
-        _write_atomic(path, lambda tmp: torch.save(tensors, tmp))
+        with atomic_path(path) as tmp:
+            torch.save(tensors, tmp)
     elif format == "onnx":
         _export_onnx(encoder, path, metadata=metadata, image_size=image_size)
     else:
@@ -211,7 +201,6 @@ def load_encoder(path: str | Path) -> Encoder:
             f"{path}: no '{CONFIG_KEY}' metadata, so the architecture is unknown; it was not written by "
             "vidssl.export.save_encoder (for a bare state_dict use build_encoder(name, weights=path))"
         )
-    config = json.loads(header[CONFIG_KEY])
-    encoder = build_encoder(config["name"], stride=config["stride"], in_chans=config["in_chans"], **config["kwargs"])
+    encoder = encoder_from_config(json.loads(header[CONFIG_KEY]))
     encoder.load_state_dict(load_file(path), strict=True)
     return encoder

@@ -5,6 +5,8 @@ through :func:`atomic_path`: the content is written to a temporary file in the d
 folder (so the final rename never crosses a file system), flushed to disk with ``fsync``, and moved
 over the destination with :func:`os.replace`, which readers see as one step. A run killed mid-write
 leaves the previous file intact and no ``.partial`` file behind on an ordinary error.
+:func:`atomic_folder` does the same for a folder of files (a frame folder), which no single rename
+can replace: the old folder is moved aside, the new one into place, then the old one removed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,9 +34,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".partial{path.suffix}")
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _new_sibling(path, suffix=f".partial{path.suffix}", folder=False)
     try:
         yield tmp
         with open(tmp, "rb") as f:  # data on disk before the rename makes it visible
@@ -45,6 +46,27 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     _fsync_dir(path.parent)
 
 
+def _new_sibling(path: Path, *, suffix: str, folder: bool) -> Path:
+    """Create a new hidden file or folder ``.<name>.<random><suffix>`` next to ``path``.
+
+    Not :func:`tempfile.mkstemp` / ``mkdtemp``: those create mode 0600 / 0700, and the file moved
+    into place would keep that, so results, masks and checkpoints would be unreadable to the
+    other users of a shared folder. Created here with the ordinary mode (0666 / 0777 less the
+    umask), exclusively, so two writers never share a temporary.
+    """
+    for _ in range(100):
+        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}{suffix}")
+        try:
+            if folder:
+                candidate.mkdir()
+            else:
+                os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"{path.parent}: no free temporary name for {path.name}")
+
+
 def _fsync_dir(folder: Path) -> None:
     """Make the rename itself durable (best effort: not every file system allows it)."""
     with contextlib.suppress(OSError):
@@ -53,6 +75,39 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """An empty temporary folder next to ``path`` to fill; on a clean exit it replaces ``path``.
+
+    A folder cannot be swapped in one step: an existing ``path`` is first renamed to a hidden
+    ``.<name>.old`` sibling, the new folder renamed into place, and the old one deleted, so a
+    reader sees the old folder or the new one, or (for an instant) neither, never a mix. On any
+    error the temporary folder is removed and ``path`` is left as it was. Files inside are not
+    fsynced one by one (a frame folder holds thousands), so the guarantee covers a killed process,
+    not a power cut.
+
+        with atomic_folder(out / "frames") as tmp:
+            for i, frame in enumerate(frames):
+                Image.fromarray(frame).save(tmp / f"{i:05d}.jpg")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _new_sibling(path, suffix=".partial", folder=True)
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)  # left by a run killed mid-swap
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import index_frame, read_index, shared_clip
+from testdata import index_frame, read_index, shared_clip
 
 from vidssl.data.backends import BACKENDS, VideoReadError, available_backends, open_video, output_size, resolve_backend
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from conftest import read_index
+from testdata import read_index
 from torch.utils.data import DataLoader
 
 from vidssl.data.datasets import VideoFrameDataset
@@ -18,7 +18,9 @@ from vidssl.data.transforms import random_crop
 
 def test_items_match_their_indices(index_videos, cache_dir) -> None:
     videos = scan(index_videos["short_gop"], progress=False).videos
-    for sampler in (PairSampler(min_gap=2, max_gap=9), SequenceSampler(length=4, stride=3), ReferenceTargetSampler(), ClipSampler(length=5)):
+    samplers = (PairSampler(min_gap=2, max_gap=9), SequenceSampler(length=4, stride=3), ReferenceTargetSampler(),
+                ClipSampler(length=5))
+    for sampler in samplers:
         ds = VideoFrameDataset(videos, sampler, samples_per_epoch=6)
         for i in range(len(ds)):
             item = ds[i]
@@ -34,7 +36,7 @@ def test_samples_depend_on_seed_epoch_index_only(synth_dir: Path, cache_dir) -> 
     for workers in (0, 2):
         loader = DataLoader(ds, batch_size=4, num_workers=workers)
         by_workers.append([b["frames"] for b in loader])
-    assert all(torch.equal(a, b) for a, b in zip(*by_workers))  # worker count does not matter
+    assert all(torch.equal(a, b) for a, b in zip(*by_workers, strict=True))  # worker count does not matter
     first = ds[5]["frames"]
     ds.set_epoch(1)
     assert not torch.equal(first, ds[5]["frames"])  # a new epoch draws new samples

@@ -42,7 +42,7 @@ def test_brightness_only_scales_within_range(images) -> None:
     out = color_augment(images, gen(), jitter=(0.4, 0, 0, 0), p_jitter=1, p_gray=0, p_blur=0)
     ratio = (out / images).flatten(1)
     unclipped = out.flatten(1) < 1
-    for r, keep in zip(ratio, unclipped):
+    for r, keep in zip(ratio, unclipped, strict=True):
         assert torch.allclose(r[keep], r[keep][0], atol=1e-5) and 0.6 - 1e-5 <= r[keep][0] <= 1.4 + 1e-5
 
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import index_frame
+from testdata import index_frame
 
 from vidssl.data import index as index_module
 from vidssl.data.index import scan

@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import read_index
+from testdata import read_index
 
 from vidssl.cli import main
 from vidssl.data import prepare as prepare_module

@@ -43,7 +43,7 @@ def test_pair_in_seconds() -> None:
 
 def test_sequence_reference_target_clip() -> None:
     idx = samplers.sequence(40, length=5, stride=3, generator=gen())
-    assert [b - a for a, b in zip(idx, idx[1:])] == [3] * 4 and 0 <= idx[0] and idx[-1] < 40
+    assert [b - a for a, b in zip(idx[:-1], idx[1:], strict=True)] == [3] * 4 and 0 <= idx[0] and idx[-1] < 40
     refs = samplers.reference_target(20, num_refs=3, stride=2, generator=gen())
     assert len(refs) == 4 and refs[-1] - refs[0] == 6
     clip = samplers.clip(8, length=8, generator=gen())

@@ -22,15 +22,17 @@ from vidssl.evaluation.invariance import (
     ILLUMINATIONS,
     TRANSFORMATIONS,
     build_sets,
-    extract_features,
+    crop_object,
     firing_thresholds,
     invariance_scores,
     measure_invariance,
     occlude,
     score_sets,
+    square_box,
     top_k_mean,
     tracks_from_synth,
 )
+from vidssl.features import pooled_features
 
 
 @pytest.fixture(scope="module")
@@ -187,14 +189,51 @@ def test_sets_from_synthetic_tracks_are_deterministic(synth: Path) -> None:
             assert sizes == {3}
 
 
+def test_tracks_files_plug_in_relative_to_their_data_root(synth: Path, tmp_path: Path) -> None:
+    """Tracks as ``vidssl tracks`` writes them (rel paths in CSVs) make the same sets as the
+    ground truth read directly: one Track type (vidssl.tracking) serves both."""
+    import dataclasses
+
+    from vidssl.tracking.io import read_tracks_csv, write_tracks_csv
+
+    tracks = tracks_from_synth(synth)
+    relative = [dataclasses.replace(t, video=Path(t.video).relative_to(synth).as_posix()) for t in tracks]
+    by_video: dict[str, list] = {}
+    for track in relative:
+        by_video.setdefault(track.video, []).append(track)
+    written = []
+    for i, (video, video_tracks) in enumerate(sorted(by_video.items())):
+        write_tracks_csv(tmp_path / f"{i}.csv", video_tracks)
+        assert [t.video for t in read_tracks_csv(tmp_path / f"{i}.csv")] == [video] * len(video_tracks)
+        written += read_tracks_csv(tmp_path / f"{i}.csv")
+    order = {(t.video, t.track_id): t for t in written}
+    read_back = [order[t.video, t.track_id] for t in relative]
+    kwargs = dict(transformation="viewpoint", sets=5, images_per_set=3, image_size=24, seed=1)
+    direct = build_sets(tracks, **kwargs)
+    from_files = build_sets(read_back, root=synth, **kwargs)
+    assert len(direct) == len(from_files) > 0
+    assert all(torch.equal(a, b) for a, b in zip(direct, from_files, strict=True))
+
+
 def test_features_of_an_intermediate_layer() -> None:
-    from vidssl.evaluation.encoders import resolve_encoder
+    from vidssl.features import resolve_encoder
 
     encoder = resolve_encoder("random:resnet18")
     images = _smooth_images(3, 32, seed=0)
-    assert extract_features(encoder, images, layer="layer3", batch_size=2).shape == (3, 256)
+    assert pooled_features(encoder, images, layer="layer3", batch_size=2, device="cpu").shape == (3, 256)
     with pytest.raises(ValueError, match="did you mean 'layer3'"):
-        extract_features(encoder, images, layer="layer_3")
+        pooled_features(encoder, images, layer="layer_3", device="cpu")
+
+
+def test_square_crops_keep_the_aspect_and_stay_inside_the_frame() -> None:
+    assert square_box((10.0, 20.0, 30.0, 60.0), height=100, width=100) == (0, 20, 40, 60)  # shifted right of 0
+    assert square_box((90.0, 90.0, 99.0, 95.0), height=100, width=100) == (90, 88, 99, 97)
+    assert square_box((0.0, 0.0, 500.0, 20.0), height=100, width=120) == (20, 0, 120, 100)  # at most the frame
+    frame = np.zeros((100, 100, 3), np.uint8)
+    frame[20:60, 10:30] = 255
+    crop, box = crop_object(frame, (10.0, 20.0, 30.0, 60.0), size=20)
+    assert crop.shape == (3, 20, 20) and box == (5.0, 0.0, 15.0, 20.0)
+    assert crop[:, :, 6:14].min() == 255 and crop[:, :, :4].max() == 0
 
 
 def test_cli_writes_results_and_a_chart(synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 
 from vidssl.cli import main
 from vidssl.data.synth_images import make_image_folder
-from vidssl.evaluation.encoders import resolve_encoder
-from vidssl.evaluation.features import align_labels, extract_features
+from vidssl.evaluation.image_features import align_labels, extract_features
 from vidssl.evaluation.knn import knn_scores
 from vidssl.evaluation.linear import accuracy_topk, fit_logistic_lbfgs, fit_logistic_sgd, holdout_split
+from vidssl.features import resolve_encoder
 
 TINY = dict(num_videos=4, num_frames=12, height=96, width=128, size=32, every=3, min_area=100)
 

@@ -10,7 +10,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from vidssl.models.encoders import ENCODERS, build_encoder
+from vidssl.models.encoders import ENCODERS, ViTEncoder, build_encoder, encoder_from_config
 
 OUT_DIM = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 RESNETS = list(OUT_DIM)  # the ViTs have their own tests (tests/models/test_vit.py): stride 16 only, class token
@@ -44,6 +44,49 @@ def test_contract_shapes(name: str, stride: int, images: torch.Tensor) -> None:
     assert dense.shape == (2, OUT_DIM[name], 64 // stride, 64 // stride)
     assert pooled.shape == (2, OUT_DIM[name])
     torch.testing.assert_close(pooled, dense.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("name", list(ENCODERS))
+def test_forward_is_the_head_of_the_features(name: str) -> None:
+    """timm's contract for every registry entry: forward_head(features, pre_logits) -> (B, C),
+    forward(x) = forward_head(forward_features(x)); the ViT's head reads the class token from
+    forward_tokens (its grid has none), and forward_dense_and_pooled gives both from one pass."""
+    torch.manual_seed(0)
+    encoder = build_encoder(name, **({"image_size": 32} if name.startswith("vit") else {})).eval()
+    x = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        pooled = encoder(x)
+        dense, pooled_too = encoder.forward_dense_and_pooled(x)
+        torch.testing.assert_close(dense, encoder.forward_features(x))
+        torch.testing.assert_close(pooled_too, pooled)
+        if isinstance(encoder, ViTEncoder):
+            tokens = encoder.forward_tokens(x)  # (B, 1 + h * w, C): the class token first
+            assert tokens.shape == (2, 1 + 2 * 3, encoder.out_dim)
+            torch.testing.assert_close(encoder.forward_head(tokens), pooled)
+            torch.testing.assert_close(encoder.forward_head(tokens, pre_logits=False), pooled)
+            torch.testing.assert_close(dense.flatten(2).transpose(1, 2), tokens[:, 1:])
+            with pytest.raises(ValueError, match="class token"):
+                encoder.forward_head(dense)
+        else:
+            torch.testing.assert_close(encoder.forward_head(dense), pooled)
+            torch.testing.assert_close(encoder.forward_head(dense, pre_logits=False), pooled)
+            torch.testing.assert_close(pooled, dense.mean(dim=(2, 3)))
+    assert pooled.shape == (2, encoder.out_dim)
+
+
+@pytest.mark.parametrize(("name", "stride", "in_chans", "kwargs"), [
+    ("resnet18", 8, 1, {}), ("resnet50", 16, 3, {"width_per_group": 32}), ("vit_tiny", 16, 3, {"image_size": 64}),
+])
+def test_encoder_from_config_rebuilds_the_architecture(name: str, stride: int, in_chans: int, kwargs: dict) -> None:
+    encoder = build_encoder(name, stride=stride, in_chans=in_chans, **kwargs)
+    rebuilt = encoder_from_config(encoder.config)
+    assert type(rebuilt) is type(encoder) and rebuilt.config == encoder.config and rebuilt.stride == stride
+    rebuilt.load_state_dict(encoder.state_dict(), strict=True)
+    # Defaults: no stride means the architecture's own, no in_chans 3, no kwargs none.
+    assert encoder_from_config({"name": "resnet34"}).config == {"name": "resnet34", "stride": 32, "in_chans": 3,
+                                                                "kwargs": {}}
+    with pytest.raises(ValueError, match="not an encoder config"):
+        encoder_from_config({"stride": 8})
 
 
 @pytest.mark.parametrize("name", RESNETS)
@@ -184,6 +227,7 @@ class TestTimm:
         # cell (row 1, col 2) is patch token 1 * 4 + 2 after the 5 prefix tokens
         torch.testing.assert_close(dense[:, :, 1, 2], tokens[:, 5 + 6])
         torch.testing.assert_close(encoder(images), dense.mean(dim=(2, 3)))
+        torch.testing.assert_close(encoder.forward_head(dense), dense.mean(dim=(2, 3)))  # the map's mean
 
     def test_dynamic_size_vit(self) -> None:
         encoder = build_encoder("timm:vit_tiny_patch16_224", dynamic_img_size=True).eval()

@@ -1,4 +1,6 @@
-"""Propagation end to end on the synthetic videos, the CLI commands in-process, bad input."""
+"""Propagation end to end on the synthetic videos, ``vidssl propagate`` in-process, bad input.
+
+The DAVIS / JHMDB evaluations built on it are tested in tests/evaluation/test_davis_jhmdb.py."""
 
 from __future__ import annotations
 
@@ -7,47 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from scipy.io import savemat
 
 from vidssl.cli import main
-from vidssl.propagation.davis import DavisEvalConfig, evaluate_davis
-from vidssl.propagation.masks import read_mask
 
 SEQ = "synth_000"
-
-
-def _copy_first_j(davis: Path) -> float:
-    """J of the trivial tracker that repeats the first mask on every frame."""
-    from vidssl.propagation.davis import SequenceScorer, score_sequence, summarize
-
-    per_sequence = {}
-    for folder in sorted((davis / "Annotations" / "480p").iterdir()):
-        files = sorted(folder.glob("*.png"))
-        first = read_mask(files[0])
-        scorer = SequenceScorer(folder, num_objects=int(first.max()), last=len(files) - 1)
-        for index, file in enumerate(files):
-            scorer(index, file.stem, first)
-        per_sequence[folder.name] = score_sequence(scorer.j, scorer.f)
-    return summarize(per_sequence)["J"]
-
-
-def test_pixels_on_synthetic_davis_give_a_sensible_j(synth_dir: Path, tmp_path: Path) -> None:
-    """Lab-pixel propagation on the 3 synthetic videos (160x120, 24 frames, 2 objects each) with
-    CRW's settings: J 0.22 (per video 0.35, 0.03, 0.28; F 0.17), above the 0.17 of repeating the
-    first mask on every frame and far from an empty prediction (0). Colour alone is a weak cue
-    here: objects are textured in several colours and the background is colourful too."""
-    results = evaluate_davis(DavisEvalConfig(root=str(synth_dir / "davis"), encoder="pixels", out=str(tmp_path)),
-                             progress=False)
-    assert results["complete"] and results["objects"] == 6
-    assert results["J"] > max(0.15, _copy_first_j(synth_dir / "davis")) and 0.1 < results["F"] < 1
-    assert results["J&F"] == pytest.approx((results["J"] + results["F"]) / 2)
-    first = read_mask(synth_dir / "davis" / "Annotations" / "480p" / SEQ / "00000.png")
-    predicted = sorted((tmp_path / SEQ).glob("*.png"))
-    assert len(predicted) == 24 and np.array_equal(read_mask(predicted[0]), first)
-    with Image.open(predicted[5]) as image:  # DAVIS layout: palette PNG, same palette
-        assert image.mode == "P" and image.getpalette()[:9] == [0, 0, 0, 128, 0, 0, 0, 128, 0]
 
 
 def test_propagate_cli_masks_and_keypoints(synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -68,40 +34,6 @@ def test_propagate_cli_masks_and_keypoints(synth_dir: Path, tmp_path: Path, caps
     assert (tmp_path / "k" / f"{SEQ}.mp4").exists()
 
 
-def _fake_jhmdb(synth_dir: Path, root: Path) -> None:
-    """The JHMDB layout made from a synthetic video: PNG frames numbered from 1 and a
-    joint_positions.mat with 1-based (2, J, T) positions."""
-    from vidssl.propagation.keypoints import read_keypoints
-
-    frames = root / "Rename_Images" / "spin" / "clip_a"
-    frames.mkdir(parents=True)
-    for i, jpg in enumerate(sorted((synth_dir / "davis" / "JPEGImages" / "480p" / SEQ).glob("*.jpg"))[:10]):
-        Image.open(jpg).save(frames / f"{i + 1:05d}.png")
-    points = read_keypoints(synth_dir / "annotations" / f"{SEQ}.json")
-    joints = root / "joint_positions" / "spin" / "clip_a"
-    joints.mkdir(parents=True)
-    savemat(joints / "joint_positions.mat", {"pos_img": points.xy[:10].transpose(2, 1, 0) + 1})
-
-
-def test_eval_cli_davis_and_jhmdb(synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    split = tmp_path / "one.txt"
-    split.write_text(f"{SEQ}\n")
-    assert main(["eval", "davis", str(synth_dir / "davis"), f"split={split}", "encoder=pixels",
-                 f"out={tmp_path / 'davis'}", "overlay=true"]) == 0
-    printed = capsys.readouterr().out
-    assert SEQ in printed and "mean" in printed
-    results = json.loads((tmp_path / "davis" / "results.json").read_text())
-    assert set(results) >= {"J&F", "J", "F", "per_sequence", "settings"} and list(results["per_sequence"]) == [SEQ]
-    assert results["settings"]["split"] == str(split) and (tmp_path / "davis" / f"{SEQ}.mp4").exists()
-
-    _fake_jhmdb(synth_dir, tmp_path / "jhmdb")
-    assert main(["eval", "jhmdb", str(tmp_path / "jhmdb"), "encoder=pixels", f"out={tmp_path / 'j'}"]) == 0
-    assert "1 clips: PCK@0.1" in capsys.readouterr().out
-    results = json.loads((tmp_path / "j" / "results.json").read_text())
-    assert 0 <= results["PCK@0.1"] <= results["PCK@0.2"] <= 1 and results["clips"] == 1
-    assert results["settings"]["sigma"] == 0.5 and (tmp_path / "j" / "spin" / "clip_a.json").exists()
-
-
 def test_bad_input_names_the_file(synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     frames = synth_dir / "davis" / "JPEGImages" / "480p" / SEQ
     missing = tmp_path / "nothing.png"
@@ -112,40 +44,14 @@ def test_bad_input_names_the_file(synth_dir: Path, tmp_path: Path, capsys: pytes
     assert main(["propagate", str(frames), f"labels={small}", f"out={tmp_path}"]) == 1
     err = capsys.readouterr().err
     assert "small.png" in err and "10x10" in err and "160x120" in err
-    # A DAVIS root whose sequence lacks its first annotation.
-    root = tmp_path / "davis"
-    (root / "JPEGImages" / "480p").mkdir(parents=True)
-    (root / "JPEGImages" / "480p" / SEQ).symlink_to(frames)
-    (root / "Annotations" / "480p" / SEQ).mkdir(parents=True)
-    (root / "ImageSets" / "2017").mkdir(parents=True)
-    (root / "ImageSets" / "2017" / "val.txt").write_text(f"{SEQ}\n")
-    assert main(["eval", "davis", str(root), f"out={tmp_path / 'o'}"]) == 1
-    assert f"Annotations/480p/{SEQ}/00000.png: missing first-frame annotation" in capsys.readouterr().err
 
 
-def test_exported_encoder_is_rebuilt_at_stride_8(tmp_path: Path) -> None:
-    from vidssl.evaluation.encoders import resolve_encoder
-    from vidssl.export import save_encoder
-    from vidssl.models.encoders import build_encoder
+def test_propagation_does_not_import_evaluation() -> None:
+    """Evaluation builds on propagation, never the reverse: both read features from vidssl.features."""
+    import subprocess
+    import sys
 
-    torch.manual_seed(0)
-    encoder = build_encoder("resnet18")  # stride 32, as trained and exported
-    save_encoder(encoder, tmp_path / "r18.safetensors")
-    dense = resolve_encoder(str(tmp_path / "r18.safetensors"), stride=8)
-    assert dense.stride == 8 and dense.forward_features(torch.zeros(1, 3, 64, 48)).shape[2:] == (8, 6)
-    for key, value in encoder.state_dict().items():
-        assert torch.equal(dense.state_dict()[key], value)
-
-
-def test_gray_input_feeds_colorization_encoders_their_lightness() -> None:
-    color = pytest.importorskip("vidssl.models.color")
-    from vidssl.data.transforms import normalize
-    from vidssl.propagation.features import resolve_features
-
-    frames = np.random.default_rng(0).integers(0, 256, (2, 32, 40, 3), dtype=np.uint8)
-    extractor = resolve_features("random:resnet18", stride=8, device="cpu", gray=True)
-    x = color.gray_input(normalize(torch.from_numpy(frames).permute(0, 3, 1, 2)))
-    with torch.no_grad():
-        expected = torch.nn.functional.normalize(extractor.encoder.forward_features(x), dim=1).permute(0, 2, 3, 1)
-    torch.testing.assert_close(extractor(frames), expected)
-    assert extractor(frames).shape == (2, 4, 5, 512)
+    code = ("import sys, vidssl.propagation.propagate, vidssl.propagation.masks, vidssl.propagation.keypoints;"
+            "print(sorted(m for m in sys.modules if m.startswith('vidssl.evaluation')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from track_identity import identity_scores
-from tracking_fixtures import synth_copy, ultralytics_settings_dir  # noqa: F401 - fixtures
 
 from vidssl.cli import main
 from vidssl.tracking import Track, read_manifest, read_tracks, read_tracks_csv

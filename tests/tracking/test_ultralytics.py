@@ -9,19 +9,13 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from tracking_fixtures import (  # noqa: F401 - fixtures  # noqa: F401 - fixtures
-    SHARED,
-    build_untrained,
-    shared_openvino,
-    synth_copy,
-    ultralytics_settings_dir,
-    untrained_yolo,
-)
+from testdata import SHARED
 
 from vidssl.cli import main
 from vidssl.tracking import read_manifest, read_tracks
@@ -48,7 +42,7 @@ def test_missing_detector(synth_dir: Path, tmp_path: Path, monkeypatch: pytest.M
     assert "needs a detector" in capsys.readouterr().err
 
 
-def test_not_a_detector(synth_dir: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+def test_not_a_detector(synth_dir: Path, tmp_path: Path, build_untrained: Callable[[str], Path],
                         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from vidssl.tracking.offline import import_ultralytics
 
@@ -64,7 +58,7 @@ def test_not_a_detector(synth_dir: Path, tmp_path: Path, tmp_path_factory: pytes
     cases = {
         junk: "cannot load as an ultralytics checkpoint",
         folder: "no ultralytics model metadata",
-        build_untrained(tmp_path_factory, "yolov8n-cls.yaml"): "is a 'classify' model, not a detector",
+        build_untrained("yolov8n-cls.yaml"): "is a 'classify' model, not a detector",
     }
     for name, message in (("yolov8n-seg.yaml", "is a 'segment' model"), ("yolov8n.yaml", "random weights")):
         path = tmp_path / name  # a model YAML on disk, as a user would pass it
@@ -88,7 +82,7 @@ def test_bad_tracker_recipe(synth_dir: Path, tmp_path: Path, capsys: pytest.Capt
     assert "with_reid" in capsys.readouterr().err
 
 
-def test_untrained_yolo_end_to_end(  # noqa: F811 - fixtures imported from tracking_fixtures
+def test_untrained_yolo_end_to_end(
     untrained_yolo: Path, synth_copy: Path, tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The ultralytics adapter on real frames: an untrained model finds (next to) nothing, but every
@@ -134,7 +128,7 @@ socket.gethostbyname = lambda host: _record(f"gethostbyname {host!r}")
 '''
 
 
-def test_no_network_during_a_run(untrained_yolo: Path, synth_copy: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_no_network_during_a_run(untrained_yolo: Path, synth_copy: Path, tmp_path: Path) -> None:
     """A whole ``vidssl tracks`` run in a fresh interpreter whose sockets record and refuse every
     connection and name lookup: nothing may be attempted (import, settings, model load, predict,
     tracker), and no settings file may appear in ~/.config."""
@@ -166,7 +160,7 @@ SHARED_CLIP = "davis2016_train_mp4/bmx-bumps.mp4"
 
 @pytest.mark.shared
 @pytest.mark.parametrize("shared_openvino", ["yolov8n", "yolo11n"], indirect=True)
-def test_openvino_detector_finds_people_and_bicycles(  # noqa: F811
+def test_openvino_detector_finds_people_and_bicycles(
     shared_openvino: Path, tmp_path: Path, cache_dir: Path
 ) -> None:
     video = SHARED / "videos" / SHARED_CLIP

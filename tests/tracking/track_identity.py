@@ -43,7 +43,7 @@ def identity_scores(tracks: dict[str, list[Track]], annotations: Path) -> Identi
         per_object: dict[int, Counter] = {}
         for track in video_tracks:
             ids = []
-            for frame, box in zip(track.frames, track.boxes):
+            for frame, box in zip(track.frames, track.boxes, strict=True):
                 boxes = gt.get(int(frame), [])
                 if not boxes:
                     continue

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vidssl.data.backends import IMAGE_ERRORS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoReadError, list_frame_files
+from vidssl.files import atomic_write_json
 
 MANIFEST_VERSION = 1
 SKIP_FOLDERS = frozenset({"Annotations", "__MACOSX"})
@@ -154,14 +154,6 @@ def _manifest_path(root: Path, cache_dir: Path) -> Path:
     return cache_dir / f"index-{root.resolve().name}-{key}.json"
 
 
-def _write_json_atomic(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
-
-
 def _probe_entry(path: Path) -> dict:
     try:
         return {"info": asdict(probe(path))}
@@ -220,11 +212,12 @@ def scan(
     if todo:
         bar = tqdm(total=len(todo), desc=f"indexing {root.name}", unit="video", disable=not progress, leave=False)
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            for (key, _, sig), entry in zip(todo, pool.map(lambda t: _probe_entry(t[1]), todo)):
+            for (key, _, sig), entry in zip(todo, pool.map(lambda t: _probe_entry(t[1]), todo), strict=True):
                 entries[key] = {"sig": sig, **entry}
                 bar.update()
         bar.close()
-        _write_json_atomic(manifest_file, {"version": MANIFEST_VERSION, "root": str(root.resolve()), "entries": entries})
+        manifest = {"version": MANIFEST_VERSION, "root": str(root.resolve()), "entries": entries}
+        atomic_write_json(manifest_file, manifest, indent=None)
 
     return _build_index(root, entries, min_frames)
 

@@ -44,7 +44,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +54,7 @@ from tqdm import tqdm
 
 from vidssl.config import option
 from vidssl.data.video_writer import write_frame_folder, write_video
+from vidssl.files import atomic_write_text
 
 CLASSES = ("disc", "square", "triangle", "star", "cross")
 """Object classes; an object's ``class_id`` is the index into this tuple."""
@@ -376,13 +376,6 @@ def _annotation(
     }
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write through a temporary sibling so a killed run leaves no truncated file."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
 def generate(out: Path, cfg: SynthConfig, *, progress: bool = True) -> SynthResult:
     """Write ``cfg.num_videos`` synthetic videos with masks, boxes and keypoints under ``out``.
 
@@ -404,8 +397,8 @@ def generate(out: Path, cfg: SynthConfig, *, progress: bool = True) -> SynthResu
         write_frame_folder(davis / "JPEGImages" / "480p" / names[i], frames, quality=cfg.jpeg_quality)
         write_frame_folder(davis / "Annotations" / "480p" / names[i], labels, ext=".png", palette=palette)
         annotation = _annotation(names[i], cfg, labels, objects, keypoints)
-        _write_text(out / "annotations" / f"{names[i]}.json", json.dumps(annotation) + "\n")
-    _write_text(davis / "ImageSets" / "2017" / "val.txt", "".join(f"{name}\n" for name in names))
+        atomic_write_text(out / "annotations" / f"{names[i]}.json", json.dumps(annotation) + "\n")
+    atomic_write_text(davis / "ImageSets" / "2017" / "val.txt", "".join(f"{name}\n" for name in names))
     record = {"config": dataclasses.asdict(cfg), "sequences": list(names)}
-    _write_text(out / "synth.json", json.dumps(record, indent=1) + "\n")
+    atomic_write_text(out / "synth.json", json.dumps(record, indent=1) + "\n")
     return SynthResult(root=out, sequences=names, videos=videos)

@@ -20,7 +20,6 @@ recognition of unseen objects (new texture, background, motion).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from vidssl.data.backends import open_video
 from vidssl.data.synth import CLASSES, SynthConfig, generate, load_annotations
+from vidssl.files import atomic_write_json
 
 META_VERSION = 1  # bump when the crops change for the same arguments, so old folders are rebuilt
 
@@ -161,7 +161,5 @@ def make_image_folder(
         "images": {split: dict(sorted(c.items())) for split, c in counts.items()},
         "val_dropped_unseen_class": dropped,
     }
-    partial = meta_path.with_name(".meta.json.partial")
-    partial.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(partial, meta_path)
+    atomic_write_json(meta_path, record, indent=1)
     return out

@@ -1,8 +1,8 @@
 """Write frames to disk: H.264 mp4 files (PyAV + libx264) and DAVIS-style frame folders.
 
-Both writers are atomic: they write under a hidden ``.<name>.partial`` sibling and move it into
-place only when complete, so a killed run never leaves a half-written file under the final name
-(a later write to the same path removes the stale partial).
+Both writers are atomic (:func:`vidssl.files.atomic_path`, :func:`vidssl.files.atomic_folder`):
+they write under a hidden temporary sibling and move it into place only when complete, so a
+killed run never leaves a half-written file or folder under the final name.
 
     write_video(Path("clip.mp4"), frames, fps=24.0, keyint=8)   # frames: (H, W, 3) uint8 RGB
     write_frame_folder(Path("JPEGImages/480p/clip"), frames)   # 00000.jpg, 00001.jpg, ...
@@ -11,8 +11,6 @@ place only when complete, so a killed run never leaves a half-written file under
 from __future__ import annotations
 
 import itertools
-import os
-import shutil
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
@@ -20,13 +18,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vidssl.files import atomic_folder, atomic_path
+
 # 1001 * 1000 keeps NTSC rates such as 30000/1001 exact while rounding float noise away.
 _MAX_FPS_DENOMINATOR = 1001 * 1000
-
-
-def _partial_path(path: Path) -> Path:
-    """Hidden sibling of ``path`` used while writing; same directory so the final move is atomic."""
-    return path.with_name(f".{path.name}.partial")
 
 
 def _check_frame(path: Path, index: int, frame: np.ndarray, shape: tuple[int, ...]) -> None:
@@ -71,24 +66,19 @@ def write_video(
         x264_params += [f"keyint={keyint}", f"min-keyint={keyint}", "scenecut=0"]
     options = {"crf": str(crf), "preset": preset, "x264-params": ":".join(x264_params)}
 
-    partial = _partial_path(path)
     written = 0
-    try:
-        with av.open(str(partial), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=rate, options=options)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.codec_context.time_base = 1 / rate
-            for array in itertools.chain([first], iterator):
-                _check_frame(path, written, array, first.shape)
-                video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
-                video_frame.pts = written
-                video_frame.time_base = stream.codec_context.time_base
-                container.mux(stream.encode(video_frame))
-                written += 1
-            container.mux(stream.encode(None))  # flush frames the encoder still holds
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_path(path) as partial, av.open(str(partial), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=rate, options=options)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = 1 / rate
+        for array in itertools.chain([first], iterator):
+            _check_frame(path, written, array, first.shape)
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+            video_frame.pts = written
+            video_frame.time_base = stream.codec_context.time_base
+            container.mux(stream.encode(video_frame))
+            written += 1
+        container.mux(stream.encode(None))  # flush frames the encoder still holds
     return written
 
 
@@ -107,28 +97,13 @@ def write_frame_folder(
     folder is filled under a hidden sibling and renamed into place, replacing any earlier folder.
     Returns the number of frames written.
     """
-    folder = Path(folder)
-    partial = _partial_path(folder)
-    shutil.rmtree(partial, ignore_errors=True)  # left by a killed run
-    partial.mkdir(parents=True)
     options = {"quality": quality} if ext.lower() in (".jpg", ".jpeg") else {}
     written = 0
-    try:
+    with atomic_folder(folder) as partial:
         for index, array in enumerate(frames):
             image = Image.fromarray(array)
             if palette is not None:
                 image.putpalette(palette)  # turns an "L" label map into a "P" image
             image.save(partial / f"{index:05d}{ext}", **options)
             written = index + 1
-        if folder.exists():
-            # A directory cannot be replaced in one step: move the old one aside first.
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            folder.rename(old)
-            partial.rename(folder)
-            shutil.rmtree(old)
-        else:
-            partial.rename(folder)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
     return written

@@ -19,8 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from vidssl.config import option, to_dict
-from vidssl.evaluation.features import FeatureEvalConfig, resolve_device, split_features
-from vidssl.evaluation.linear import accuracy_topk, save_results
+from vidssl.device import resolve_device
+from vidssl.evaluation.image_features import FeatureEvalConfig, split_features
+from vidssl.evaluation.linear import accuracy_topk
+from vidssl.evaluation.results import save_results
 
 
 def knn_scores(

@@ -27,9 +27,7 @@ folded in, so ``logits = x @ W.T + b`` applies to raw features.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from vidssl.config import option, to_dict
-from vidssl.evaluation.features import FeatureEvalConfig, extract_features, resolve_device, split_features
+from vidssl.device import resolve_device
+from vidssl.evaluation.image_features import FeatureEvalConfig, extract_features, split_features
+from vidssl.evaluation.results import save_results
 
 
 def _standardization(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,7 +136,7 @@ def fit_logistic_sgd(
 
     Design: the usual SGD protocol re-augments every training image every epoch, which means one
     encoder pass over the training set per epoch. Here ``V`` augmented views of every image (a
-    random resized crop and flip each, seeded; see :class:`vidssl.evaluation.features.ImageFolderImages`)
+    random resized crop and flip each, seeded; see :class:`vidssl.evaluation.image_features.ImageFolderImages`)
     are extracted once and cached like the plain features, and every time an image is visited one
     of its ``V`` views is drawn at random. With V around 10 this keeps most of the augmentation's
     regularising effect at a tenth of the encoder passes or less.
@@ -241,16 +241,6 @@ class LinearEvalConfig(FeatureEvalConfig):
     epochs: int = option(100, "sgd: epochs")
     lr: float = option(0.1, "sgd: initial learning rate (cosine to 0)")
     views: int = option(10, "sgd: augmented views of each train image, extracted once and cached")
-
-
-def save_results(out: Path, results: dict) -> Path:
-    """Write ``out/results.json`` atomically (a temporary sibling moved into place); returns its path."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    partial = out / ".results.json.partial"
-    partial.write_text(json.dumps(results, indent=1) + "\n")
-    os.replace(partial, path)
-    return path
 
 
 def run_linear(cfg: LinearEvalConfig) -> dict:

@@ -4,13 +4,16 @@ Every encoder is an :class:`Encoder` (timm's contract):
 
     encoder = build_encoder("resnet18", stride=8)
     dense = encoder.forward_features(images)   # (B, 3, H, W) -> (B, C, H / stride, W / stride)
-    pooled = encoder(images)                   # (B, C): the global average of ``dense``
+    pooled = encoder.forward_head(dense)       # (B, C): the global average of ``dense``
+    pooled = encoder(images)                   # the same: forward = forward_head(forward_features(x))
     encoder.out_dim, encoder.stride            # C, and 8 / 16 / 32 for the ResNets
+    encoder_from_config(encoder.config)        # the same architecture, freshly initialised
 
 ResNets come from torchvision with random weights (nothing is ever downloaded) and keep
 torchvision's parameter names, so an encoder's state_dict loads into ``torchvision.models.resnet50()``
 with only ``fc.weight`` / ``fc.bias`` missing. ``vit_tiny`` / ``vit_small`` are torchvision ViTs with
-patch (= stride) 16 whose pooled output is the class token rather than the mean of the dense map.
+patch (= stride) 16 whose pooled output is the class token rather than the mean of the dense map
+(the one exception to ``forward = forward_head(forward_features(x))``: see :class:`ViTEncoder`).
 ``timm:<name>`` wraps any timm model (timm is optional).
 Weights come from local files only: ``build_encoder(name, weights="trunk.safetensors")``.
 """
@@ -31,13 +34,15 @@ TIMM_PREFIX = "timm:"
 
 
 class Encoder(nn.Module):
-    """Base of every encoder: dense maps from :meth:`forward_features`, their mean from :meth:`forward`.
+    """Base of every encoder (timm's contract): dense maps from :meth:`forward_features`, the
+    pooled vector from :meth:`forward_head`, and ``forward(x) = forward_head(forward_features(x))``.
 
     Attributes:
         out_dim: channels C of both outputs.
         stride: input pixels per feature-map cell (H' = H / stride).
         config: the :func:`build_encoder` arguments that rebuild this architecture
             (``name``, ``stride``, ``in_chans``, ``kwargs``); JSON-serializable when ``kwargs`` are.
+            :func:`encoder_from_config` builds it again (export and checkpoints store it).
     """
 
     out_dim: int
@@ -48,9 +53,23 @@ class Encoder(nn.Module):
         """(B, in_chans, H, W) float images -> (B, C, H / stride, W / stride) feature maps."""
         raise NotImplementedError
 
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = True) -> torch.Tensor:
+        """(B, C, H', W') maps of :meth:`forward_features` -> (B, C): their global average.
+
+        ``pre_logits`` is timm's flag for "stop before the classifier"; encoders carry no
+        classifier (timm's ``num_classes=0``), so both values give the same vector.
+        """
+        return features.mean(dim=(2, 3))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_chans, H, W) -> (B, C): global average of :meth:`forward_features`."""
-        return self.forward_features(x).mean(dim=(2, 3))
+        """(B, in_chans, H, W) -> (B, C): ``forward_head(forward_features(x))``."""
+        return self.forward_head(self.forward_features(x))
+
+    def forward_dense_and_pooled(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, in_chans, H, W) -> ((B, C, H', W') maps, (B, C) pooled) from one forward pass: what
+        ``forward_features(x)`` and ``forward(x)`` give, for code that needs both (ONNX export)."""
+        features = self.forward_features(x)
+        return features, self.forward_head(features)
 
     def classifier_prefixes(self) -> tuple[str, ...]:
         """Key prefixes of the classification head that a classification checkpoint carries and
@@ -62,7 +81,8 @@ class ResNetEncoder(Encoder):
     """A torchvision ResNet without ``avgpool`` / ``fc``, its modules adopted under their own names.
 
     The modules are attributes of this object (not of a wrapped child) so that the state_dict keys
-    are exactly torchvision's: ``conv1.weight``, ``layer1.0.conv1.weight``, ...
+    are exactly torchvision's: ``conv1.weight``, ``layer1.0.conv1.weight``, ... ``forward_head`` is
+    the global average of the layer4 map (torchvision's ``avgpool``), at any stride.
     """
 
     def __init__(self, trunk: torchvision.models.ResNet, *, stride: int, config: dict[str, Any]) -> None:
@@ -94,6 +114,8 @@ class TimmEncoder(Encoder):
     ViT-like models return tokens: the class / register tokens (``num_prefix_tokens``) are dropped
     and the patch tokens laid back on their grid; models that return channels-last maps (Swin)
     are permuted. ``stride`` is timm's reduction of the last feature map (the patch size for ViTs).
+    ``forward_head`` is the global average of that dense map for every family, timm ViTs included
+    (whose own timm head would read the class token instead).
     """
 
     model: Any  # a timm model: its attributes (patch_embed, pretrained_cfg, ...) vary by family
@@ -186,13 +208,28 @@ def resnet50(*, stride: int = 32, in_chans: int = 3, **kwargs: Any) -> ResNetEnc
 class ViTEncoder(Encoder):
     """A torchvision VisionTransformer without ``heads``, its modules adopted under their own names.
 
-    ``forward`` is the final-layer-normed class token (B, C), the representation DINO evaluates
-    (not the mean of the patch tokens); ``forward_features`` lays the patch tokens on their grid,
-    (B, C, H / 16, W / 16). Any input size works: the position embedding of the build size
-    (``image_size``, 224 by default) is bicubically interpolated to the input's grid, as DINO does
-    for its 96 px local crops (DINO, 2021, arXiv:2104.14294). State_dict keys are torchvision's
-    (``conv_proj.weight``, ``class_token``, ``encoder.pos_embedding``, ``encoder.layers.*``), so a
-    torchvision ViT checkpoint loads with only ``heads.*`` ignored.
+    The pooled output is the final-layer-normed class token (B, C), the representation DINO
+    evaluates; it is NOT a pooling of the dense patch map. ``forward_features`` lays the patch
+    tokens on their grid, (B, C, H / 16, W / 16), for dense use (propagation); that grid no longer
+    holds the class token, so:
+
+    * ``forward(x)`` is the one exception to ``forward_head(forward_features(x))``: it is
+      ``forward_head(forward_tokens(x))``, one pass that keeps the class token.
+    * ``forward_head`` takes the token sequence (B, 1 + h * w, C) of :meth:`forward_tokens` and
+      returns its class token; given a (B, C, h, w) grid it raises instead of quietly averaging
+      patches into a vector that is not this encoder's pooled output.
+    * ``forward_dense_and_pooled(x)`` gives the grid and the class token from one pass.
+
+    Why not keep the class token inside what ``forward_features`` returns (an extra attribute, a
+    tensor subclass, a cached value on the module): the grid must stay a plain (B, C, h, w) tensor
+    that survives ``.float()``, autocast, DDP and ONNX tracing, and a value cached on the module
+    would tie ``forward_head`` to whichever batch ran last.
+
+    Any input size works: the position embedding of the build size (``image_size``, 224 by
+    default) is bicubically interpolated to the input's grid, as DINO does for its 96 px local
+    crops (DINO, 2021, arXiv:2104.14294). State_dict keys are torchvision's (``conv_proj.weight``,
+    ``class_token``, ``encoder.pos_embedding``, ``encoder.layers.*``), so a torchvision ViT
+    checkpoint loads with only ``heads.*`` ignored.
     """
 
     def __init__(self, trunk: torchvision.models.VisionTransformer, *, config: dict[str, Any]) -> None:
@@ -223,15 +260,44 @@ class ViTEncoder(Encoder):
         x = x + self._position_embedding(height, width)
         return self.encoder.ln(self.encoder.layers(self.encoder.dropout(x))), height, width
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_chans, H, W) -> (B, out_dim, H // 16, W // 16) patch tokens."""
-        tokens, height, width = self._tokens(x)
+    @staticmethod
+    def _grid(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(B, 1 + h * w, C) tokens -> (B, C, h, w): the patch tokens on their grid."""
         patches = tokens[:, 1:]
         return patches.transpose(1, 2).reshape(patches.shape[0], patches.shape[2], height, width)
 
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, 1 + (H // 16) * (W // 16), out_dim): the class token, then the
+        patch tokens row by row, after the final layer norm."""
+        return self._tokens(x)[0]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, out_dim, H // 16, W // 16) patch tokens (no class token)."""
+        return self._grid(*self._tokens(x))
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = True) -> torch.Tensor:
+        """(B, 1 + h * w, C) tokens of :meth:`forward_tokens` -> (B, C): the final-layer-normed
+        class token (not a pooling of the patches; ``pre_logits`` as in :class:`Encoder`).
+
+        Raises:
+            ValueError: a (B, C, h, w) grid from :meth:`forward_features`, which has no class token.
+        """
+        if features.ndim != 3:
+            raise ValueError(
+                f"{self.config['name']}: forward_head takes the tokens of forward_tokens (B, 1 + h * w, C), not "
+                f"{tuple(features.shape)}: the pooled output is the class token, which the patch grid of "
+                "forward_features does not hold (use encoder(x) or forward_dense_and_pooled(x))"
+            )
+        return features[:, 0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_chans, H, W) -> (B, out_dim): the class token."""
-        return self._tokens(x)[0][:, 0]
+        """(B, in_chans, H, W) -> (B, out_dim): the class token, ``forward_head(forward_tokens(x))``."""
+        return self.forward_head(self.forward_tokens(x))
+
+    def forward_dense_and_pooled(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, in_chans, H, W) -> ((B, C, H // 16, W // 16) patch grid, (B, C) class token), one pass."""
+        tokens, height, width = self._tokens(x)
+        return self._grid(tokens, height, width), self.forward_head(tokens)
 
     def classifier_prefixes(self) -> tuple[str, ...]:
         return ("heads.",)
@@ -342,6 +408,24 @@ def build_encoder(
     if weights is not None:
         load_weights(encoder, weights)
     return encoder
+
+
+def encoder_from_config(config: Mapping[str, Any]) -> Encoder:
+    """A freshly initialised encoder of the architecture an ``encoder.config`` dict describes.
+
+    ``config`` holds ``name``, ``stride`` (None: the architecture's own), ``in_chans`` (default 3)
+    and ``kwargs`` (default none), as every :class:`Encoder` records it and as
+    :func:`vidssl.export.save_encoder` and the training checkpoints store it; loading the saved
+    state_dict into the result is then strict.
+
+    Raises:
+        ValueError: a config without ``name``, or one :func:`build_encoder` refuses.
+    """
+    if "name" not in config:
+        raise ValueError(f"not an encoder config (no 'name'): {dict(config)!r}")
+    return build_encoder(
+        config["name"], stride=config.get("stride"), in_chans=config.get("in_chans", 3), **config.get("kwargs", {})
+    )
 
 
 def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -25,12 +25,13 @@ instance (person, object) each joint belongs to; PCK's reference size is per ins
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from vidssl.files import atomic_write_json
 
 JHMDB_JOINTS = (
     "neck", "belly", "face", "right shoulder", "left shoulder", "right hip", "left hip", "right elbow",
@@ -154,10 +155,7 @@ def write_keypoints(path: Path, points: Keypoints, *, scores: np.ndarray | None 
     if size is not None:
         doc |= {"height": int(size[0]), "width": int(size[1])}
     doc["frames"] = frames
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(doc) + "\n")
-    os.replace(partial, path)
+    atomic_write_json(path, doc, indent=None)
 
 
 def _num(value: float) -> float | None:

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vidssl.files import atomic_path
+
 VOID = 255  # DAVIS marks unlabelled pixels 255; they count as background here (as its evaluation does)
 
 
@@ -127,15 +129,10 @@ def to_mask(soft: torch.Tensor, ids: tuple[int, ...], size: tuple[int, int], *, 
 
 def write_mask(path: Path, mask: np.ndarray, palette: list[int]) -> None:
     """Save a (H, W) uint8 label map as a palette PNG (DAVIS results layout), atomically."""
-    import os
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8))  # (H, W) uint8 -> "L"
     image.putpalette(palette)
-    partial = path.with_name(f".{path.name}.partial")
-    image.save(partial, format="PNG")
-    os.replace(partial, path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
 
 
 def read_mask(path: Path) -> np.ndarray:

@@ -24,7 +24,6 @@ in DINO).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -38,8 +37,9 @@ from tqdm import tqdm
 
 from vidssl.config import ConfigError, option, to_dict
 from vidssl.data.backends import VideoReader
+from vidssl.features import FeatureExtractor, resolve_features
+from vidssl.files import atomic_write_json
 from vidssl.propagation.affinity import TileGrid, propagate_labels_naive, propagate_tiles
-from vidssl.propagation.features import FeatureExtractor, resolve_features
 from vidssl.propagation.keypoints import Keypoints
 
 log = logging.getLogger(__name__)
@@ -212,17 +212,6 @@ class PropagateConfig(PropagationConfig):
     )
     overlay: bool = option(True, "also write <name>.mp4 with the labels drawn over the frames")
     backend: str = option("auto", "video backend: auto | pyav | decord | opencv | frames")
-
-
-def save_json(path: Path, data: dict) -> Path:
-    """Write ``data`` as indented JSON through a temporary sibling; returns ``path``."""
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(partial, path)
-    return path
 
 
 def frame_names(video: Path, num_frames: int) -> list[str]:
@@ -402,5 +391,5 @@ def run_propagate(cfg: PropagateConfig) -> dict:
     seconds = time.perf_counter() - started
     record = {"kind": kind, "video": str(video), "labels": str(labels), "frames": frames, "seconds": seconds,
               "fps": frames / seconds, "outputs": outputs, "features": extractor.name, "settings": to_dict(cfg)}
-    save_json(out / "propagation.json", record)
+    atomic_write_json(out / "propagation.json", record, indent=1)
     return record

@@ -41,14 +41,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vidssl.files import atomic_write_text
 
 MANIFEST = "tracks.json"
 MANIFEST_VERSION = 1
@@ -85,19 +85,6 @@ def csv_path(out: Path, rel: str) -> Path:
     return Path(out) / f"{rel}.csv"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary sibling and rename, so a crash leaves the old file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_tracks_csv(path: Path, tracks: Iterable[Track]) -> int:
     """Write ``tracks`` (one video's) as a tracks CSV atomically; returns the number of rows."""
     buffer = io.StringIO()
@@ -105,13 +92,13 @@ def write_tracks_csv(path: Path, tracks: Iterable[Track]) -> int:
     writer.writerow(COLUMNS)
     rows = 0
     for track in sorted(tracks, key=lambda t: t.track_id):
-        for frame, box, score in zip(track.frames, track.boxes, track.scores):
+        for frame, box, score in zip(track.frames, track.boxes, track.scores, strict=True):
             writer.writerow(
                 [track.video, int(frame), track.track_id, track.class_id, track.class_name, f"{score:.4f}",
                  *(f"{v:.2f}" for v in box)]
             )
             rows += 1
-    _write_atomic(Path(path), buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
     return rows
 
 
@@ -162,7 +149,7 @@ def read_manifest(out: str | Path) -> dict[str, Any]:
 
 def write_manifest(out: str | Path, manifest: dict[str, Any]) -> None:
     """Write ``tracks.json`` atomically."""
-    _write_atomic(Path(out) / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    atomic_write_text(Path(out) / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
 
 def read_tracks(out: str | Path, *, min_length: int = 1) -> dict[str, list[Track]]:

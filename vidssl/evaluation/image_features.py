@@ -4,10 +4,10 @@
 
 Images are read by ``torchvision.datasets.ImageFolder`` (``root/<class>/<image>``), resized so the
 short side is ``image_size`` and centre-cropped (or, for an augmented *view*, randomly resized,
-cropped and flipped), normalized with ImageNet statistics on the device, and run through the
-encoder in eval mode in batches: on CUDA when present, under bf16 autocast there. The pooled
-output is returned, or the global average of an intermediate module's output (``layer="layer3"``),
-taken with a forward hook so any encoder works without code of its own.
+cropped and flipped), and go through the one feature source, :func:`vidssl.features.pooled_extractor`:
+normalized with ImageNet statistics on the device, the encoder in eval mode, on CUDA when present
+and under bf16 autocast there. The pooled output is returned, or the global average of an
+intermediate module's output (``layer="layer3"``).
 
 Extraction is the expensive part of every image evaluation, so its result is saved as a ``.pt``
 file keyed by everything that changes it: the encoder's weights and configuration, the folder, its
@@ -17,12 +17,10 @@ precision. A second run with the same inputs loads the file and never runs the e
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,24 +28,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
 from vidssl.config import option
-from vidssl.data.transforms import center_crop, normalize, random_crop
+from vidssl.data.transforms import center_crop, random_crop
+from vidssl.device import resolve_device
+from vidssl.features import pooled_extractor
+from vidssl.files import atomic_path
+from vidssl.models.encoders import Encoder
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when extraction changes in a way the key does not capture
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as given (``"cuda:1"``, ``"cpu"``)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class ImageFolderImages(Dataset):
@@ -81,7 +75,7 @@ class ImageFolderImages(Dataset):
             return self.transform(pixels), label
 
 
-def weights_digest(encoder: nn.Module) -> str:
+def weights_digest(encoder: Encoder) -> str:
     """SHA-256 of an encoder's class, configuration and every state_dict tensor (names, dtypes,
     shapes, bytes): equal digests mean equal features. The configuration counts because the same
     weights make a different network at another stride (dilated ResNets)."""
@@ -104,38 +98,8 @@ def _files_digest(folder: Path, samples: Sequence[tuple[str, int]]) -> str:
     return digest.hexdigest()
 
 
-class _PooledOutput:
-    """A forward hook that keeps the global average of a module's output.
-
-    Maps (B, C, H, W) are averaged over H, W; token sequences (B, N, C) over N (ViT blocks);
-    (B, C) outputs are kept as they are.
-    """
-
-    def __init__(self) -> None:
-        self.value: torch.Tensor | None = None
-
-    def __call__(self, module: nn.Module, inputs: object, output: torch.Tensor) -> None:
-        if output.ndim == 4:
-            self.value = output.mean(dim=(2, 3))
-        elif output.ndim == 3:
-            self.value = output.mean(dim=1)
-        elif output.ndim == 2:
-            self.value = output
-        else:
-            raise ValueError(f"cannot pool an output of shape {tuple(output.shape)}")
-
-
-def _find_module(encoder: nn.Module, layer: str) -> nn.Module:
-    modules = dict(encoder.named_modules())
-    if layer not in modules:
-        close = difflib.get_close_matches(layer, [m for m in modules if m], n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"encoder has no module named {layer!r}{hint}")
-    return modules[layer]
-
-
 def extract_features(
-    encoder: nn.Module,
+    encoder: Encoder,
     folder: Path,
     *,
     image_size: int = 64,
@@ -152,13 +116,17 @@ def extract_features(
 
     Args:
         encoder: maps normalized images (B, 3, S, S) to (B, D); it is put in eval mode for the
-            extraction (its mode is restored afterwards) and moved to ``device`` (it stays there).
+            extraction (its mode is restored afterwards) and moved to ``device`` (it stays there)
+            (:func:`vidssl.features.pooled_extractor`).
         folder: ``folder/<class>/<image>``, read by ``torchvision.datasets.ImageFolder``.
         image_size: S; the short side is resized to S and the centre S x S kept.
         batch_size: images per forward pass.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda:0"``, ...
         layer: name of a module of ``encoder`` (``"layer3"``; see ``encoder.named_modules()``)
             whose output is globally averaged instead of the encoder's own output.
+
+    Raises:
+        ValueError: ``layer`` names no module of the encoder.
         cache_dir: where the cache file goes; None disables the cache.
         view: None for the evaluation transform, else the index of a seeded augmented view
             (see :class:`ImageFolderImages`).
@@ -193,36 +161,16 @@ def extract_features(
     loader = DataLoader(
         data, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=dev.type == "cuda"
     )
-    hook = _PooledOutput()
-    handle = _find_module(encoder, layer).register_forward_hook(hook) if layer else None
-    was_training = encoder.training
-    encoder.to(dev).eval()
     features, labels = [], []
-    try:
-        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            desc = f"features {folder.name}" + (f" view {view}" if view is not None else "")
-            for images, targets in tqdm(loader, desc=desc, unit="batch", disable=not progress):
-                output = encoder(normalize(images.to(dev, non_blocking=True)))
-                if hook.value is not None:
-                    output = hook.value
-                features.append(output.float().cpu())
-                labels.append(targets)
-    finally:
-        encoder.train(was_training)
-        if handle is not None:
-            handle.remove()
+    with pooled_extractor(encoder, device=dev, layer=layer) as embed:
+        desc = f"features {folder.name}" + (f" view {view}" if view is not None else "")
+        for images, targets in tqdm(loader, desc=desc, unit="batch", disable=not progress):
+            features.append(embed(images))
+            labels.append(targets)
     result = (torch.cat(features), torch.cat(labels).long(), list(data.images.classes))
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        # Written to a temporary sibling and moved into place: a killed run leaves no torn cache.
-        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=f".{cache_file.name}.", suffix=".partial")
-        os.close(fd)
-        try:
+        with atomic_path(cache_file) as tmp:  # a killed run leaves no torn cache
             torch.save({"features": result[0], "labels": result[1], "class_names": result[2]}, tmp)
-            os.replace(tmp, cache_file)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     return result
 
 
@@ -293,7 +241,7 @@ def feature_cache_dir(cache_dir: str) -> Path:
 class SplitFeatures:
     """Train and val features of one encoder on one ImageFolder root (val labels aligned to train's)."""
 
-    encoder: nn.Module
+    encoder: Encoder
     root: Path
     x_train: torch.Tensor  # (N, D) float32
     y_train: torch.Tensor  # (N,) int64
@@ -305,7 +253,7 @@ class SplitFeatures:
 
 def split_features(cfg: FeatureEvalConfig) -> SplitFeatures:
     """Resolve ``cfg.encoder`` and ``cfg.data`` and extract (or load cached) train and val features."""
-    from vidssl.evaluation.encoders import resolve_encoder
+    from vidssl.features import resolve_encoder
 
     root = resolve_image_root(cfg.data)
     encoder = resolve_encoder(cfg.encoder, seed=cfg.seed)

@@ -1,20 +1,20 @@
-"""Fixtures for the tracking tests: ultralytics settings in a temporary folder, an untrained YOLO
-saved as a checkpoint (built offline from its YAML), and copies of the synthetic videos.
+"""Fixtures for the tracking tests: ultralytics settings in a temporary folder, untrained YOLOs
+saved as checkpoints (built offline from their YAML), copies of the synthetic videos, and the
+shared OpenVINO detectors.
 
-Test modules import what they use (``from tracking_fixtures import ...``). This is deliberately not
-a ``conftest.py``: a second conftest module without ``__init__.py`` replaces ``sys.modules["conftest"]``
-and would break the ``from conftest import ...`` of test folders collected after this one."""
+Test modules name these fixtures as arguments and import nothing from here (plain helpers live
+in ``tests/testdata.py``; see ``tests/conftest.py`` for why nothing is imported from a conftest).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"  # as in tests/conftest.py
+from testdata import SHARED
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,22 +30,28 @@ def ultralytics_settings_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterat
         os.environ["YOLO_CONFIG_DIR"] = old
 
 
-def build_untrained(tmp_path_factory: pytest.TempPathFactory, yaml: str) -> Path:
-    """An untrained ultralytics model from its YAML (no download), saved as a ``.pt``."""
-    from vidssl.tracking.offline import import_ultralytics
+@pytest.fixture(scope="session")
+def build_untrained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``build_untrained(yaml)``: an untrained ultralytics model from its YAML (no download), saved
+    as a ``.pt`` in a temporary folder."""
 
-    import_ultralytics()
-    from ultralytics import YOLO
+    def build(yaml: str) -> Path:
+        from vidssl.tracking.offline import import_ultralytics
 
-    path = tmp_path_factory.mktemp("models") / yaml.replace(".yaml", ".pt")
-    YOLO(yaml).save(str(path))
-    return path
+        import_ultralytics()
+        from ultralytics import YOLO
+
+        path = tmp_path_factory.mktemp("models") / yaml.replace(".yaml", ".pt")
+        YOLO(yaml).save(str(path))
+        return path
+
+    return build
 
 
 @pytest.fixture(scope="session")
-def untrained_yolo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def untrained_yolo(build_untrained: Callable[[str], Path]) -> Path:
     """``yolov8n.yaml`` with random weights as ``yolov8n.pt`` (a detector that finds nothing)."""
-    return build_untrained(tmp_path_factory, "yolov8n.yaml")
+    return build_untrained("yolov8n.yaml")
 
 
 @pytest.fixture()

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED
+from testdata import SHARED
 
-from vidssl.propagation.davis import score_sequence, summarize
+from vidssl.evaluation.davis import score_sequence, summarize
+from vidssl.evaluation.davis_metrics import boundary_f_measure, region_similarity
 from vidssl.propagation.keypoints import read_keypoints
 from vidssl.propagation.masks import read_mask
-from vidssl.propagation.metrics import boundary_f_measure, region_similarity
 
 # The official davis2017-evaluation on "copy the first mask to every frame" (../shared/data/README.md).
 ORACLE = {"blackswan": (0.5450, 0.3340), "kite-surf": (0.1333, 0.3264)}

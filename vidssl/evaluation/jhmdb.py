@@ -14,7 +14,8 @@ joint is correct when its distance to the truth is at most ``alpha * 0.6 * ||(x_
 (x_min, y_min)||``, the diagonal of the bounding box of that frame's ground-truth joints times 0.6;
 the first frame is not scored; joints without a prediction (an empty heatmap, e.g. a joint given
 outside the image) are left out; PCK@alpha is the mean over the 15 joint types of each type's
-fraction of correct predictions, pooled over all clips and frames. Results are fractions in [0, 1]
+fraction of correct predictions, pooled over all clips and frames
+(:mod:`vidssl.evaluation.jhmdb_metrics`). Results are fractions in [0, 1]
 (the papers print percentages). Frames are used at their own size (320 x 240), where CRW's code
 squeezes them to 320 x 320.
 """
@@ -30,9 +31,10 @@ import numpy as np
 from tqdm import tqdm
 
 from vidssl.config import ConfigError, option, to_dict
+from vidssl.evaluation.jhmdb_metrics import joint_distances, pck
+from vidssl.evaluation.results import save_results
 from vidssl.propagation.keypoints import read_jhmdb_mat
-from vidssl.propagation.metrics import joint_distances, pck
-from vidssl.propagation.propagate import PropagationConfig, extractor_for, propagate_keypoints, save_json
+from vidssl.propagation.propagate import PropagationConfig, extractor_for, propagate_keypoints
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +141,6 @@ def evaluate_jhmdb(cfg: JhmdbEvalConfig, *, progress: bool = True) -> dict:
         "features": extractor.name,
         "settings": to_dict(cfg),
     }
-    save_json(out / "results.json", results)
+    save_results(out, results)
     return results
 

@@ -9,14 +9,14 @@ writes the predictions as palette PNGs in the DAVIS results layout (``out/<seq>/
 and scores them as the official semi-supervised evaluation does (davis2017-evaluation):
 
 - objects are the ids 1..K, K the largest id in the first annotation (255, void, is background);
-- J and F (:mod:`vidssl.propagation.metrics`) per object and frame, the first and last frames
+- J and F (:mod:`vidssl.evaluation.davis_metrics`) per object and frame, the first and last frames
   excluded; an object absent from both truth and prediction in a frame scores J = F = 1 there;
 - an object's score is its mean over frames; J and F are means over all objects of all
   sequences (not over sequences), and J&F is their mean.
 
 Each mask is scored as soon as it is made, so memory does not grow with the sequence. Results go
-to ``out/results.json`` after every sequence (``complete`` is false until the last), so a long
-run can be read while it runs.
+to ``out/results.json`` (:func:`vidssl.evaluation.results.save_results`) after every sequence
+(``complete`` is false until the last), so a long run can be read while it runs.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ import numpy as np
 from tqdm import tqdm
 
 from vidssl.config import ConfigError, option, to_dict
-from vidssl.propagation.metrics import BOUND_TH, boundary_f_measure, region_similarity
-from vidssl.propagation.propagate import PropagationConfig, extractor_for, propagate_masks, save_json
+from vidssl.evaluation.davis_metrics import BOUND_TH, boundary_f_measure, region_similarity
+from vidssl.evaluation.results import save_results
+from vidssl.propagation.propagate import PropagationConfig, extractor_for, propagate_masks
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def evaluate_davis(cfg: DavisEvalConfig, *, progress: bool = True) -> dict:
                                 backend="frames", on_mask=scorer, progress=progress)
         total_frames += count
         per_sequence[name] = {**score_sequence(scorer.j, scorer.f), "frames": count}
-        save_json(out / "results.json", record(complete=False))
+        save_results(out, record(complete=False))
     results = record(complete=True)
-    save_json(out / "results.json", results)
+    save_results(out, results)
     return results

@@ -1,0 +1,93 @@
+"""The one feature source (vidssl.features): encoder specs, pooled features and layer taps, dense maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidssl.data.transforms import normalize
+from vidssl.features import LabPixels, pooled_features, resolve_encoder, resolve_features
+
+
+def _images(n: int, size: int = 32) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(0).integers(0, 256, (n, 3, size, size), dtype=np.uint8))
+
+
+def test_exported_encoder_is_rebuilt_at_stride_8(tmp_path: Path) -> None:
+    from vidssl.export import save_encoder
+    from vidssl.models.encoders import build_encoder
+
+    torch.manual_seed(0)
+    encoder = build_encoder("resnet18")  # stride 32, as trained and exported
+    save_encoder(encoder, tmp_path / "r18.safetensors")
+    dense = resolve_encoder(str(tmp_path / "r18.safetensors"), stride=8)
+    assert dense.stride == 8 and dense.forward_features(torch.zeros(1, 3, 64, 48)).shape[2:] == (8, 6)
+    for key, value in encoder.state_dict().items():
+        assert torch.equal(dense.state_dict()[key], value)
+
+
+def test_random_encoders_are_seeded_and_missing_files_named() -> None:
+    a, b = resolve_encoder("random:resnet18", seed=3), resolve_encoder("random:resnet18", seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    with pytest.raises(FileNotFoundError, match="nothing.safetensors"):
+        resolve_encoder("nothing.safetensors")
+
+
+def test_pooled_features_are_the_encoders_output_in_batches() -> None:
+    encoder = resolve_encoder("random:resnet18")
+    images = _images(5)
+    with torch.no_grad():
+        expected = encoder(normalize(images))
+    features = pooled_features(encoder, images, batch_size=2, device="cpu")
+    assert features.dtype == torch.float32 and features.shape == (5, 512)
+    torch.testing.assert_close(features, expected, rtol=1e-5, atol=1e-5)
+    encoder.train()
+    pooled_features(encoder, images, batch_size=4, device="cpu")
+    assert encoder.training  # the mode is restored
+
+
+def test_layer_taps_average_a_module_over_space() -> None:
+    encoder = resolve_encoder("random:resnet18")
+    images = _images(3)
+    with torch.no_grad():
+        x = encoder.maxpool(encoder.relu(encoder.bn1(encoder.conv1(normalize(images)))))
+        expected = encoder.layer3(encoder.layer2(encoder.layer1(x))).mean(dim=(2, 3))
+    torch.testing.assert_close(pooled_features(encoder, images, layer="layer3", batch_size=2, device="cpu"), expected)
+    with pytest.raises(ValueError, match="did you mean 'layer3'"):
+        pooled_features(encoder, images, layer="layer_3", device="cpu")
+
+
+def test_a_vit_is_pooled_by_its_class_token_and_tapped_over_tokens() -> None:
+    torch.manual_seed(0)
+    encoder = resolve_encoder("random:vit_tiny")
+    images = _images(2)
+    with torch.no_grad():
+        tokens = encoder.forward_tokens(normalize(images))
+    torch.testing.assert_close(pooled_features(encoder, images, device="cpu"), tokens[:, 0], rtol=1e-5, atol=1e-5)
+    assert pooled_features(encoder, images, layer="encoder.layers.encoder_layer_3", device="cpu").shape == (2, 192)
+
+
+def test_gray_input_feeds_colorization_encoders_their_lightness() -> None:
+    color = pytest.importorskip("vidssl.models.color")
+
+    frames = np.random.default_rng(0).integers(0, 256, (2, 32, 40, 3), dtype=np.uint8)
+    extractor = resolve_features("random:resnet18", stride=8, device="cpu", gray=True)
+    x = color.gray_input(normalize(torch.from_numpy(frames).permute(0, 3, 1, 2)))
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(extractor.encoder.forward_features(x), dim=1).permute(0, 2, 3, 1)
+    torch.testing.assert_close(extractor(frames), expected)
+    assert extractor(frames).shape == (2, 4, 5, 512)
+
+
+def test_pixels_baseline_and_bad_specs() -> None:
+    extractor = resolve_features("pixels", stride=None, device="cpu")
+    assert isinstance(extractor, LabPixels) and extractor.stride == 8
+    maps = extractor(np.zeros((1, 20, 17, 3), np.uint8))
+    assert maps.shape == (1, 3, 3, 3) and torch.allclose(maps.norm(dim=-1), torch.ones(1, 3, 3))
+    with pytest.raises(ValueError, match="no encoder given"):
+        resolve_features("", device="cpu")
+    with pytest.raises(ValueError, match="precision"):
+        resolve_features("pixels", device="cpu", precision="int8")

@@ -1,0 +1,146 @@
+"""``vidssl eval invariance``: the invariance measure of Purushwalkam & Gupta 2020 on one encoder.
+
+    vidssl eval invariance ENCODER data=runs/synth out=runs/inv
+
+Builds the sets (:mod:`~vidssl.evaluation.invariance.sets`) from a ``vidssl synth`` folder (made in
+``OUT/synth`` when ``data`` is empty), measures them (:mod:`~vidssl.evaluation.invariance.measure`)
+and writes ``OUT/results.json`` (:func:`vidssl.evaluation.results.save_results`) and the bar chart
+``OUT/invariance.png`` (:mod:`~vidssl.evaluation.invariance.plot`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidssl.config import option, to_dict
+from vidssl.device import resolve_device
+from vidssl.evaluation.invariance.measure import score_sets, sets_features
+from vidssl.evaluation.invariance.plot import plot_invariance
+from vidssl.evaluation.invariance.sets import TRANSFORMATIONS, build_sets, tracks_from_synth
+from vidssl.evaluation.results import save_results
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InvarianceConfig:
+    """``vidssl eval invariance``: the invariance measure of Purushwalkam & Gupta 2020."""
+
+    encoder: str = option("", "encoder: exported .safetensors, run folder, or random:NAME (e.g. random:resnet18)")
+    data: str = option("", "synthetic dataset from 'vidssl synth' ('' makes a small one in OUT/synth)")
+    out: str = option("runs/invariance", "output folder: results.json and invariance.png")
+    transformations: tuple[str, ...] = option(TRANSFORMATIONS, "which to measure, e.g. viewpoint,occlusion")
+    image_size: int = option(64, "object crops are resized to this square size")
+    rate: float = option(0.01, "global firing rate G: each neuron fires on this fraction of the images")
+    topk: tuple[int, ...] = option((10, 25), "report the mean over the k most invariant neurons, for each k")
+    sets: int = option(64, "at most this many sets per transformation (fewer if the tracks run out of frames)")
+    images_per_set: int = option(8, "images per set (illumination sets have one per lighting change: 8)")
+    seed: int = option(0, "seed of the sets, the occluders and a random:NAME encoder")
+    batch_size: int = option(64, "images per forward pass")
+    device: str = option("auto", "cuda, cpu, or auto (CUDA when available)")
+    layer: str | None = option(None, "measure this module's output (e.g. layer3), averaged over space; None: pooled")
+
+
+def _transformation_names(cfg: InvarianceConfig) -> list[str]:
+    # A bare `transformations=viewpoint,occlusion` arrives as one string (it is not a Python
+    # literal), so items are split on commas: the form people type should simply work.
+    names = [n.strip(" '\"()[]") for item in cfg.transformations for n in item.split(",")]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in TRANSFORMATIONS]
+    if unknown or not names:
+        raise ValueError(f"unknown transformation {unknown}; choose from {', '.join(TRANSFORMATIONS)}")
+    return names
+
+
+def _synthetic_data(cfg: InvarianceConfig) -> Path:
+    """``cfg.data``, or a small synthetic set made once in ``OUT/synth`` (reused when complete)."""
+    if cfg.data:
+        return Path(cfg.data)
+    import dataclasses
+
+    from vidssl.data.synth import SynthConfig, generate
+
+    root = Path(cfg.out) / "synth"
+    # 12 videos of 2-3 objects over 5 classes: every class almost surely has two objects.
+    synth = SynthConfig(out=str(root), num_videos=12, num_frames=32, seed=cfg.seed)
+    record = root / "synth.json"
+    if not record.exists() or json.loads(record.read_text())["config"] != dataclasses.asdict(synth):
+        generate(root, synth, progress=False)
+    return root
+
+
+def _cell(value: float | int) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def format_table(results: Mapping[str, Mapping[str, float | int]], *, topk: Sequence[int]) -> str:
+    """The per-transformation numbers of :func:`run_invariance` as an aligned text table."""
+    columns = [f"top{k}" for k in topk] + [f"ratio_top{k}" for k in topk] + ["sets", "images", "neurons_scored"]
+    width = max(len(name) for name in results)
+    lines = [f"{'transformation':<{max(width, 14)}}  " + "  ".join(f"{c:>{max(len(c), 7)}}" for c in columns)]
+    for name, row in results.items():
+        cells = [f"{_cell(row[c]):>{max(len(c), 7)}}" for c in columns]
+        lines.append(f"{name:<{max(width, 14)}}  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def run_invariance(cfg: InvarianceConfig) -> dict:
+    """Measure ``cfg.encoder`` on sets built from ``cfg.data``; write ``OUT/results.json`` and
+    ``OUT/invariance.png``.
+
+    Returns:
+        ``{transformation: {"top10", "top25", "ratio_top10", "ratio_top25", "sets", "images",
+        "neurons_scored"}, ..., "settings": {every config key, "data", "device", "neurons",
+        "images"}}`` (keys follow ``cfg.topk``); NaN (``null`` in the JSON) where no neuron fired.
+
+    Raises:
+        ValueError: an empty ``encoder``, an unknown transformation or layer, or data that
+            cannot make the requested sets.
+    """
+    from vidssl.features import resolve_encoder
+
+    if not cfg.encoder:
+        raise ValueError("eval invariance needs an encoder: vidssl eval invariance ENCODER (e.g. random:resnet18)")
+    names = _transformation_names(cfg)
+    if not cfg.topk or min(cfg.topk) < 1:
+        raise ValueError(f"topk must list positive integers, got {cfg.topk}")
+    if cfg.images_per_set < 2:
+        raise ValueError(f"images_per_set must be 2 or more (L compares images of one set), got {cfg.images_per_set}")
+    device = resolve_device(cfg.device)
+    data = _synthetic_data(cfg)
+    tracks = tracks_from_synth(data)
+    log.info("%d object tracks in %s", len(tracks), data)
+    sets = {
+        name: build_sets(
+            tracks,
+            transformation=name,
+            sets=cfg.sets,
+            images_per_set=cfg.images_per_set,
+            image_size=cfg.image_size,
+            seed=cfg.seed,
+        )
+        for name in names
+    }
+    encoder = resolve_encoder(cfg.encoder, seed=cfg.seed)
+    features = sets_features(encoder, sets, batch_size=cfg.batch_size, device=device, layer=cfg.layer)
+    scores = score_sets(features, rate=cfg.rate, topk=cfg.topk)
+    settings = {
+        **to_dict(cfg),
+        "transformations": names,
+        "data": str(data),
+        "device": str(device),
+        "neurons": features[names[0]][0].shape[1],
+        "images": sum(row["images"] for row in scores.values()),
+    }
+    results: dict = {**scores, "settings": settings}
+    out = Path(cfg.out)
+    save_results(out, results)  # NaN (neurons that never fired) is written as null
+    plot_invariance(scores, out / "invariance.png", topk=cfg.topk, label=cfg.encoder)
+    return results
