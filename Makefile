@@ -27,6 +27,7 @@ demo: $(STAMP)
 	$(BIN)/vidssl export $(DEMO)/fti out=$(DEMO)/fti/encoder_torchvision.pth format=torchvision
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -30,7 +30,8 @@ def test_usage_lists_every_subcommand(argv: list[str], capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert out.startswith("usage: vidssl SUBCOMMAND")
     for name, cmd in COMMANDS.items():
-        assert any(line.split()[: len(name.split())] == name.split() and cmd.summary in line for line in out.splitlines()), name
+        words = name.split()
+        assert any(line.split()[: len(words)] == words and cmd.summary in line for line in out.splitlines()), name
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

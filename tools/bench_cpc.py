@@ -22,10 +22,7 @@ from pathlib import Path
 import torch
 
 from vidssl.config import option, parse_overrides
-from vidssl.engine.optim import build_optimizer
-from vidssl.engine.trainer import train, train_config
-from vidssl.methods import METHODS
-from vidssl.models.encoders import build_encoder
+from vidssl.engine.trainer import build_run, run_config, train
 
 
 @dataclass(frozen=True)
@@ -47,21 +44,17 @@ class BenchConfig:
 
 
 def _method_config(cfg: BenchConfig, size: int, **extra: object):
-    return train_config(method="cpc", encoder=cfg.encoder, image_size=size, batch_size=cfg.batch_size,
-                        seq_len=cfg.seq_len, seq_stride=cfg.seq_stride, pred_steps=cfg.pred_steps,
-                        cpc_dense=cfg.cpc_dense, device=cfg.device, **extra)
+    return run_config(method="cpc", encoder=cfg.encoder, image_size=size, batch_size=cfg.batch_size,
+                      seq_len=cfg.seq_len, seq_stride=cfg.seq_stride, pred_steps=cfg.pred_steps,
+                      dense=cfg.cpc_dense, device=cfg.device, lr=0.01, **extra)
 
 
 def ceiling(cfg: BenchConfig, size: int, device: torch.device) -> float:
     """Images/s of CPC steps (forward, backward, SGD update) on random frames on the device."""
-    torch.manual_seed(0)
-    method, _ = METHODS["cpc"](build_encoder(cfg.encoder), _method_config(cfg, size))
-    method.to(device)
+    method, optimizer = build_run(*_method_config(cfg, size), device)
     cuda = device.type == "cuda"
-    if cuda:
-        method.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer("sgd", method, lr=0.01, weight_decay=1e-4)
-    frames = torch.randn(cfg.batch_size, cfg.seq_len, 3, size, size, device=device)
+    frames = torch.randint(0, 256, (cfg.batch_size, cfg.seq_len, 3, size, size), dtype=torch.uint8,
+                           device=device)  # pixels, as the loader delivers them
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -85,7 +78,7 @@ def ceiling(cfg: BenchConfig, size: int, device: torch.device) -> float:
 def end_to_end(cfg: BenchConfig, size: int, data: Path, tmp: Path) -> float:
     """Mean images/s that ``vidssl train method=cpc`` logs after the warmup steps."""
     out = tmp / f"run-{size}"
-    train(_method_config(cfg, size, data=str(data), out=str(out), steps=cfg.warmup + cfg.steps,
+    train(*_method_config(cfg, size, data=str(data), out=str(out), steps=cfg.warmup + cfg.steps,
                          decode_size=max(256, size + 32), workers=cfg.workers, log_every=max(1, cfg.warmup),
                          save_every=10**9, export=False))
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

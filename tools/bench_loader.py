@@ -102,7 +102,8 @@ def measure(dataset: Dataset, cfg: BenchConfig, *, samples: int, seconds: float,
     result = {"pairs_per_s": count / elapsed, "pairs": count, "seconds": elapsed}
     if track_rss:
         rss_end = loader_rss(it)
-        result |= {"rss_start_mb": rss_start / 2**20, "rss_end_mb": rss_end / 2**20, "rss_growth": rss_end / rss_start - 1}
+        result |= {"rss_start_mb": rss_start / 2**20, "rss_end_mb": rss_end / 2**20,
+                   "rss_growth": rss_end / rss_start - 1}
     del it
     return result
 
@@ -135,7 +136,8 @@ def main(argv: list[str]) -> dict:
     sampler = PairSampler(min_gap=0, max_gap=cfg.max_gap)
     videos = [v for v in scan(data, min_frames=sampler.min_frames(30.0), progress=False).videos if not v.is_frames]
     mean_size = (np.mean([v.height for v in videos]), np.mean([v.width for v in videos]))
-    print(f"{len(videos)} videos, mean {mean_size[0]:.0f}x{mean_size[1]:.0f}, {sum(v.num_frames for v in videos):,} frames, from {data}")
+    frames = sum(v.num_frames for v in videos)
+    print(f"{len(videos)} videos, mean {mean_size[0]:.0f}x{mean_size[1]:.0f}, {frames:,} frames, from {data}")
     transform = random_crop(cfg.size)
     backends = list(cfg.backends) or [b for b in ("decord", "pyav", "opencv") if b in available_backends()]
 
@@ -148,7 +150,8 @@ def main(argv: list[str]) -> dict:
     ceiling = decode_ceiling(videos, cfg.seconds)
     print(f"decode ceiling (sequential, PyAV): {ceiling:.0f} frames/s")
     print(f"pairs/s through a DataLoader ({cfg.workers} workers, batch {cfg.batch_size}, {cfg.size}px crops):")
-    run("baseline (pyav sequential)", SequentialBaseline(videos, sampler, decode_size=cfg.decode_size, transform=transform))
+    run("baseline (pyav sequential)",
+        SequentialBaseline(videos, sampler, decode_size=cfg.decode_size, transform=transform))
 
     def dataset(vids: list[VideoInfo], backend: str) -> VideoFrameDataset:
         return VideoFrameDataset(vids, sampler, backend=backend, size=cfg.decode_size, transform=transform,
@@ -162,8 +165,8 @@ def main(argv: list[str]) -> dict:
         for fmt, backs in (("mp4", backends), ("frames", ["frames"])):
             pcfg = PrepareConfig(data=str(data), out=str(tmp / f"prepared-{fmt}"), size=cfg.decode_size, format=fmt)
             result = prepare(pcfg, progress=False)
-            prepare_cost[fmt] = {"seconds": result.seconds, "frames": result.frames,
-                                 "disk_mb": sum(f.stat().st_size for f in Path(pcfg.out).rglob("*") if f.is_file()) / 2**20}
+            disk = sum(f.stat().st_size for f in Path(pcfg.out).rglob("*") if f.is_file())
+            prepare_cost[fmt] = {"seconds": result.seconds, "frames": result.frames, "disk_mb": disk / 2**20}
             print(f"prepare format={fmt}: {result.seconds:.1f} s once for {result.frames:,} frames, "
                   f"{prepare_cost[fmt]['disk_mb']:.0f} MB on disk", flush=True)
             prepared = [v for v in scan(pcfg.out, progress=False).videos]
@@ -180,7 +183,8 @@ def main(argv: list[str]) -> dict:
         fmt = best.split()[1]
         prepared_videos = scan(tmp / f"prepared-{fmt}", progress=False).videos
         best_videos = prepared_videos
-    memory = measure(dataset(best_videos, best_backend), replace(cfg), samples=cfg.rss_samples, seconds=0, track_rss=True)
+    memory = measure(dataset(best_videos, best_backend), replace(cfg), samples=cfg.rss_samples, seconds=0,
+                     track_rss=True)
     print(f"loader memory ({best}): {memory['rss_start_mb']:.0f} MB at start, {memory['rss_end_mb']:.0f} MB after "
           f"{memory['pairs']:,} pairs ({100 * memory['rss_growth']:+.1f}%)")
 

@@ -32,10 +32,14 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from vidssl.config import option, parse_overrides
+from vidssl.data.spec import DataSpec
+from vidssl.data.transforms import normalize
+from vidssl.engine.ema import ema_update
 from vidssl.engine.optim import build_optimizer
-from vidssl.engine.trainer import train_config
+from vidssl.engine.schedules import momentum_at
+from vidssl.engine.trainer import run_config
 from vidssl.methods import METHODS
-from vidssl.methods.base import DataSpec, Method
+from vidssl.methods.base import Method
 from vidssl.models.encoders import build_encoder
 
 
@@ -100,14 +104,17 @@ def method_seconds(method: Method, batch: dict[str, Any], cfg: BenchConfig, devi
     if cuda:
         method.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optimizer, method, lr=1e-4, weight_decay=1e-4)
+    ema = method.ema()
     done = [0]
 
-    def step() -> None:
+    def step() -> None:  # the trainer's step, less the loader
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             loss = method(batch).loss
         loss.backward()
         optimizer.step()
+        if ema is not None:
+            ema_update(ema.pairs, momentum_at(ema.momentum, ema.schedule, done[0], 10**6))
         method.after_step(done[0], 10**6)
         done[0] += 1
 
@@ -141,25 +148,28 @@ def supervised_seconds(views: list[torch.Tensor], cfg: BenchConfig, device: torc
 
 def measure(name: str, cfg: BenchConfig, device: torch.device) -> dict[str, Any]:
     """images/s of ``name``'s training step and of supervised training on the same images."""
-    tcfg = train_config(method=name, encoder=cfg.encoder, image_size=cfg.image_size, batch_size=cfg.batch_size)
+    tcfg, method_cfg = run_config(method=name, encoder=cfg.encoder, image_size=cfg.image_size,
+                                  batch_size=cfg.batch_size)
     stride = cfg.encoder_stride if cfg.encoder_stride is not None else tcfg.encoder_stride  # a method's own default
     torch.manual_seed(0)
     encoder = build_encoder(cfg.encoder, stride=stride)
     try:
-        method, spec = METHODS[name](encoder, tcfg)
-    except ValueError as err:  # e.g. a method that needs files of its own (track: tracks=DIR)
+        method = METHODS[name](encoder, method_cfg, image_size=cfg.image_size, seed=0)
+    except ValueError as err:  # a method that needs files of its own
         return {"skipped": str(err)}
+    spec = method.data()
     if spec.dataset is not None:
         return {"skipped": "brings its own dataset"}
     shapes = view_shapes(spec, cfg.image_size)
     method.prepare(RandomSamples(shapes))
     g = torch.Generator(device).manual_seed(0)
-    views = {k: torch.randn(cfg.batch_size, *s, device=device, generator=g) for k, s in shapes.items()}
+    views = {k: torch.randint(0, 256, (cfg.batch_size, *s), device=device, generator=g, dtype=torch.uint8)
+             for k, s in shapes.items()}  # pixels, as the loader delivers them
     batch: dict[str, Any] = {**views, "video": torch.zeros(cfg.batch_size, dtype=torch.long, device=device),
                              "indices": torch.arange(shapes["frames"][0], device=device).repeat(cfg.batch_size, 1)}
     seconds = method_seconds(method, batch, cfg, device)
     del method, batch  # free the method's memory before the ceiling run
-    ceiling = supervised_seconds([v.flatten(0, 1) for v in views.values()], cfg, device, stride)
+    ceiling = supervised_seconds([normalize(v.flatten(0, 1)) for v in views.values()], cfg, device, stride)
     images = cfg.batch_size * sum(s[0] for s in shapes.values())
     return {"views": {k: f"{s[0]}x{s[2]}px" for k, s in shapes.items()}, "images_per_step": images,
             "images_per_s": images / seconds, "ceiling_images_per_s": images / ceiling, "ratio": ceiling / seconds}

@@ -16,16 +16,13 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from vidssl.config import option, parse_overrides
-from vidssl.engine.optim import build_optimizer
-from vidssl.engine.trainer import TrainConfig, train
-from vidssl.methods import METHODS
-from vidssl.models.encoders import build_encoder
+from vidssl.engine.trainer import build_run, run_config, train
 
 
 @dataclass(frozen=True)
@@ -44,15 +41,12 @@ class BenchConfig:
 def ceiling(model_name: str, cfg: BenchConfig, *, compiled: bool) -> float:
     """Images/s of FTI steps on random frames already on the device."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tcfg = replace(TrainConfig(), encoder=model_name, image_size=cfg.image_size, batch_size=cfg.batch_size)
-    torch.manual_seed(0)
-    method, _ = METHODS["fti"](build_encoder(model_name), tcfg)
-    method.to(device)
-    if device.type == "cuda":
-        method.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer("sgd", method, lr=0.01, weight_decay=1e-4)
+    tcfg, method_cfg = run_config(method="fti", encoder=model_name, image_size=cfg.image_size,
+                                  batch_size=cfg.batch_size, lr=0.01)
+    method, optimizer = build_run(tcfg, method_cfg, device)
     step_fn = torch.compile(method) if compiled else method
-    frames = torch.randn(cfg.batch_size, 2, 3, cfg.image_size, cfg.image_size, device=device)
+    frames = torch.randint(0, 256, (cfg.batch_size, 2, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8,
+                           device=device)  # pixels, as the loader delivers them
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -76,10 +70,9 @@ def ceiling(model_name: str, cfg: BenchConfig, *, compiled: bool) -> float:
 def end_to_end(model_name: str, cfg: BenchConfig, data: Path, tmp: Path, *, compiled: bool) -> float:
     """Images/s that ``vidssl train`` logs once warm (mean over the logged intervals after warmup)."""
     out = tmp / f"run-{model_name}-{'compiled' if compiled else 'eager'}"
-    tcfg = replace(TrainConfig(), data=str(data), out=str(out), method="fti", encoder=model_name,
-                   steps=cfg.warmup + cfg.steps, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                   workers=cfg.workers, log_every=cfg.warmup, save_every=10**9, export=False, compile=compiled)
-    train(tcfg)
+    train(*run_config(data=str(data), out=str(out), method="fti", encoder=model_name, steps=cfg.warmup + cfg.steps,
+                      batch_size=cfg.batch_size, image_size=cfg.image_size, workers=cfg.workers, log_every=cfg.warmup,
+                      save_every=10**9, export=False, compile=compiled))
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     rates = [x["images_per_s"] for x in logs if x["step"] > cfg.warmup]
     return sum(rates) / len(rates)

@@ -17,9 +17,9 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from vidssl.config import option, parse_overrides, to_dict
+from vidssl.config import option, parse_overrides
 from vidssl.data.synth import SynthConfig, generate
-from vidssl.engine.trainer import TrainConfig, train, train_config
+from vidssl.engine.trainer import run_config, train
 from vidssl.evaluation.invariance import InvarianceConfig, run_invariance
 from vidssl.evaluation.knn import KnnEvalConfig, run_knn
 from vidssl.evaluation.linear import LinearEvalConfig, run_linear
@@ -54,31 +54,33 @@ def main(argv: list[str]) -> dict:
     out = Path(cfg.out)
     videos = out / "synth_train"
     if not (videos / "synth.json").exists():
-        generate(videos, SynthConfig(num_videos=cfg.num_videos, num_frames=48, height=128, width=160, seed=cfg.seed + 1))
-    base = replace(TrainConfig(), data=str(videos / "videos"), encoder=cfg.encoder, steps=cfg.steps,
-                   batch_size=cfg.batch_size, image_size=cfg.image_size, decode_size=cfg.image_size + 8,
-                   workers=cfg.workers, proj_hidden=512, optimizer="adamw", lr=1e-3, weight_decay=1e-6,
-                   warmup_steps=cfg.steps // 10, log_every=10, save_every=10**9, seed=cfg.seed)
+        generate(videos, SynthConfig(num_videos=cfg.num_videos, num_frames=48, height=128, width=160,
+                                     seed=cfg.seed + 1))
+    base = dict(data=str(videos / "videos"), encoder=cfg.encoder, steps=cfg.steps, batch_size=cfg.batch_size,
+                image_size=cfg.image_size, decode_size=cfg.image_size + 8, workers=cfg.workers, proj_hidden=512,
+                optimizer="adamw", lr=1e-3, weight_decay=1e-6, warmup_steps=cfg.steps // 10, log_every=10,
+                save_every=10**9, seed=cfg.seed)
     encoders = {"random init": f"random:{cfg.encoder}"}
     names = {"fti": "FTI", "simclr": "SimCLR", "fti+tracks": "FTI+tracks", "track": "tracks only"}
     for method in cfg.methods:
         if method not in names:
             raise ValueError(f"methods: unknown {method!r}; choose from {', '.join(names)}")
         run = out / method.replace("+", "_")
-        extra = {}
-        if "track" in method:
-            extra["tracks"] = str(_ground_truth_tracks(videos, out / "tracks"))
+        extra: dict = {"method": "simclr" if method == "simclr" else "fti"}
+        if "track" in method:  # object-track positives: a pair source of FTI's loss
+            extra.update(tracks=str(_ground_truth_tracks(videos, out / "tracks")),
+                         positives="both" if method == "fti+tracks" else "tracks")
         if not (run / "encoder.safetensors").exists():
-            train(train_config(**{**to_dict(base), "method": method.split("+")[0], "max_gap": cfg.max_gap,
-                                  "out": str(run), **extra}))
+            train(*run_config(**base, **extra, max_gap=cfg.max_gap, out=str(run)))
         encoders[names[method]] = str(run / "encoder.safetensors")
 
     table: dict[str, dict] = {}
     for name, spec in encoders.items():
         key = name.split()[0].lower().replace("+", "_")
-        linear = run_linear(replace(LinearEvalConfig(), encoder=spec, out=str(out / "eval" / key / "linear"), seed=cfg.seed))
-        knn = run_knn(replace(KnnEvalConfig(), encoder=spec, out=str(out / "eval" / key / "knn"), seed=cfg.seed))
-        inv = run_invariance(replace(InvarianceConfig(), encoder=spec, data="", out=str(out / "eval" / key / "invariance"),
+        where = out / "eval" / key
+        linear = run_linear(replace(LinearEvalConfig(), encoder=spec, out=str(where / "linear"), seed=cfg.seed))
+        knn = run_knn(replace(KnnEvalConfig(), encoder=spec, out=str(where / "knn"), seed=cfg.seed))
+        inv = run_invariance(replace(InvarianceConfig(), encoder=spec, data="", out=str(where / "invariance"),
                                      seed=cfg.seed))
         table[name] = {
             "linear_top1": linear["top1"],

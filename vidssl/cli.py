@@ -41,7 +41,8 @@ def _run_index(cfg: IndexConfig) -> int:
 
     if not cfg.data:
         raise ConfigError("index needs a folder: vidssl index DIR")
-    index = scan(cfg.data, min_frames=cfg.min_frames, refresh=cfg.refresh, cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None)
+    index = scan(cfg.data, min_frames=cfg.min_frames, refresh=cfg.refresh,
+                 cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else None)
     print(index.summary())
     return 0
 
@@ -58,21 +59,45 @@ def _run_prepare(cfg: Any) -> int:
     return 0
 
 
-def _run_train(cfg: Any) -> int:
+def _run_train(cfgs: tuple[Any, Any]) -> int:
     from vidssl.engine.trainer import train
 
-    out = train(cfg)
+    out = train(*cfgs)
     print(f"run folder: {out}")
     return 0
 
 
-def _train_config(pairs: list[str] | None = None) -> type:
-    """TrainConfig plus the options of the method named in ``pairs`` (``method=NAME``)."""
-    from vidssl.engine.trainer import TrainConfig, config_class
-    from vidssl.methods import METHODS
+def _is_recipe(arg: str) -> bool:
+    return "=" not in arg and arg.endswith((".yaml", ".yml"))
 
-    method = next((p.partition("=")[2].strip() for p in pairs or [] if p.partition("=")[0].strip() == "method"), None)
-    return config_class(method) if method in METHODS else TrainConfig
+
+def _engine_config() -> type:
+    from vidssl.engine.config import TrainConfig
+
+    return TrainConfig  # the engine's keys; each method adds its own (see _train_help)
+
+
+def _parse_train(args: list[str]) -> tuple[Any, Any]:
+    """``[RECIPE.yaml] [DATA] key=value ...`` -> (TrainConfig, the method's Config)."""
+    from vidssl.engine.config import read_recipe, resolve
+
+    recipes = [a for a in args if _is_recipe(a)]
+    if len(recipes) > 1:
+        raise ConfigError(f"one recipe at a time, got {', '.join(recipes)}")
+    pairs = _positional("data", [a for a in args if not _is_recipe(a)])
+    return resolve(pairs, recipe=read_recipe(recipes[0]) if recipes else None)
+
+
+def _train_help(args: list[str]) -> list[tuple[str, str, str]]:
+    """Engine keys, then the keys of the method named by ``method=`` (or the recipe's; default fti)."""
+    from vidssl.engine.config import help_rows, method_class, read_recipe
+
+    method = next((a.partition("=")[2].strip() for a in args if a.partition("=")[0].strip() == "method"), "")
+    if not method:
+        recipe = next((a for a in args if _is_recipe(a)), None)
+        method = str(read_recipe(recipe).get("method", "fti")) if recipe else "fti"
+    method_class(method)  # a one-line error for an unknown method
+    return help_rows(method)
 
 
 @dataclass(frozen=True)
@@ -93,7 +118,8 @@ def _run_export(cfg: ExportConfig) -> int:
 
     if not cfg.run:
         raise ConfigError("export needs a run folder or checkpoint: vidssl export RUN out=FILE")
-    path = save_encoder(encoder_from_checkpoint(Path(cfg.run)), Path(cfg.out), format=cfg.format, image_size=cfg.image_size)
+    encoder = encoder_from_checkpoint(Path(cfg.run))
+    path = save_encoder(encoder, Path(cfg.out), format=cfg.format, image_size=cfg.image_size)
     print(f"wrote {path}")
     return 0
 
@@ -104,7 +130,8 @@ class Command:
     config: Callable[[], type]  # lazy, so `vidssl --help` imports no decoders or torch
     run: Callable[[Any], int]
     positional: str | None = None  # the config key that a bare INPUT argument sets
-    keys_depend_on_args: bool = False  # config(pairs): e.g. train's keys depend on method=NAME
+    parse: Callable[[list[str]], Any] | None = None  # instead of parse_overrides(config(), ...): train
+    help_rows: Callable[[list[str]], list[tuple[str, str, str]]] | None = None  # keys that depend on the args
 
 
 def _synth_config() -> type:
@@ -176,13 +203,13 @@ def _run_propagate(cfg: Any) -> int:
 
 
 def _eval_davis_config() -> type:
-    from vidssl.propagation.davis import DavisEvalConfig
+    from vidssl.evaluation.davis import DavisEvalConfig
 
     return DavisEvalConfig
 
 
 def _run_eval_davis(cfg: Any) -> int:
-    from vidssl.propagation.davis import evaluate_davis, format_table
+    from vidssl.evaluation.davis import evaluate_davis, format_table
 
     print(format_table(evaluate_davis(cfg)))
     print(f"wrote {cfg.out}/results.json and the predicted masks")
@@ -190,13 +217,13 @@ def _run_eval_davis(cfg: Any) -> int:
 
 
 def _eval_jhmdb_config() -> type:
-    from vidssl.propagation.jhmdb import JhmdbEvalConfig
+    from vidssl.evaluation.jhmdb import JhmdbEvalConfig
 
     return JhmdbEvalConfig
 
 
 def _run_eval_jhmdb(cfg: Any) -> int:
-    from vidssl.propagation.jhmdb import evaluate_jhmdb
+    from vidssl.evaluation.jhmdb import evaluate_jhmdb
 
     results = evaluate_jhmdb(cfg)
     scores = "  ".join(f"PCK@{a} {results[f'PCK@{a}']:.3f}" for a in cfg.alphas)
@@ -226,8 +253,13 @@ COMMANDS: dict[str, Command] = {
         "detect and track objects in every video of a folder (ultralytics detector + tracker)", _tracks_config,
         _run_tracks, "data",
     ),
-    "export": Command("write a trained encoder alone (safetensors, torchvision, onnx)", lambda: ExportConfig, _run_export, "run"),
-    "train": Command("train an encoder with a self-supervised method", _train_config, _run_train, "data", True),
+    "export": Command(
+        "write a trained encoder alone (safetensors, torchvision, onnx)", lambda: ExportConfig, _run_export, "run",
+    ),
+    "train": Command(
+        "train an encoder with a self-supervised method ([RECIPE.yaml] [DATA] key=value ...)", _engine_config,
+        _run_train, "data", parse=_parse_train, help_rows=_train_help,
+    ),
     "eval linear": Command(
         "linear probe (logistic regression) of a frozen encoder on an image folder", _eval_linear_config,
         _run_eval_linear, "data",
@@ -264,7 +296,7 @@ def _usage() -> str:
 def command_help(name: str, args: list[str] | None = None) -> str:
     """The help text of one subcommand: every key with its default and meaning."""
     cmd = COMMANDS[name]
-    rows = fields_help(cmd.config(args or []) if cmd.keys_depend_on_args else cmd.config())
+    rows = cmd.help_rows(args or []) if cmd.help_rows else fields_help(cmd.config())
     key_w = max(len(k) for k, _, _ in rows)
     def_w = min(24, max(len(d) for _, d, _ in rows))
     positional = f" [{cmd.positional.upper()}]" if cmd.positional else ""
@@ -273,18 +305,24 @@ def command_help(name: str, args: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def _positional(key: str | None, args: list[str]) -> list[str]:
+    """``key=value`` pairs, a bare INPUT argument becoming ``key=INPUT`` (once)."""
+    pairs: list[str] = []
+    for arg in args:
+        if "=" not in arg and key and not any(p.startswith(f"{key}=") for p in pairs):
+            pairs.append(f"{key}={arg}")
+        else:
+            pairs.append(arg)
+    return pairs
+
+
 def parse_command(argv: list[str]) -> tuple[str, Any]:
     """(subcommand name, its config) from argv; raises ConfigError on bad input."""
     name, *rest = argv
     cmd = COMMANDS[name]
-    pairs = []
-    for arg in rest:
-        if "=" not in arg and cmd.positional and not any(p.startswith(f"{cmd.positional}=") for p in pairs):
-            pairs.append(f"{cmd.positional}={arg}")
-        else:
-            pairs.append(arg)
-    cls = cmd.config(pairs) if cmd.keys_depend_on_args else cmd.config()
-    return name, parse_overrides(cls, pairs)
+    if cmd.parse is not None:
+        return name, cmd.parse(rest)
+    return name, parse_overrides(cmd.config(), _positional(cmd.positional, rest))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,10 +342,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vidssl: unknown subcommand '{argv[0]}'{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     if any(a in ("-h", "--help") for a in argv[1:]):
-        print(command_help(argv[0], [a for a in argv[1:] if "=" in a]))
+        try:
+            print(command_help(argv[0], [a for a in argv[1:] if a not in ("-h", "--help")]))
+        except (ConfigError, FileNotFoundError) as err:
+            print(f"vidssl {argv[0]}: {err}", file=sys.stderr)
+            return 2
         return 0
     try:
         name, cfg = parse_command(argv)
+    except FileNotFoundError as err:
+        print(f"vidssl {argv[0]}: {err}", file=sys.stderr)
+        return 2
     except ConfigError as err:
         print(f"vidssl {argv[0]}: {err}\n(see 'vidssl {argv[0]} --help')", file=sys.stderr)
         return 2

@@ -5,21 +5,20 @@ import sys
 
 import torch
 
-import vidssl.methods
-from vidssl.config import parse_overrides
-from vidssl.engine.trainer import TrainConfig, train
+import vidssl.engine.trainer as trainer
+from vidssl.engine.config import resolve
 
 captured = {}
-build_fti = vidssl.methods.METHODS["fti"]
+build_run = trainer.build_run
 
 
-def capture(encoder, cfg):
-    method, spec = build_fti(encoder, cfg)
+def capture(*args, **kwargs):
+    method, optimizer = build_run(*args, **kwargs)
     captured["method"] = method
-    return method, spec
+    return method, optimizer
 
 
-vidssl.methods.METHODS["fti"] = capture
-train(parse_overrides(TrainConfig, sys.argv[2:]))
+trainer.build_run = capture
+trainer.train(*resolve(sys.argv[2:]))
 params = {k: v.detach().clone() for k, v in captured["method"].named_parameters()}
 torch.save(params, os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.pt"))

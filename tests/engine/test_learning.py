@@ -3,7 +3,6 @@ their own video better than with the same encoder at its random initialisation."
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import torch.nn.functional as F
 from vidssl.data.backends import open_video
 from vidssl.data.synth import SynthConfig, generate
 from vidssl.data.transforms import center_crop, normalize, simclr_augment
-from vidssl.engine.trainer import TrainConfig, train
+from vidssl.engine.trainer import run_config, train
 from vidssl.export import load_encoder
 from vidssl.models.encoders import build_encoder
 
@@ -29,7 +28,7 @@ def retrieval_set(videos: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     for v, path in enumerate(sorted(videos.glob("*.mp4"))):
         reader = open_video(path)
         indices = list(range(0, reader.num_frames, 2))
-        for t, frame in zip(indices, torch.from_numpy(reader.get_frames(indices)).permute(0, 3, 1, 2)):
+        for t, frame in zip(indices, torch.from_numpy(reader.get_frames(indices)).permute(0, 3, 1, 2), strict=True):
             queries.append(augment(frame))
             database.append(plain(frame))
             video_ids.append(v)
@@ -53,10 +52,11 @@ def video_retrieval(encoder: torch.nn.Module, data: tuple[torch.Tensor, ...], *,
 def test_fti_beats_random_init_on_video_retrieval(tmp_path: Path, cache_dir: Path) -> None:
     data = tmp_path / "synth"
     generate(data, SynthConfig(num_videos=8, num_frames=48, height=128, width=160, seed=5), progress=False)
-    cfg = replace(TrainConfig(), data=str(data / "videos"), out=str(tmp_path / "run"), method="fti", encoder="resnet18",
-                  steps=60, batch_size=16, image_size=SIZE, decode_size=72, max_gap=12, workers=2, proj_hidden=256,
-                  optimizer="adamw", lr=1e-3, weight_decay=1e-6, warmup_steps=5, log_every=10, save_every=1000)
-    out = train(cfg)
+    cfg, method_cfg = run_config(
+        data=str(data / "videos"), out=str(tmp_path / "run"), method="fti", encoder="resnet18", steps=60, batch_size=16,
+        image_size=SIZE, decode_size=72, max_gap=12, workers=2, proj_hidden=256, optimizer="adamw", lr=1e-3,
+        weight_decay=1e-6, warmup_steps=5, log_every=10, save_every=1000)
+    out = train(cfg, method_cfg)
     retrieval = retrieval_set(data / "videos")
     trained = video_retrieval(load_encoder(out / "encoder.safetensors"), retrieval)
     torch.manual_seed(cfg.seed)  # the very initialisation the run started from

@@ -12,21 +12,27 @@ import yaml
 
 from vidssl.cli import main
 from vidssl.engine.checkpoint import load_checkpoint
-from vidssl.engine.trainer import NonFiniteLossError, TrainConfig, train
+from vidssl.engine.trainer import NonFiniteLossError, run_config, train
 
-TINY = dict(encoder="resnet18", batch_size=4, image_size=48, decode_size=56, workers=0, proj_hidden=64,
-            proj_dim=32, lr=0.01, log_every=1, save_every=2, queue_size=64)
+TINY = dict(encoder="resnet18", batch_size=4, image_size=48, decode_size=56, workers=0, lr=0.01, log_every=1,
+            save_every=2)
+HEADS = dict(proj_hidden=64, proj_dim=32)
 
 
-def tiny(tmp_path: Path, synth_dir: Path, **kw) -> TrainConfig:
-    return replace(TrainConfig(), **{"data": str(synth_dir / "videos"), "out": str(tmp_path / "run"), "steps": 4, **TINY, **kw})
+def tiny(tmp_path: Path, synth_dir: Path, **kw) -> tuple:
+    """(TrainConfig, method Config) of a 4-step run on the tiny synthetic videos."""
+    method = kw.get("method", "fti")
+    heads = {**HEADS, **({"queue_size": 64} if method in ("fti", "mocov2") else {})}
+    values = {"data": str(synth_dir / "videos"), "out": str(tmp_path / "run"), "steps": 4, **TINY, **heads, **kw}
+    return run_config(**values)
 
 
 def test_run_folder_holds_config_checkpoint_logs_and_encoder(tmp_path, synth_dir, cache_dir) -> None:
-    out = train(tiny(tmp_path, synth_dir))
-    assert yaml.safe_load((out / "config.yaml").read_text())["steps"] == 4
+    out = train(*tiny(tmp_path, synth_dir))
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["train"]["steps"] == 4 and saved["method"]["proj_dim"] == 32 and "proj_dim" not in saved["train"]
     state = load_checkpoint(out / "checkpoints" / "last.pt")
-    assert state["step"] == 4 and state["config"]["method"] == "fti"
+    assert state["step"] == 4 and state["config"] == saved and state["config"]["train"]["method"] == "fti"
     lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2, 3, 4] and all(x["loss"] > 0 and x["images_per_s"] > 0 for x in lines)
     assert any((out / "tb").iterdir())
@@ -35,13 +41,15 @@ def test_run_folder_holds_config_checkpoint_logs_and_encoder(tmp_path, synth_dir
 
 
 @pytest.mark.parametrize(
-    "method,loss,color_on",
-    [("fti", "infonce", "loader"), ("fti", "moco", "loader"), ("mocov2", "infonce", "loader"), ("fti", "infonce", "device")],
+    "method,extra,color_on",
+    [("fti", {"loss": "infonce"}, "loader"), ("fti", {"loss": "moco"}, "loader"), ("mocov2", {}, "loader"),
+     ("fti", {"loss": "infonce"}, "device"),
+     ("byol", {"augment": "simclr", "proj_hidden": 32, "pred_hidden": 32}, "loader")],
 )
-def test_resume_continues_exactly(tmp_path, synth_dir, cache_dir, monkeypatch, method, loss, color_on) -> None:
-    kw = dict(method=method, loss=loss, export=False, color_on=color_on)
-    full = train(tiny(tmp_path / "a", synth_dir, **kw))
-    half = tiny(tmp_path / "b", synth_dir, **kw)
+def test_resume_continues_exactly(tmp_path, synth_dir, cache_dir, monkeypatch, method, extra, color_on) -> None:
+    kw = dict(method=method, export=False, color_on=color_on, **extra)  # byol: EMA target on a cosine schedule
+    full = train(*tiny(tmp_path / "a", synth_dir, **kw))
+    half, half_method = tiny(tmp_path / "b", synth_dir, **kw)
     import vidssl.engine.trainer as trainer
 
     real_save = trainer.save_checkpoint
@@ -53,9 +61,9 @@ def test_resume_continues_exactly(tmp_path, synth_dir, cache_dir, monkeypatch, m
 
     monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train(half)
+        train(half, half_method)
     monkeypatch.setattr(trainer, "save_checkpoint", real_save)
-    train(replace(half, resume=True))
+    train(replace(half, resume=True), half_method)
     a = load_checkpoint(full / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(Path(half.out) / "checkpoints" / "last.pt")["model"]
     assert a.keys() == b.keys()
@@ -66,26 +74,27 @@ def test_resume_continues_exactly(tmp_path, synth_dir, cache_dir, monkeypatch, m
 
 
 def test_non_finite_loss_stops_and_keeps_the_checkpoint(tmp_path, synth_dir, cache_dir, monkeypatch) -> None:
-    cfg = tiny(tmp_path, synth_dir, export=False, steps=2)
-    train(cfg)
+    cfg, method_cfg = tiny(tmp_path, synth_dir, export=False, steps=2)
+    train(cfg, method_cfg)
     before = load_checkpoint(Path(cfg.out) / "checkpoints" / "last.pt")
     import vidssl.methods.fti as fti
 
     monkeypatch.setattr(fti, "info_nce", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
     with pytest.raises(NonFiniteLossError, match="step 2.*last.pt"):
-        train(replace(cfg, steps=4, resume=True))
+        train(replace(cfg, steps=4, resume=True), method_cfg)
     after = load_checkpoint(Path(cfg.out) / "checkpoints" / "last.pt")
     assert after["step"] == before["step"] == 2
 
 
 def test_cli_train_and_unknown_key(tmp_path, synth_dir, cache_dir, capsys) -> None:
     args = ["train", str(synth_dir / "videos"), f"out={tmp_path / 'run'}", "steps=1", "export=false"]
-    args += [f"{k}={v}" for k, v in TINY.items()]
+    args += [f"{k}={v}" for k, v in {**TINY, **HEADS}.items()]
     assert main(args) == 0
     assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
     assert main(["train", "step=3"]) == 2
     assert "did you mean 'steps'" in capsys.readouterr().err
-    assert main(["train", "method=nope", f"out={tmp_path / 'x'}"]) == 1
+    assert main(["train", "method=nope", f"out={tmp_path / 'x'}"]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
 
 
 def test_export_from_run_folder(tmp_path, synth_dir, cache_dir) -> None:
@@ -94,7 +103,7 @@ def test_export_from_run_folder(tmp_path, synth_dir, cache_dir) -> None:
     import vidssl
     from vidssl.engine.checkpoint import encoder_from_checkpoint
 
-    out = train(tiny(tmp_path, synth_dir, steps=1, export=False))
+    out = train(*tiny(tmp_path, synth_dir, steps=1, export=False))
     assert main(["export", str(out), f"out={tmp_path / 'enc.safetensors'}"]) == 0
     encoder = vidssl.load_encoder(tmp_path / "enc.safetensors").eval()
     reference = encoder_from_checkpoint(out / "checkpoints" / "last.pt").eval()

@@ -16,31 +16,35 @@ import torch.nn.functional as F
 import torchvision
 
 from vidssl.cli import main
-from vidssl.data.transforms import normalize, simclr_augment
+from vidssl.data.spec import DataSpec
+from vidssl.data.transforms import simclr_augment
 from vidssl.engine.checkpoint import load_checkpoint
-from vidssl.engine.optim import build_optimizer, cosine_schedule
-from vidssl.engine.trainer import train, train_config
+from vidssl.engine.ema import ema_update
+from vidssl.engine.optim import build_optimizer
+from vidssl.engine.schedules import cosine_momentum, cosine_schedule, momentum_at
+from vidssl.engine.trainer import run_config, train
 from vidssl.losses.dino import dino_loss, entropy, teacher_probabilities
 from vidssl.losses.similarity import embedding_std, negative_cosine, normalized_mse
 from vidssl.methods import METHODS
-from vidssl.methods.base import DataSpec, Method
-from vidssl.methods.byol import cosine_momentum
+from vidssl.methods.base import Method
 from vidssl.models.encoders import Encoder, ResNetEncoder, build_encoder
 
 NAMES = ["byol", "simsiam", "dino"]
 SMALL_HEADS: dict[str, dict[str, Any]] = {
-    "byol": dict(byol_proj_hidden=128, byol_proj_dim=64, byol_pred_hidden=128),
-    "simsiam": dict(simsiam_proj_dim=64, simsiam_pred_hidden=16),
-    "dino": dict(dino_out_dim=256, dino_hidden=128, dino_bottleneck=64, dino_local_crops=2),
+    "byol": dict(proj_hidden=128, proj_dim=64, pred_hidden=128),
+    "simsiam": dict(proj_dim=64, pred_hidden=16),
+    "dino": dict(out_dim=256, hidden=128, bottleneck=64, local_crops=2),
 }
+SIZE = 32  # image_size of the views built by hand
 LOOP = dict(encoder="resnet18", batch_size=4, image_size=32, decode_size=40, workers=0, lr=0.01, log_every=1,
             save_every=100)
 
 
 def build(name: str, encoder: torch.nn.Module | None = None, **kw: Any) -> tuple[Method, DataSpec, Any]:
-    cfg = train_config(method=name, image_size=32, **{**SMALL_HEADS[name], **kw})
-    method, spec = METHODS[name](encoder if encoder is not None else build_encoder("resnet18"), cfg)
-    return method, spec, cfg
+    cls = METHODS[name]
+    cfg = cls.Config(**{**SMALL_HEADS[name], **kw})
+    method = cls(encoder if encoder is not None else build_encoder("resnet18"), cfg, image_size=SIZE)
+    return method, method.data(), cfg
 
 
 def images(n: int, size: int = 48, seed: int = 0) -> torch.Tensor:
@@ -50,25 +54,27 @@ def images(n: int, size: int = 48, seed: int = 0) -> torch.Tensor:
     return (F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False) * 255).to(torch.uint8)
 
 
-def views(spec: DataSpec, cfg: Any, pictures: torch.Tensor) -> dict[str, torch.Tensor]:
+def views(spec: DataSpec, pictures: torch.Tensor) -> dict[str, torch.Tensor]:
     """A batch as the trainer delivers it: the method's own transform (or the default SimCLR
-    pipeline) per image, stacked to (B, V, 3, h, w), ImageNet-normalized."""
+    pipeline) per image, stacked to uint8 (B, V, 3, h, w) (the method normalizes pixels itself)."""
     samples = []
     for picture in pictures:
         if spec.transform is not None:
             out = spec.transform(picture[None])
             samples.append(out if isinstance(out, dict) else {"frames": out})
         else:
-            augment = simclr_augment(cfg.image_size)
+            augment = simclr_augment(SIZE)
             samples.append({"frames": torch.stack([augment(picture), augment(picture)])})
-    return {k: normalize(torch.stack([s[k] for s in samples])) for k in samples[0]}
+    batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+    assert all(v.dtype == torch.uint8 for v in batch.values())  # raw pixels, as the loader gives them
+    return batch
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_one_step_is_finite_and_reaches_the_encoder(name: str) -> None:
     torch.manual_seed(0)
-    method, spec, cfg = build(name)
-    batch = views(spec, cfg, images(4))
+    method, spec, _ = build(name)
+    batch = views(spec, images(4))
     if name == "dino":
         assert batch["frames"].shape == (4, 2, 3, 32, 32) and batch["local"].shape == (4, 2, 3, 14, 14)
     else:
@@ -117,11 +123,11 @@ def short_run(name: str, steps: int, *, pool: int = 4, lr: float = 1e-3, warmup:
     augmentations, drawn once as ``pool`` batches and cycled (drawing fresh ones every step would
     cost more than the steps)."""
     torch.manual_seed(0)
-    method, spec, cfg = build(name, encoder=(encoder or SmallConv)(), **kw)
+    method, spec, _ = build(name, encoder=(encoder or SmallConv)(), **kw)
     optimizer = build_optimizer("adamw", method, lr=lr, weight_decay=1e-4)
     lrs = cosine_schedule(lr, 0.0, steps, warmup_steps=warmup)
     pictures, logs = images(8), []
-    batches = [views(spec, cfg, pictures) for _ in range(pool)]
+    batches = [views(spec, pictures) for _ in range(pool)]
     for step in range(steps):
         for group in optimizer.param_groups:
             group["lr"] = float(lrs[step])
@@ -129,6 +135,9 @@ def short_run(name: str, steps: int, *, pool: int = 4, lr: float = 1e-3, warmup:
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
+        ema = method.ema()  # the trainer's order: EMA copies, then the method's own schedules
+        if ema:
+            ema_update(ema.pairs, momentum_at(ema.momentum, ema.schedule, step, steps))
         method.after_step(step, steps)
         logs.append(out.logs)
     return logs
@@ -142,7 +151,7 @@ def mean(logs: list[dict[str, float]], key: str) -> float:
 def test_short_run_lowers_the_loss_without_collapse(name: str) -> None:
     logs = short_run(name, 30)
     assert mean(logs[-5:], "loss") < mean(logs[:5], "loss") - 0.05, [round(x["loss"], 3) for x in logs]
-    d = SMALL_HEADS[name]["byol_proj_dim" if name == "byol" else "simsiam_proj_dim"]
+    d = SMALL_HEADS[name]["proj_dim"]
     assert logs[-1]["embed_std"] > 0.3 / math.sqrt(d)  # well away from collapse (0)
 
 
@@ -157,9 +166,9 @@ def test_dino_short_run_learns_and_keeps_both_loss_terms() -> None:
     # Teacher temperature 0.04 throughout (main_dino.py's default; the 0.04 -> 0.07 warm-up is for
     # runs of hundreds of epochs), a faster teacher (0.99) and an lr warm-up (DINO's 10 epochs)
     # for a 60-step run.
-    logs = short_run("dino", 60, pool=8, lr=1e-3, warmup=15, encoder=resnet10, dino_momentum=0.99,
-                     dino_teacher_temp=0.04)
-    log_k = math.log(SMALL_HEADS["dino"]["dino_out_dim"])
+    logs = short_run("dino", 60, pool=8, lr=1e-3, warmup=15, encoder=resnet10, momentum=0.99,
+                     teacher_temp=0.04)
+    log_k = math.log(SMALL_HEADS["dino"]["out_dim"])
     for x in logs:  # cross-entropy = teacher entropy + KL, KL >= 0, entropy inside (0, log K)
         assert x["loss"] == pytest.approx(x["teacher_entropy"] + x["kl"])
         assert x["kl"] >= -1e-4 and 0 < x["teacher_entropy"] < log_k
@@ -169,17 +178,17 @@ def test_dino_short_run_learns_and_keeps_both_loss_terms() -> None:
     # (entropy -> 0) nor uniform (entropy -> log K): either collapse would take KL to 0 instead.
     assert 0.1 < mean(last, "kl") < 0.5 * mean(first, "kl"), [round(x["kl"], 2) for x in logs]
     assert 1.0 < mean(last, "teacher_entropy") < log_k - 1.0, [round(x["teacher_entropy"], 2) for x in logs]
-    assert logs[-1]["embed_std"] > 0.3 / math.sqrt(SMALL_HEADS["dino"]["dino_bottleneck"])
+    assert logs[-1]["embed_std"] > 0.3 / math.sqrt(SMALL_HEADS["dino"]["bottleneck"])
 
 
 @pytest.mark.parametrize("ablation", ["no_centering", "no_sharpening"])
 def test_dino_collapses_without_centering_or_sharpening_and_the_logs_show_it(ablation: str) -> None:
     """DINO Fig. 7: centring alone collapses to the uniform distribution, sharpening alone to one
     dimension; both take KL to 0, and the embedding monitor falls with them."""
-    kw = (dict(dino_center_momentum=1.0, dino_teacher_temp=0.04) if ablation == "no_centering"  # centre stays 0
-          else dict(dino_teacher_temp=0.1, dino_warmup_teacher_temp=0.1))  # teacher as soft as the student
-    logs = short_run("dino", 30, lr=1e-3, dino_momentum=0.99, **kw)
-    last, log_k = logs[-1], math.log(SMALL_HEADS["dino"]["dino_out_dim"])
+    kw = (dict(center_momentum=1.0, teacher_temp=0.04) if ablation == "no_centering"  # centre stays 0
+          else dict(teacher_temp=0.1, warmup_teacher_temp=0.1))  # teacher as soft as the student
+    logs = short_run("dino", 30, lr=1e-3, momentum=0.99, **kw)
+    last, log_k = logs[-1], math.log(SMALL_HEADS["dino"]["out_dim"])
     assert last["kl"] < 0.05 and last["embed_std_ratio"] < 0.1 < logs[0]["embed_std_ratio"]
     if ablation == "no_centering":
         assert last["teacher_entropy"] < 0.3  # one-hot
@@ -202,8 +211,8 @@ class ConstantEncoder(Encoder):
 @pytest.mark.parametrize("name", NAMES)
 def test_collapse_monitor_reads_zero_for_a_collapsed_model(name: str) -> None:
     torch.manual_seed(0)
-    method, spec, cfg = build(name, encoder=ConstantEncoder())
-    logs = method.training_step(views(spec, cfg, images(4))).logs
+    method, spec, _ = build(name, encoder=ConstantEncoder())
+    logs = method.training_step(views(spec, images(4))).logs
     assert logs["embed_std"] < 1e-4 and logs["embed_std_ratio"] < 1e-3
 
 
@@ -259,17 +268,26 @@ def test_target_momentum_schedule_and_ema() -> None:
     assert cosine_momentum(0.996, 0, 100) == pytest.approx(0.996)
     assert cosine_momentum(0.996, 50, 100) == pytest.approx(0.998)
     assert cosine_momentum(0.996, 100, 100) == pytest.approx(1.0)
+    assert momentum_at(0.996, "cosine", 50, 100) == cosine_momentum(0.996, 50, 100)
+    assert momentum_at(0.996, "constant", 50, 100) == 0.996
     method, _, _ = build("byol")
     with torch.no_grad():
         method.encoder.conv1.weight.add_(1.0)
     before = method.target_encoder.conv1.weight.clone()
-    method.after_step(0, 10)  # momentum 0.996: the target moves 0.4% of the way to the online weights
+    method.after_step(0, 10)  # the trainer does the EMA (method.ema()), not after_step: no double update
+    torch.testing.assert_close(method.target_encoder.conv1.weight, before, rtol=0, atol=0)
+    ema = method.ema()
+    assert (ema.momentum, ema.schedule) == (0.996, "cosine")
+    assert {(id(t), id(o)) for t, o in ema.pairs} == {(id(method.target_encoder), id(method.encoder)),
+                                                      (id(method.target_projector), id(method.projector))}
+    ema_update(ema.pairs, momentum_at(ema.momentum, ema.schedule, 0, 10))  # what the trainer does after step 0
+    # momentum 0.996: the target moves 0.4% of the way to the online weights
     moved = method.target_encoder.conv1.weight - before
     torch.testing.assert_close(moved, 0.004 * (method.encoder.conv1.weight - before))
 
 
 def test_dino_state_is_in_the_checkpoint_and_schedules_follow_progress() -> None:
-    method, _, _ = build("dino", dino_teacher_temp_warmup=0.5, dino_freeze_last_layer=0.2)
+    method, _, _ = build("dino", teacher_temp_warmup=0.5, freeze_last_layer=0.2)
     state = method.state_dict()
     assert {"center", "progress"} <= set(state) and state["center"].shape == (256,)
     assert method.current_teacher_temp() == pytest.approx(0.04)
@@ -281,8 +299,8 @@ def test_dino_state_is_in_the_checkpoint_and_schedules_follow_progress() -> None
 
 def test_dino_freezes_the_last_layer_at_first() -> None:
     torch.manual_seed(0)
-    method, spec, cfg = build("dino", dino_freeze_last_layer=0.5)
-    batch = views(spec, cfg, images(4))
+    method, spec, _ = build("dino", freeze_last_layer=0.5)
+    batch = views(spec, images(4))
     method.training_step(batch).loss.backward()
     assert method.head.last_direction.grad.abs().sum() == 0  # present (DDP sees it) but zero
     method.zero_grad()
@@ -296,8 +314,8 @@ def test_byol_trains_on_an_image_folder(tmp_path: Path, cache_dir: Path) -> None
 
     folder = make_image_folder(tmp_path / "images", num_videos=3, num_frames=8, size=32, height=96, width=128,
                                every=4, min_area=50, progress=False)
-    out = train(train_config(method="byol", data=str(folder / "train"), data_kind="images", out=str(tmp_path / "img"),
-                             steps=2, export=False, **SMALL_HEADS["byol"], **LOOP))
+    out = train(*run_config(method="byol", data=str(folder / "train"), data_kind="images", out=str(tmp_path / "img"),
+                            steps=2, export=False, **SMALL_HEADS["byol"], **LOOP))
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in logs] == [1, 2] and all(math.isfinite(x["loss"]) and x["embed_std"] > 0 for x in logs)
 
@@ -307,8 +325,8 @@ def test_dino_with_vit_tiny_on_videos_exports_and_reloads(tmp_path: Path, synth_
 
     loop = {**LOOP, "encoder": "vit_tiny", "encoder_stride": 16, "image_size": 64, "decode_size": 72, "batch_size": 2,
             "optimizer": "adamw", "lr": 1e-4}
-    out = train(train_config(method="dino", data=str(synth_dir / "videos"), out=str(tmp_path / "vit"), steps=1,
-                             dino_local_size=32, **SMALL_HEADS["dino"], **loop))
+    out = train(*run_config(method="dino", data=str(synth_dir / "videos"), out=str(tmp_path / "vit"), steps=1,
+                            local_size=32, **SMALL_HEADS["dino"], **loop))
     (log,) = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert math.isfinite(log["loss"]) and log["kl"] > 0
     encoder = load_encoder(out / "encoder.safetensors").eval()
@@ -323,10 +341,12 @@ def test_dino_with_vit_tiny_on_videos_exports_and_reloads(tmp_path: Path, synth_
 
 
 def test_simsiam_from_the_cli(tmp_path: Path, synth_dir: Path, cache_dir: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["train", "method=simsiam", "--help"]) == 0 and "simsiam_pred_hidden" in capsys.readouterr().out
+    assert main(["train", "method=simsiam", "--help"]) == 0
+    keys = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert "pred_hidden" in keys and keys.index("pred_hidden") > keys.index("export")  # the engine's keys, then its own
     out = tmp_path / "cli"
     args = ["train", str(synth_dir / "videos"), "method=simsiam", "steps=2", f"out={out}", "export=false",
             *(f"{k}={v}" for k, v in {**SMALL_HEADS["simsiam"], **LOOP}.items())]
     assert main(args) == 0
     state = load_checkpoint(out / "checkpoints/last.pt")
-    assert state["step"] == 2 and state["config"]["simsiam_pred_hidden"] == 16
+    assert state["step"] == 2 and state["config"]["method"]["pred_hidden"] == 16

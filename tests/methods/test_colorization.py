@@ -14,9 +14,10 @@ import yaml
 from vidssl.cli import main
 from vidssl.data.transforms import normalize
 from vidssl.engine.checkpoint import load_checkpoint
-from vidssl.engine.trainer import train, train_config
+from vidssl.engine.config import engine_defaults
+from vidssl.engine.trainer import run_config, train
 from vidssl.losses.colorization import colorization_loss, copy_colors
-from vidssl.methods.colorization import Colorization, build_colorization
+from vidssl.methods.colorization import Colorization
 from vidssl.models.color import (
     assign_clusters,
     fit_color_clusters,
@@ -138,14 +139,14 @@ def test_loss_with_uniform_attention_is_the_cross_entropy_of_the_reference_histo
 
 def _method(**kw) -> Colorization:
     torch.manual_seed(0)
-    method = Colorization(build_encoder("resnet18", stride=8), embed_dim=16, hidden_dim=32, **kw)
+    method = Colorization(build_encoder("resnet18", stride=8), Colorization.Config(embed_dim=16, hidden_dim=32, **kw))
     method.fit_centers(torch.randn(500, 2, generator=torch.Generator().manual_seed(0)) * 40)
     return method
 
 
 def test_one_step_is_finite_and_reaches_the_encoder(one_thread) -> None:
-    method = _method(num_clusters=8)
-    frames = normalize(torch.randint(0, 256, (2, 4, 3, 32, 48), dtype=torch.uint8))  # (B, R+1, 3, H, W)
+    method = _method(clusters=8)
+    frames = torch.randint(0, 256, (2, 4, 3, 32, 48), dtype=torch.uint8)  # (B, R+1, 3, H, W), raw as the loader gives
     out = method.training_step({"frames": frames})
     assert torch.isfinite(out.loss) and out.loss > 0
     assert set(out.logs) == {"loss", "color_acc"} and 0 <= out.logs["color_acc"] <= 1
@@ -161,13 +162,14 @@ def test_training_needs_colour_clusters() -> None:
 
 
 def test_build_defaults_to_stride_8_and_rejects_others() -> None:
-    cfg = train_config(method="colorization")
-    assert cfg.encoder_stride == 8 and cfg.color_clusters == 16 and cfg.num_refs == 3
-    assert train_config(method="fti").encoder_stride is None  # the method's default only (None: 32 for ResNets)
-    with pytest.raises(ValueError, match="encoder_stride=8"):
-        build_colorization(build_encoder("resnet18"), cfg)
-    method, spec = build_colorization(build_encoder("resnet18", stride=16),
-                                      train_config(method="colorization", color_any_stride=True, ref_stride=4))
+    cfg, method_cfg = run_config(method="colorization")
+    assert engine_defaults("colorization").encoder_stride == cfg.encoder_stride == 8
+    assert method_cfg.clusters == 16 and method_cfg.num_refs == 3
+    assert run_config(method="fti")[0].encoder_stride is None  # the method's default only (None: 32 for ResNets)
+    with pytest.raises(ValueError, match="encoder_stride=8.*any_stride=true"):
+        Colorization(build_encoder("resnet18"), method_cfg)
+    method = Colorization(build_encoder("resnet18", stride=16), Colorization.Config(any_stride=True, ref_stride=4))
+    spec = method.data()
     assert method.temperature == 1.0 and spec.consistent and not spec.color
     assert spec.sampler.num_refs == 3 and spec.sampler.stride == 4
 
@@ -186,7 +188,7 @@ def test_cli_trains_and_the_checkpoint_holds_the_centres(tmp_path, synth_dir, ca
     state = load_checkpoint(out / "checkpoints" / "last.pt")
     centers = state["model"]["centers"]
     assert centers.shape == (16, 2) and bool(state["model"]["fitted"]) and centers.abs().sum() > 0
-    assert yaml.safe_load((out / "config.yaml").read_text())["color_clusters"] == 16
+    assert yaml.safe_load((out / "config.yaml").read_text())["method"]["clusters"] == 16
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert all(math.isfinite(x["loss"]) and "color_acc" in x for x in logs)
     assert (out / "encoder.safetensors").exists()
@@ -195,7 +197,7 @@ def test_cli_trains_and_the_checkpoint_holds_the_centres(tmp_path, synth_dir, ca
         raise AssertionError("prepare ran on resume")
 
     monkeypatch.setattr(Colorization, "prepare", no_prepare)
-    train(train_config(method="colorization", out=str(out), steps=3, resume=True, export=False))
+    train(*run_config(method="colorization", out=str(out), steps=3, resume=True, export=False))
     resumed = load_checkpoint(out / "checkpoints" / "last.pt")
     assert resumed["step"] == 3
     torch.testing.assert_close(resumed["model"]["centers"], centers, atol=0, rtol=0)
@@ -205,10 +207,11 @@ def test_short_cpu_run_learns_to_copy_colours(tmp_path, synth_dir, cache_dir, on
     """On held-out samples of the synthetic videos (distinctly coloured objects over a colourful
     background), the trained model's copy loss is lower and its colour accuracy higher than at its
     initialisation (same weights the run started from, same centres)."""
-    cfg = train_config(method="colorization", data=str(synth_dir / "videos"), out=str(tmp_path / "learn"), steps=24,
-                       optimizer="adamw", weight_decay=0.0, **{**TINY, "batch_size": 4, "lr": 1e-3, "save_every": 100,
-                                                               "export": False, "kmeans_samples": 8})
-    out = train(cfg)
+    cfg, method_cfg = run_config(method="colorization", data=str(synth_dir / "videos"), out=str(tmp_path / "learn"),
+                                 steps=24, optimizer="adamw", weight_decay=0.0,
+                                 **{**TINY, "batch_size": 4, "lr": 1e-3, "save_every": 100, "export": False,
+                                    "kmeans_samples": 8})
+    out = train(cfg, method_cfg)
     state = load_checkpoint(out / "checkpoints" / "last.pt")["model"]
 
     from vidssl.data.datasets import VideoFrameDataset
@@ -216,13 +219,14 @@ def test_short_cpu_run_learns_to_copy_colours(tmp_path, synth_dir, cache_dir, on
     from vidssl.data.transforms import random_crop
 
     torch.manual_seed(cfg.seed)  # the trainer's initial weights
-    before, spec = build_colorization(build_encoder("resnet18", stride=8), cfg)
+    before = Colorization(build_encoder("resnet18", stride=8), method_cfg, image_size=cfg.image_size, seed=cfg.seed)
+    spec = before.data()
     before.load_state_dict({**before.state_dict(), "centers": state["centers"], "fitted": state["fitted"]})
-    after, _ = build_colorization(build_encoder("resnet18", stride=8), cfg)
+    after = Colorization(build_encoder("resnet18", stride=8), method_cfg, image_size=cfg.image_size, seed=cfg.seed)
     after.load_state_dict(state)
     dataset = VideoFrameDataset(scan(synth_dir / "videos", progress=False).videos, spec.sampler, size=cfg.decode_size,
                                 transform=random_crop(cfg.image_size), consistent=True, seed=99, samples_per_epoch=12)
-    frames = normalize(torch.stack([dataset[i]["frames"] for i in range(12)]))
+    frames = torch.stack([dataset[i]["frames"] for i in range(12)])  # uint8, as the loader gives them
     with torch.no_grad():  # train mode: batch statistics for both (the initial running stats are meaningless)
         a, b = before.training_step({"frames": frames}).logs, after.training_step({"frames": frames}).logs
     print(f"held-out loss {a['loss']:.3f} -> {b['loss']:.3f}, color_acc {a['color_acc']:.3f} -> {b['color_acc']:.3f}")

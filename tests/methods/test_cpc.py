@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -16,23 +17,23 @@ import yaml
 from vidssl.cli import main
 from vidssl.data.backends import open_video
 from vidssl.data.synth import SynthConfig, generate
-from vidssl.data.transforms import normalize
 from vidssl.engine.checkpoint import load_checkpoint
-from vidssl.engine.trainer import train, train_config
+from vidssl.engine.trainer import run_config, train
 from vidssl.export import load_encoder
 from vidssl.losses.cpc import cpc_loss
-from vidssl.methods.cpc import CPC, build_cpc
+from vidssl.methods.cpc import CPC
 from vidssl.models.encoders import build_encoder
 
 TINY = dict(method="cpc", encoder="resnet18", batch_size=2, image_size=32, decode_size=40, workers=0, lr=0.01,
-            log_every=1, save_every=100, proj_dim=16, cpc_context_dim=16, seq_len=4, seq_stride=2, pred_steps=2)
+            log_every=1, save_every=100, proj_dim=16, context_dim=16, seq_len=4, seq_stride=2, pred_steps=2)
 
 
 @pytest.mark.parametrize("dense", [False, True])
 def test_shapes_gradients_and_logs(dense: bool) -> None:
     torch.manual_seed(0)
-    method = CPC(build_encoder("resnet18"), seq_len=5, pred_steps=2, dense=dense, embed_dim=8, context_dim=12)
-    frames = torch.randn(3, 5, 3, 64, 64)
+    cfg = CPC.Config(seq_len=5, pred_steps=2, dense=dense, proj_dim=8, context_dim=12)
+    method = CPC(build_encoder("resnet18"), cfg)
+    frames = torch.rand(3, 5, 3, 64, 64)  # raw pixels in [0, 1]: the method normalizes them itself
     z = method.encode(frames)
     assert z.shape == ((3, 5, 8, 2, 2) if dense else (3, 5, 8))
     assert method.predict(z).shape == ((3, 3, 2, 8, 2, 2) if dense else (3, 3, 2, 8))
@@ -47,7 +48,7 @@ def test_shapes_gradients_and_logs(dense: bool) -> None:
 def test_context_is_causal(dense: bool) -> None:
     """Predictions from c_t do not change when steps after t change."""
     torch.manual_seed(1)
-    method = CPC(build_encoder("resnet18"), seq_len=6, pred_steps=2, dense=dense, embed_dim=8, context_dim=8)
+    method = CPC(build_encoder("resnet18"), CPC.Config(seq_len=6, pred_steps=2, dense=dense, proj_dim=8, context_dim=8))
     z = torch.randn(2, 6, 8, 2, 2) if dense else torch.randn(2, 6, 8)
     later = z.clone()
     later[:, 3:] = torch.randn_like(later[:, 3:])
@@ -65,9 +66,9 @@ def test_context_is_causal(dense: bool) -> None:
      ({"temperature": 0.0}, "temperature must be > 0")],
 )
 def test_impossible_settings_are_rejected_at_build(bad: dict, constraint: str, tmp_path, capsys) -> None:
-    cfg = train_config(**{**TINY, **bad})
+    _, method_cfg = run_config(**{**TINY, **bad})
     with pytest.raises(ValueError, match=constraint.replace("(", r"\(")):
-        build_cpc(build_encoder("resnet18"), cfg)
+        CPC(build_encoder("resnet18"), method_cfg)
     args = [f"{k}={v}" for k, v in {**TINY, **bad, "out": tmp_path / "run", "steps": 1}.items()]
     assert main(["train", *args]) == 1 and constraint in capsys.readouterr().err
 
@@ -75,21 +76,22 @@ def test_impossible_settings_are_rejected_at_build(bad: dict, constraint: str, t
 def test_trains_through_the_cli_and_exports_the_encoder(tmp_path, synth_dir, cache_dir, capsys) -> None:
     assert main(["train", "method=cpc", "--help"]) == 0
     help_text = capsys.readouterr().out
-    assert all(key in help_text for key in ("seq_len", "seq_stride", "pred_steps", "cpc_dense", "cpc_context_dim"))
+    for key in ("seq_len", "seq_stride", "pred_steps", "dense", "proj_dim", "context_dim", "temperature"):
+        assert re.search(rf"^  {key} ", help_text, re.MULTILINE), key  # a key row of its own, unprefixed
     out = tmp_path / "run"
     args = [str(synth_dir / "videos"), *(f"{k}={v}" for k, v in TINY.items()), "steps=2", f"out={out}"]
     assert main(["train", *args]) == 0
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in logs] == [1, 2] and all(x["loss"] > 0 and 0 <= x["cpc_acc"] <= 1 for x in logs)
-    assert yaml.safe_load((out / "config.yaml").read_text())["seq_len"] == 4
+    assert yaml.safe_load((out / "config.yaml").read_text())["method"]["seq_len"] == 4
     encoder = load_encoder(out / "encoder.safetensors")
     state = load_checkpoint(out / "checkpoints" / "last.pt")["model"]
     torch.testing.assert_close(encoder.state_dict()["conv1.weight"], state["encoder.conv1.weight"])
 
 
 def test_dense_mode_trains(tmp_path, synth_dir, cache_dir) -> None:
-    out = train(train_config(**{**TINY, "cpc_dense": True, "image_size": 64, "decode_size": 64},
-                             data=str(synth_dir / "videos"), out=str(tmp_path / "dense"), steps=1, export=False))
+    out = train(*run_config(**{**TINY, "dense": True, "image_size": 64, "decode_size": 64},
+                            data=str(synth_dir / "videos"), out=str(tmp_path / "dense"), steps=1, export=False))
     (line,) = (out / "log.jsonl").read_text().splitlines()
     assert json.loads(line)["loss"] > 0
 
@@ -101,21 +103,22 @@ def test_too_short_video_is_skipped_and_counted(tmp_path, synth_dir, cache_dir, 
     generate(tmp_path / "short", SynthConfig(num_videos=1, num_frames=6, height=48, width=64, seed=2), progress=False)
     shutil.copy(tmp_path / "short" / "videos" / "synth_000.mp4", folder / "short.mp4")
     with caplog.at_level(logging.WARNING, logger="vidssl.engine.trainer"):
-        train(train_config(**{**TINY, "seq_stride": 3}, data=str(folder), out=str(tmp_path / "run"), steps=2,
-                           export=False))
+        train(*run_config(**{**TINY, "seq_stride": 3}, data=str(folder), out=str(tmp_path / "run"), steps=2,
+                          export=False))
     assert "1 videos are too short for SequenceSampler(length=4, stride=3)" in caplog.text
     assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 2
 
 
 # --- learning: the context comes to predict the true future -------------------------------------
 
-LEARN = dict(seq_len=8, seq_stride=3, pred_steps=3, proj_dim=64, cpc_context_dim=128)
+LEARN = dict(seq_len=8, seq_stride=3, pred_steps=3, proj_dim=64, context_dim=128)
 SIZE = 48
 
 
 def evaluation_batches(videos: Path) -> torch.Tensor:
     """Centre-cropped sequences (T = 8 at stride 3) of every video at every start frame, grouped
-    like training batches (one sequence per video): (starts, videos, 8, 3, 48, 48), normalized."""
+    like training batches (one sequence per video): uint8 (starts, videos, 8, 3, 48, 48), raw pixels as the
+    loader gives them (:meth:`CPC.encode` normalizes)."""
     length, stride = LEARN["seq_len"], LEARN["seq_stride"]
     span = (length - 1) * stride + 1
     per_video = []
@@ -125,7 +128,7 @@ def evaluation_batches(videos: Path) -> torch.Tensor:
         left = (frames.shape[-1] - SIZE) // 2
         frames = frames[..., :SIZE, left : left + SIZE]
         per_video.append(torch.stack([frames[s : s + span : stride] for s in range(len(frames) - span + 1)]))
-    return normalize(torch.stack(per_video, dim=1))
+    return torch.stack(per_video, dim=1)
 
 
 @torch.no_grad()
@@ -160,15 +163,16 @@ def prediction_accuracy(method: CPC, batches: torch.Tensor) -> dict[str, float]:
 def test_context_learns_to_predict_the_future(tmp_path: Path, cache_dir: Path) -> None:
     data = tmp_path / "synth"
     generate(data, SynthConfig(num_videos=8, num_frames=32, height=SIZE, width=64, seed=5), progress=False)
-    cfg = train_config(method="cpc", data=str(data / "videos"), out=str(tmp_path / "run"), encoder="resnet18",
-                       steps=50, batch_size=4, image_size=SIZE, decode_size=SIZE, workers=0, optimizer="adamw",
-                       lr=1e-3, weight_decay=1e-6, warmup_steps=5, log_every=10, save_every=1000, export=False, **LEARN)
-    out = train(cfg)
+    cfg, method_cfg = run_config(method="cpc", data=str(data / "videos"), out=str(tmp_path / "run"),
+                                 encoder="resnet18", steps=50, batch_size=4, image_size=SIZE, decode_size=SIZE,
+                                 workers=0, optimizer="adamw", lr=1e-3, weight_decay=1e-6, warmup_steps=5,
+                                 log_every=10, save_every=1000, export=False, **LEARN)
+    out = train(cfg, method_cfg)
     batches = evaluation_batches(data / "videos")
-    trained, _ = build_cpc(build_encoder("resnet18"), cfg)
+    trained = CPC(build_encoder("resnet18"), method_cfg, image_size=cfg.image_size, seed=cfg.seed)
     trained.load_state_dict(load_checkpoint(out / "checkpoints" / "last.pt")["model"])
     torch.manual_seed(cfg.seed)  # the very initialisation the run started from
-    untrained, _ = build_cpc(build_encoder("resnet18"), cfg)
+    untrained = CPC(build_encoder("resnet18"), method_cfg, image_size=cfg.image_size, seed=cfg.seed)
     after, before = prediction_accuracy(trained, batches), prediction_accuracy(untrained, batches)
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     print(f"\nCPC training: loss {logs[0]['loss']:.3f} -> {logs[-1]['loss']:.3f}, "

@@ -19,22 +19,26 @@ import torch.nn.functional as F
 import yaml
 
 from vidssl.cli import main
-from vidssl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
+from vidssl.config import ConfigError
+from vidssl.data.spec import DataSpec
+from vidssl.data.transforms import normalize
 from vidssl.engine.checkpoint import load_checkpoint
-from vidssl.engine.trainer import config_class, train, train_config
+from vidssl.engine.config import method_class
+from vidssl.engine.trainer import run_config, train
 from vidssl.methods import METHODS
-from vidssl.methods.base import DataSpec, Method
+from vidssl.methods.base import Method
 from vidssl.methods.jigsaw import Jigsaw, jigsaw_permutations, normalize_tiles, shuffle_tiles, tile_positions
 from vidssl.methods.relpatch import NEIGHBOURS, RelPatch, patch_positions, suppress_aberration
 from vidssl.methods.rotation import rotations
+from vidssl.models.color import imagenet_to_rgb
 from vidssl.models.encoders import build_encoder
 from vidssl.models.patches import crop_patches
 
 NAMES = ["rotation", "jigsaw", "relpatch"]
 SMALL_HEADS: dict[str, dict[str, Any]] = {
     "rotation": {},
-    "jigsaw": dict(jigsaw_tile_dim=32, jigsaw_hidden=64),
-    "relpatch": dict(relpatch_hidden=64),
+    "jigsaw": dict(tile_dim=32, hidden=64),
+    "relpatch": dict(hidden=64),
 }
 LOOP = dict(batch_size=2, image_size=48, decode_size=56, workers=0, lr=0.01, log_every=1, save_every=2)
 TINY_ENCODER = "timm:test_resnet"  # 0.4M parameters: learning runs in seconds on a shared CPU
@@ -49,19 +53,23 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def build(name: str, encoder: str = "resnet18", **kw: Any) -> tuple[Method, DataSpec]:
+def build(name: str, encoder: str = "resnet18", *, image_size: int = 48, **kw: Any) -> tuple[Method, DataSpec]:
     torch.manual_seed(0)
-    cfg = train_config(method=name, **{"image_size": 48, **SMALL_HEADS[name], **kw})
-    return METHODS[name](build_encoder(encoder), cfg)
+    cls = METHODS[name]
+    method = cls(build_encoder(encoder), cls.Config(**{**SMALL_HEADS[name], **kw}), image_size=image_size)
+    return method, method.data()
 
 
 def pictures(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    """float (n, 1, 3, size, size), roughly ImageNet-normalized: smooth random colour fields
-    (distinct content in every region) over a light-from-above ramp (an orientation cue)."""
+    """uint8 (n, 1, 3, size, size), raw pixels as the loader gives them: smooth random colour
+    fields (distinct content in every region) over a light-from-above ramp (an orientation cue)."""
     g = torch.Generator().manual_seed(seed)
     fields = F.interpolate(torch.randn(n, 3, 6, 6, generator=g), size=(size, size), mode="bicubic", align_corners=False)
     ramp = torch.linspace(1, -1, size).view(size, 1) + 0.5 * torch.linspace(-1, 1, size).view(1, size)
-    return (fields + 1.5 * ramp).unsqueeze(1)
+    # The pattern is defined in ImageNet-normalized units (what methods were fed before they
+    # normalized pixels themselves); these are its pixels, clipped to [0, 255] where it goes beyond
+    # (about 10% of the values), so the encoder sees the same input as before everywhere else.
+    return (imagenet_to_rgb(fields + 1.5 * ramp).clamp(0, 1) * 255).round().to(torch.uint8).unsqueeze(1)
 
 
 def coordinates(size: int) -> torch.Tensor:
@@ -79,7 +87,8 @@ def coordinates(size: int) -> torch.Tensor:
 def test_one_step_is_finite_and_reaches_the_encoder(name: str, frames: int) -> None:
     method, spec = build(name)
     assert spec.sampler.min_frames(25.0) == 1 and spec.color is False and spec.transform is None
-    out = method.training_step({"frames": torch.randn(2, frames, 3, 48, 48)})  # (B, T, 3, S, S) as the loader gives
+    batch = torch.randint(0, 256, (2, frames, 3, 48, 48), dtype=torch.uint8)  # (B, T, 3, S, S) as the loader gives
+    out = method.training_step({"frames": batch})
     assert torch.isfinite(out.loss) and set(out.logs) == {"loss", "acc"}
     out.loss.backward()
     assert method.encoder.conv1.weight.grad.abs().sum() > 0
@@ -88,8 +97,8 @@ def test_one_step_is_finite_and_reaches_the_encoder(name: str, frames: int) -> N
 
 LEARNING = {  # steps, image size, batch, options: enough for a clear change on a fixed batch
     "rotation": (20, 32, 4, {}),
-    "jigsaw": (40, 48, 8, dict(jigsaw_permutations=10, jigsaw_tile_dim=64, jigsaw_hidden=128)),
-    "relpatch": (80, 64, 8, dict(relpatch_hidden=128)),
+    "jigsaw": (40, 48, 8, dict(permutations=10, tile_dim=64, hidden=128)),
+    "relpatch": (80, 64, 8, dict(hidden=128)),
 }
 
 
@@ -152,10 +161,12 @@ def test_permutation_set_is_deterministic_unique_and_far_apart() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert json.loads(other) == perms.tolist()
-    method, _ = build("jigsaw", jigsaw_permutations=100)
+    method, _ = build("jigsaw", permutations=100)
     assert torch.equal(method.permutations, perms)
-    with pytest.raises(ValueError, match="jigsaw_permutations"):
+    with pytest.raises(ValueError, match=r"permutations must be in 1\.\.362880"):
         jigsaw_permutations(0)
+    with pytest.raises(ValueError, match=r"permutations must be in 1\.\.362880"):
+        build("jigsaw", permutations=0)
 
 
 def test_unpermuted_tiles_reassemble_the_crop() -> None:
@@ -183,10 +194,14 @@ def test_tiles_lie_in_their_cells_with_a_random_gap() -> None:
 
 
 def test_puzzles_are_permuted_normalized_tiles_of_the_frame() -> None:
-    method, _ = build("jigsaw", jigsaw_tile=16, jigsaw_gray=0.0, jigsaw_channel_jitter=0)  # tile = cell: no gap
+    method, _ = build("jigsaw", tile=16, gray=0.0, channel_jitter=0)  # tile = cell: no gap
     assert isinstance(method, Jigsaw) and (method.cell, method.tile) == (16, 16)
-    rgb = torch.rand(3, 3, 48, 48)
-    tiles, labels = method.puzzles(normalize(rgb), torch.Generator().manual_seed(0))
+    raw = torch.randint(0, 256, (3, 3, 48, 48), dtype=torch.uint8)  # as the loader gives
+    rgb = raw / 255
+    tiles, labels = method.puzzles(raw, torch.Generator().manual_seed(0))
+    same, same_labels = method.puzzles(rgb, torch.Generator().manual_seed(0))  # [0, 1] floats: the same puzzles
+    assert torch.equal(labels, same_labels)
+    torch.testing.assert_close(same, tiles)
     assert tiles.shape == (3, 9, 3, 16, 16)
     cells = rgb.unfold(2, 16, 16).unfold(3, 16, 16).permute(0, 2, 3, 1, 4, 5).reshape(3, 9, 3, 16, 16)
     restored = shuffle_tiles(tiles, method.permutations[labels].argsort(1))
@@ -198,18 +213,18 @@ def test_puzzles_are_permuted_normalized_tiles_of_the_frame() -> None:
 def test_jigsaw_defaults_scale_with_image_size() -> None:
     assert (lambda m: (m.cell, m.tile, m.channel_jitter))(build("jigsaw", image_size=225)[0]) == (75, 64, 2)
     assert (lambda m: (m.cell, m.tile, m.channel_jitter))(build("jigsaw", image_size=48)[0]) == (16, 14, 0)
-    with pytest.raises(ValueError, match="jigsaw_tile"):
-        build("jigsaw", jigsaw_tile=17)
+    with pytest.raises(ValueError, match=r"tile must be in 1\.\.16"):
+        build("jigsaw", tile=17)
 
 
 def test_gray_puzzles_and_channel_jitter() -> None:
-    gray, _ = build("jigsaw", jigsaw_gray=1.0, jigsaw_channel_jitter=2)
-    tiles, _ = gray.puzzles(torch.randn(2, 3, 48, 48), torch.Generator().manual_seed(0))
+    gray, _ = build("jigsaw", gray=1.0, channel_jitter=2)
+    tiles, _ = gray.puzzles(torch.rand(2, 3, 48, 48), torch.Generator().manual_seed(0))
     assert torch.allclose(tiles[:, :, 0], tiles[:, :, 1], atol=1e-5)
     assert torch.allclose(tiles[:, :, 0], tiles[:, :, 2], atol=1e-5)
-    colour, _ = build("jigsaw", jigsaw_gray=0.0, jigsaw_channel_jitter=2, jigsaw_tile=16)
+    colour, _ = build("jigsaw", gray=0.0, channel_jitter=2, tile=16)
     flat = torch.rand(1, 1, 48, 48).expand(4, 3, 48, 48)  # equal channels: only jitter can tell them apart
-    tiles, _ = colour.puzzles(normalize(flat), torch.Generator().manual_seed(0))
+    tiles, _ = colour.puzzles(flat, torch.Generator().manual_seed(0))
     assert not torch.allclose(tiles[:, :, 0], tiles[:, :, 1], atol=1e-3)
 
 
@@ -227,12 +242,10 @@ def test_neighbour_label_matches_the_offset() -> None:
         assert tops.min() >= 0 and tops.max() + 12 <= 64 and lefts.min() >= 0 and lefts.max() + 12 <= 64
     assert NEIGHBOURS[1] == (-1, 0) and NEIGHBOURS[4] == (0, 1)  # label 1 = above, 4 = right of the centre
     # through the method: the patches are the frame's pixels where the label says
-    method, _ = build("relpatch", image_size=64, relpatch_aberration="none")
+    method, _ = build("relpatch", image_size=64, aberration="none")
     assert isinstance(method, RelPatch) and (method.patch, method.gap, method.jitter) == (15, 7, 1)
-    patches, labels = method.pairs(normalize(coordinates(64).expand(32, -1, -1, -1)), torch.Generator().manual_seed(1))
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    corner = (patches * std + mean)[..., :2, 0, 0] * 64  # (N, 2, (row, column)) of each patch
+    patches, labels = method.pairs(coordinates(64).expand(32, -1, -1, -1), torch.Generator().manual_seed(1))
+    corner = patches[..., :2, 0, 0] * 64  # (N, 2, (row, column)) of each patch: pairs returns [0, 1] RGB
     step = torch.round((corner[:, 1] - corner[:, 0]) / (15 + 7))
     assert step.tolist() == [list(NEIGHBOURS[k]) for k in labels.tolist()]
 
@@ -241,24 +254,27 @@ def test_relpatch_defaults_scale_with_image_size() -> None:
     m = build("relpatch", image_size=224)[0]
     assert (m.patch, m.gap, m.jitter) == (54, 27, 3)
     with pytest.raises(ValueError, match="do not fit"):
-        build("relpatch", image_size=48, relpatch_patch=16)
+        build("relpatch", image_size=48, patch=16)
+    with pytest.raises(ValueError, match="aberration must be drop, project, gray or none"):
+        build("relpatch", aberration="blur")
 
 
 def test_chromatic_aberration_counter_measures() -> None:
-    patches = normalize(torch.rand(4, 2, 3, 8, 8))
+    patches = torch.rand(4, 2, 3, 8, 8)  # [0, 1] RGB, as pairs() cuts them
     g = torch.Generator().manual_seed(0)
     dropped = suppress_aberration(patches, "drop", g)
     kept = (dropped == patches).flatten(-2).all(-1)  # (N, K, 3)
     assert (kept.sum(-1) == 1).all()  # exactly one channel survives in every patch
     noise_std = dropped[~kept].flatten(-2).std(-1)
     assert noise_std.max() < 0.05 * patches.std(dim=(-2, -1)).min()
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    projected = suppress_aberration(patches, "project", g) * std + mean
+    # a dropped channel sits at its ImageNet mean: about 0 once normalized, as in the paper's inputs
+    normalized = normalize(dropped)
+    assert normalized.permute(0, 1, 3, 4, 2)[~kept[..., None, None, :].expand(-1, -1, 8, 8, -1)].abs().max() < 0.05
+    projected = suppress_aberration(patches, "project", g)
     assert (projected * torch.tensor([1.0, -2.0, 1.0]).view(3, 1, 1)).sum(-3).abs().max() < 1e-5  # no green-magenta
-    gray_rgb = normalize(torch.full((1, 1, 3, 4, 4), 0.3))
+    gray_rgb = torch.full((1, 1, 3, 4, 4), 0.3)
     torch.testing.assert_close(suppress_aberration(gray_rgb, "project", g), gray_rgb)  # grays are kept
-    grayed = suppress_aberration(patches, "gray", g) * std + mean
+    grayed = suppress_aberration(patches, "gray", g)
     assert torch.allclose(grayed[:, :, 0], grayed[:, :, 1], atol=1e-6)
     assert suppress_aberration(patches, "none", g) is patches
 
@@ -267,9 +283,15 @@ def test_chromatic_aberration_counter_measures() -> None:
 
 
 def test_options_are_config_keys() -> None:
-    assert {"jigsaw_permutations", "jigsaw_tile", "jigsaw_gray"} <= set(config_class("jigsaw").__dataclass_fields__)
-    assert {"relpatch_gap", "relpatch_aberration"} <= set(config_class("relpatch").__dataclass_fields__)
-    assert "rotation_hidden" in config_class("rotation").__dataclass_fields__
+    assert {"permutations", "tile", "gray"} <= set(method_class("jigsaw").Config.__dataclass_fields__)
+    assert {"gap", "aberration"} <= set(method_class("relpatch").Config.__dataclass_fields__)
+    assert "hidden" in method_class("rotation").Config.__dataclass_fields__
+    # and they reach the method's config (not the engine's) through the flat keys
+    _, jigsaw_cfg = run_config(method="jigsaw", permutations=10, tile=12)
+    assert jigsaw_cfg == method_class("jigsaw").Config(permutations=10, tile=12)
+    assert run_config(method="relpatch", aberration="gray")[1].aberration == "gray"
+    with pytest.raises(ConfigError, match="belongs to relpatch"):
+        run_config(method="rotation", aberration="gray")
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +306,7 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("name", NAMES)
 def test_trains_on_an_image_folder_from_the_cli(name: str, image_folder: Path, tmp_path: Path, cache_dir: Path) -> None:
     out = tmp_path / name
-    options = {**SMALL_HEADS[name], **({"jigsaw_permutations": 10} if name == "jigsaw" else {})}
+    options = {**SMALL_HEADS[name], **({"permutations": 10} if name == "jigsaw" else {})}
     args = [str(image_folder), "data_kind=images", f"method={name}", f"encoder={TINY_ENCODER}", "steps=2",
             f"out={out}", *(f"{k}={v}" for k, v in {**LOOP, **options}.items())]
     assert main(["train", *args]) == 0
@@ -292,16 +314,16 @@ def test_trains_on_an_image_folder_from_the_cli(name: str, image_folder: Path, t
     assert [x["step"] for x in lines] == [1, 2] and all(0 <= x["acc"] <= 1 for x in lines)
     assert (out / "encoder.safetensors").exists()
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert all(config[k] == v for k, v in options.items())
+    assert all(config["method"][k] == v for k, v in options.items())
 
 
 @pytest.mark.parametrize("name", ["jigsaw", "relpatch"])
 def test_resume_continues_exactly(name: str, tmp_path: Path, synth_dir: Path, cache_dir: Path, monkeypatch) -> None:
     import vidssl.engine.trainer as trainer
 
-    cfg = train_config(method=name, data=str(synth_dir / "videos"), out=str(tmp_path / "full"), steps=4, export=False,
-                       encoder=TINY_ENCODER, **{**LOOP, **SMALL_HEADS[name]})
-    train(cfg)
+    cfg, method_cfg = run_config(method=name, data=str(synth_dir / "videos"), out=str(tmp_path / "full"), steps=4,
+                                 export=False, encoder=TINY_ENCODER, **{**LOOP, **SMALL_HEADS[name]})
+    train(cfg, method_cfg)
     half = replace(cfg, out=str(tmp_path / "half"))
     real_save = trainer.save_checkpoint
 
@@ -312,9 +334,9 @@ def test_resume_continues_exactly(name: str, tmp_path: Path, synth_dir: Path, ca
 
     monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train(half)
+        train(half, method_cfg)
     monkeypatch.setattr(trainer, "save_checkpoint", real_save)
-    train(replace(half, resume=True))
+    train(replace(half, resume=True), method_cfg)
     a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "half" / "checkpoints" / "last.pt")["model"]
     assert a.keys() == b.keys() and int(a["draws"]) == 4

@@ -1,56 +1,71 @@
-"""Every registered method trains one step through the real loop: a finite loss, the shared
-encoder's weights move, its options are recorded, and the encoder exports."""
+"""Every registered method trains one step through the real loop with its own ``smoke()`` keys: a
+finite loss, the shared encoder's weights move, its keys are recorded, the encoder exports, and the
+method's state-dict names are those of release 0.1 (so old run folders resume)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from vidssl.config import to_dict
 from vidssl.engine.checkpoint import load_checkpoint
-from vidssl.engine.trainer import train, train_config
-from vidssl.methods import METHODS
+from vidssl.engine.config import from_dict, method_class
+from vidssl.engine.trainer import run_config, train
+from vidssl.methods import METHODS, PairMethod
 from vidssl.models.encoders import build_encoder
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_runs"
 TINY = dict(encoder="resnet18", batch_size=2, image_size=48, decode_size=56, workers=0, lr=0.05, log_every=1,
-            save_every=1, proj_hidden=32, proj_dim=16, queue_size=8, optimizer="sgd")
-# Only what the tiny synthetic set (24 frames per video) or a one-step run needs.
-OVERRIDES: dict[str, dict] = {
-    "cpc": dict(seq_len=4, seq_stride=2, pred_steps=2),
-    "colorization": dict(kmeans_samples=2, num_refs=2, ref_stride=2),
-    "dino": dict(dino_out_dim=64, dino_hidden=32, dino_bottleneck=16, dino_local_crops=2),
-    "byol": dict(byol_proj_hidden=32, byol_proj_dim=16, byol_pred_hidden=32),
-    "simsiam": dict(simsiam_proj_dim=32, simsiam_pred_hidden=16),
-    "jigsaw": dict(jigsaw_permutations=10, jigsaw_tile_dim=16, jigsaw_hidden=32),
-    "relpatch": dict(relpatch_hidden=32),
-}
-
-
-@pytest.fixture(scope="module")
-def ground_truth_tracks(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vidssl.cli import main
-
-    out = tmp_path_factory.mktemp("tracks")
-    assert main(["tracks", str(synth_dir / "videos"), f"out={out}", "detector=groundtruth", "min_track=4", "min_box=4",
-                 f"cache_dir={out / 'cache'}"]) == 0
-    return out
+            save_every=1, optimizer="sgd")
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_every_method_takes_a_step(name, synth_dir, tmp_path, cache_dir, ground_truth_tracks) -> None:
-    extra = dict(OVERRIDES.get(name, {}))
-    if name == "track":
-        extra["tracks"] = str(ground_truth_tracks)
-    cfg = train_config(method=name, data=str(synth_dir / "videos"), out=str(tmp_path / name), steps=1, **TINY, **extra)
-    run = train(cfg)
+def test_every_method_takes_a_step(name, synth_dir, tmp_path, cache_dir) -> None:
+    smoke = METHODS[name].smoke()
+    cfg, method_cfg = run_config(method=name, data=str(synth_dir / "videos"), out=str(tmp_path / name), steps=1,
+                                 **TINY, **smoke)
+    run = train(cfg, method_cfg)
     (log,) = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert torch.isfinite(torch.tensor(log["loss"])), log
     state = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert all(state["config"][k] == v for k, v in extra.items())
+    assert state["config"]["method"] == to_dict(method_cfg) and all(state["config"]["method"][k] == v
+                                                                     for k, v in smoke.items())
+    assert yaml.safe_load((run / "config.yaml").read_text()) == state["config"]
+    assert state["encoder"] == build_encoder(cfg.encoder, stride=cfg.encoder_stride).config
     torch.manual_seed(cfg.seed)  # the trainer's initial encoder
     initial = build_encoder(cfg.encoder, stride=cfg.encoder_stride).state_dict()
-    moved = [k for k, v in initial.items() if v.is_floating_point() and not torch.equal(v, state["model"][f"encoder.{k}"])]
+    moved = [k for k, v in initial.items()
+             if v.is_floating_point() and not torch.equal(v, state["model"][f"encoder.{k}"])]
     assert moved, f"{name}: no encoder weight changed in one step"
     assert (run / "encoder.safetensors").exists()
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in FIXTURES.glob("*.yaml")))
+def test_state_dict_names_match_release_0_1(name) -> None:
+    """Checkpoints of release 0.1 load strictly: every method keeps its module and buffer names."""
+    train_cfg, method_cfg = from_dict(yaml.safe_load((FIXTURES / f"{name}.yaml").read_text()))
+    method = method_class(train_cfg.method)(build_encoder(train_cfg.encoder, stride=train_cfg.encoder_stride),
+                                            method_cfg, image_size=train_cfg.image_size, seed=train_cfg.seed)
+    assert sorted(method.state_dict()) == json.loads((FIXTURES / "state_keys.json").read_text())[name]
+
+
+def test_every_config_is_typed_frozen_and_documented() -> None:
+    for name, cls in METHODS.items():
+        cfg = cls.Config()
+        assert dataclasses.is_dataclass(cfg), name
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(cfg, dataclasses.fields(cfg)[0].name, None) if dataclasses.fields(cfg) else (_ for _ in ()).throw(
+                dataclasses.FrozenInstanceError())
+        assert all(f.metadata.get("help") for f in dataclasses.fields(cfg)), name
+        assert not any(f.name.startswith(f"{name}_") for f in dataclasses.fields(cfg)), f"{name}: prefixed key"
+        assert set(cls.smoke()) <= {f.name for f in dataclasses.fields(cfg)}, name
+
+
+def test_two_view_methods_share_the_pair_source() -> None:
+    pair_methods = sorted(n for n, c in METHODS.items() if issubclass(c, PairMethod))
+    assert pair_methods == ["byol", "fti", "mocov2", "simclr", "simsiam"]

@@ -1,4 +1,5 @@
-"""Object-track positives: crops of one ground-truth track, the track method, and FTI + tracks."""
+"""Object-track positives: crops of one ground-truth track, as the pair source of any two-view method
+(``positives=tracks|both``)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import torch
 from vidssl.cli import main
 from vidssl.data.index import scan
 from vidssl.data.track_pairs import TrackPairDataset, crop_box, native_sizes, pick_pair
-from vidssl.engine.trainer import train, train_config
+from vidssl.engine.trainer import run_config, train
 from vidssl.tracking import read_manifest, read_tracks
 
 TINY = dict(encoder="resnet18", batch_size=2, image_size=32, decode_size=60, workers=0, proj_hidden=32, proj_dim=16,
-            lr=0.01, log_every=1, save_every=2, queue_size=16, export=False)
+            lr=0.01, log_every=1, save_every=2, export=False)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,9 @@ def test_crops_are_the_tracked_boxes(tracks_dir, synth_dir, cache_dir) -> None:
     manifest = read_manifest(tracks_dir)
     tracks = read_tracks(tracks_dir)
     assert sum(map(len, tracks.values())) >= 3
-    data = TrackPairDataset(index.videos, tracks=tracks, data_root=synth_dir / "videos", native_sizes=native_sizes(manifest),
-                            min_gap=2, max_gap=6, context=1.0, samples_per_epoch=20)
+    data = TrackPairDataset(index.videos, tracks=tracks, data_root=synth_dir / "videos",
+                            native_sizes=native_sizes(manifest), min_gap=2, max_gap=6, context=1.0,
+                            samples_per_epoch=20)
     for i in range(20):
         item = data[i]
         _, track = data.tracks[item["track"]]
@@ -67,25 +69,48 @@ def test_crops_are_the_tracked_boxes(tracks_dir, synth_dir, cache_dir) -> None:
     assert len({tuple(data[i]["indices"].tolist()) + (data[i]["track"],) for i in range(20)}) > 5  # not constant
 
 
-def test_track_method_and_fti_with_tracks_train(tracks_dir, synth_dir, tmp_path, cache_dir) -> None:
+def test_track_pairs_and_frame_plus_track_pairs_train(tracks_dir, synth_dir, tmp_path, cache_dir) -> None:
     data = str(synth_dir / "videos")
-    run = train(train_config(method="track", data=data, tracks=str(tracks_dir), out=str(tmp_path / "t"), steps=2, **TINY))
+    run = train(*run_config(method="fti", positives="tracks", data=data, tracks=str(tracks_dir),
+                            out=str(tmp_path / "t"), steps=2, queue_size=16, **TINY))
     assert (run / "checkpoints" / "last.pt").exists()
-    run = train(train_config(method="fti", data=data, tracks=str(tracks_dir), out=str(tmp_path / "f"), steps=2,
-                             loss="moco", track_weight=0.5, **TINY))
+    run = train(*run_config(method="fti", positives="both", data=data, tracks=str(tracks_dir), out=str(tmp_path / "f"),
+                            steps=2, loss="moco", queue_size=16, track_weight=0.5, **TINY))
     logs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite([x["frame_loss"], x["track_loss"]]).all() for x in logs)
     assert logs[-1]["loss"] == pytest.approx(logs[-1]["frame_loss"] + 0.5 * logs[-1]["track_loss"], rel=1e-4)
 
 
-def test_track_method_errors_are_clear(tracks_dir, synth_dir, tmp_path, cache_dir, capsys) -> None:
+@pytest.mark.parametrize("method", ["byol", "simsiam", "simclr"])
+def test_any_two_view_method_takes_track_pairs(method, tracks_dir, synth_dir, tmp_path, cache_dir) -> None:
+    """BYOL's asymmetric view recipe sees both crops of a pair (one view each), like two frames."""
+    heads = {"byol": dict(proj_hidden=32, proj_dim=16, pred_hidden=32), "simsiam": dict(proj_dim=16, pred_hidden=8),
+             "simclr": dict(proj_hidden=32, proj_dim=16)}[method]
+    loop = {k: v for k, v in TINY.items() if k not in ("proj_hidden", "proj_dim")}
+    run = train(*run_config(method=method, positives="both", data=str(synth_dir / "videos"), tracks=str(tracks_dir),
+                            out=str(tmp_path / method), steps=1, **loop, **heads))
+    (log,) = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert np.isfinite([log["frame_loss"], log["track_loss"], log["loss"]]).all()
+
+
+def test_pair_source_errors_are_clear(tracks_dir, synth_dir, tmp_path, cache_dir, capsys) -> None:
     data = str(synth_dir / "videos")
-    with pytest.raises(ValueError, match="method=track needs tracks=DIR"):
-        train(train_config(method="track", data=data, out=str(tmp_path / "a"), steps=1, **TINY))
+
+    def run(**kw):
+        return train(*run_config(method="fti", data=data, steps=1, **TINY, **kw))
+
+    with pytest.raises(ValueError, match="positives=tracks needs tracks=DIR"):
+        run(positives="tracks", out=str(tmp_path / "a"))
     with pytest.raises(FileNotFoundError, match="no such folder"):
-        train(train_config(method="track", data=data, tracks=str(tmp_path / "nope"), out=str(tmp_path / "b"), steps=1, **TINY))
+        run(positives="tracks", tracks=str(tmp_path / "nope"), out=str(tmp_path / "b"))
+    with pytest.raises(ValueError, match="positives=frames"):
+        run(tracks=str(tracks_dir), out=str(tmp_path / "d"))
     other = tmp_path / "other"
     other.mkdir()
-    (other / "a.mp4").write_bytes((synth_dir / "videos" / sorted(p.name for p in (synth_dir / "videos").iterdir())[0]).read_bytes())
+    first = sorted(p.name for p in (synth_dir / "videos").iterdir())[0]
+    (other / "a.mp4").write_bytes((synth_dir / "videos" / first).read_bytes())
     with pytest.raises(ValueError, match="no usable tracks"):
-        train(train_config(method="track", data=str(other), tracks=str(tracks_dir), out=str(tmp_path / "c"), steps=1, **TINY))
+        train(*run_config(method="fti", positives="tracks", data=str(other), tracks=str(tracks_dir),
+                          out=str(tmp_path / "c"), steps=1, **TINY))
+    assert main(["train", "method=track", f"out={tmp_path / 'e'}"]) == 2
+    assert "positives=tracks" in capsys.readouterr().err

@@ -78,7 +78,8 @@ class TrackPairDataset(Dataset):
     """Pairs of crops of one object track.
 
     Each item is a dict: ``frames``: uint8 (2, 3, h, w) (after ``transform``, applied to each crop
-    independently; without a transform, a list of the two raw crops), ``indices``: int64 (2,) frame indices, ``video``: int, position in ``videos``,
+    independently; without a transform, a list of the two raw crops), ``indices``: int64 (2,) frame
+    indices, ``video``: int, position in ``videos``,
     ``track``: int, position in :attr:`tracks`.
 
     Args:
@@ -90,6 +91,8 @@ class TrackPairDataset(Dataset):
         min_length: leave out tracks with fewer boxes.
         context: crop this many times the box (see :func:`crop_box`).
         backend, size, transform, samples_per_epoch, seed: as :class:`VideoFrameDataset`.
+        whole_pair: call ``transform`` once with the list of both crops (a view recipe such as
+            :func:`vidssl.data.views.byol_views`) instead of once per crop.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class TrackPairDataset(Dataset):
         backend: str = "auto",
         size: Size = None,
         transform: FrameTransform | None = None,
+        whole_pair: bool = False,
         samples_per_epoch: int | None = None,
         seed: int = 0,
         reader_cache: int = 8,
@@ -131,7 +135,7 @@ class TrackPairDataset(Dataset):
             )
         self.native_sizes = native_sizes
         self.min_gap, self.max_gap, self.context = min_gap, max_gap, context
-        self.transform = transform
+        self.transform, self.whole_pair = transform, whole_pair
         self.samples_per_epoch = samples_per_epoch or len(self.tracks)
         self.seed, self.epoch = seed + TRACK_SEED_OFFSET, 0
         self.readers = ReaderCache(backend=backend, size=size, capacity=reader_cache)
@@ -149,7 +153,8 @@ class TrackPairDataset(Dataset):
         while True:
             usable = [i for i, (v, _) in enumerate(self.tracks) if v not in self.excluded]
             if not usable:
-                raise RuntimeError(f"all {len(self.videos)} videos with tracks failed to decode; see the warnings above")
+                raise RuntimeError(f"all {len(self.videos)} videos with tracks failed to decode; "
+                                   "see the warnings above")
             choice = usable[int(torch.randint(len(usable), (1,), generator=generator))]
             video, track = self.tracks[choice]
             try:
@@ -167,12 +172,16 @@ class TrackPairDataset(Dataset):
         decoded = torch.from_numpy(np.ascontiguousarray(reader.get_frames(indices))).permute(0, 3, 1, 2)
         native_h, native_w = self.native_sizes.get(track.video, (info.height, info.width))
         scale = (reader.width / native_w, reader.height / native_h)
-        crops = [crop_box(f, track.boxes[row], scale=scale, context=self.context) for f, row in zip(decoded, (a, b))]
+        crops = [crop_box(f, track.boxes[row], scale=scale, context=self.context)
+                 for f, row in zip(decoded, (a, b), strict=True)]
         if self.transform is None:  # raw crops of different sizes: for inspection, not batching
             return {"frames": crops, "indices": torch.tensor(indices), "video": video, "track": choice}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-            views = torch.stack([self.transform(c) for c in crops])
+            if self.whole_pair:  # a view recipe that sees both crops (e.g. BYOL's asymmetric pair)
+                views = self.transform(crops)
+            else:
+                views = torch.stack([self.transform(c) for c in crops])
         return {"frames": views, "indices": torch.tensor(indices), "video": video, "track": choice}
 
 

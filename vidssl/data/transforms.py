@@ -42,6 +42,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def unit_float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [0, 1]; float frames (already in [0, 1]) are returned as float."""
+    return frames.float() / 255 if frames.dtype == torch.uint8 else frames.float()
+
+
 def normalize(frames: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] or float [0, 1] (..., 3, H, W) -> float, ImageNet mean/std (done on the
     training device)."""

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 from torch import nn
 
@@ -13,7 +10,8 @@ class LARS(torch.optim.Optimizer):
     """SGD with momentum and layer-wise trust ratios (You et al. 2017, arXiv:1708.03888), as
     used by SimCLR / BYOL: parameters without weight decay (biases, norms) skip the adaptation."""
 
-    def __init__(self, params, lr: float, *, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001) -> None:
+    def __init__(self, params, lr: float, *, momentum: float = 0.9, weight_decay: float = 0.0,
+                 eta: float = 0.001) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta))
 
     @torch.no_grad()
@@ -26,7 +24,8 @@ class LARS(torch.optim.Optimizer):
                 if group["weight_decay"] > 0:
                     grad = grad.add(p, alpha=group["weight_decay"])
                     p_norm, g_norm = torch.norm(p), torch.norm(grad)
-                    trust = torch.where((p_norm > 0) & (g_norm > 0), group["eta"] * p_norm / g_norm, torch.ones_like(p_norm))
+                    trust = torch.where((p_norm > 0) & (g_norm > 0), group["eta"] * p_norm / g_norm,
+                                        torch.ones_like(p_norm))
                     grad = grad.mul(trust)
                 state = self.state[p]
                 if "mu" not in state:
@@ -44,7 +43,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+def build_optimizer(
+    name: str, model: nn.Module, *, lr: float, weight_decay: float, momentum: float = 0.9
+) -> torch.optim.Optimizer:
     groups = param_groups(model, weight_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
@@ -53,12 +54,3 @@ def build_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: flo
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
     raise ValueError(f"unknown optimizer {name!r}: sgd, lars or adamw")
-
-
-def cosine_schedule(base: float, final: float, steps: int, *, warmup_steps: int = 0, start: float = 0.0) -> np.ndarray:
-    """Per-step values: linear warmup from ``start`` to ``base``, then cosine to ``final``."""
-    warmup_steps = min(warmup_steps, steps)
-    warm = np.linspace(start, base, warmup_steps, endpoint=False)
-    t = np.arange(steps - warmup_steps) / max(1, steps - warmup_steps)
-    cos = final + 0.5 * (base - final) * (1 + np.cos(math.pi * t))
-    return np.concatenate([warm, cos])

@@ -2,8 +2,10 @@
 
     vidssl train [data=DIR] method=fti encoder=resnet18 steps=1000 batch_size=64 out=runs/fti
 
-Per step: ``accum`` micro-batches (bf16 autocast and channels_last on CUDA), gradient clipping,
-an optimizer step with the scheduled learning rate, then the method's momentum updates. Samples
+Building the run (:func:`build_run`: encoder, method, optimizer) is separate from the loop
+(:func:`train`). Per step: ``accum`` micro-batches (bf16 autocast and channels_last on CUDA),
+gradient clipping, an optimizer step with the scheduled learning rate, then the EMA copies the
+method declares (:meth:`~vidssl.methods.base.Method.ema`) and its ``after_step``. Samples
 are a function of (seed, sample number), so resuming at step s continues with the very samples
 the uninterrupted run would have drawn, and the global RNG is reseeded from (seed, step, rank) at
 every step, so draws inside a step repeat too; the checkpoint holds model, optimizer and step.
@@ -14,123 +16,36 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import math
 import time
-import typing
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import torch
 import yaml
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from vidssl.config import option, to_dict
+from vidssl.config import ConfigError
 from vidssl.data.datasets import VideoFrameDataset, sample_seed
 from vidssl.data.gpu_augment import color_augment
 from vidssl.data.index import scan, scan_images
-from vidssl.data.transforms import normalize, random_crop, simclr_augment
+from vidssl.data.transforms import random_crop, simclr_augment
+from vidssl.device import resolve_device
 from vidssl.engine.checkpoint import load_checkpoint, save_checkpoint
+from vidssl.engine.config import TrainConfig, config_dict, load_run_config, method_class, run_config
 from vidssl.engine.distributed import DistInfo, init_distributed, shutdown_distributed
-from vidssl.engine.optim import build_optimizer, cosine_schedule
+from vidssl.engine.ema import ema_update
+from vidssl.engine.optim import build_optimizer
+from vidssl.engine.schedules import cosine_schedule, momentum_at
+from vidssl.files import atomic_write_text
+from vidssl.methods.base import Method
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    data: str = option("", "folder of videos (or images); empty trains on synthetic videos generated into OUT/synth")
-    data_kind: Literal["videos", "images"] = option(
-        "videos", "videos: video files and frame folders | images: an image folder (ImageFolder layout, labels ignored)"
-    )
-    method: str = option("fti", "a training method (vidssl train method=NAME --help lists its own keys too)")
-    encoder: str = option("resnet18", "resnet18 | resnet34 | resnet50 | timm:NAME")
-    encoder_stride: int | None = option(
-        None, "output stride of the encoder: none = the architecture's own (32 ResNet, 16 ViT); 8 or 16 for dense tasks"
-    )
-    weights: str = option("", "initial encoder weights (local .safetensors or state_dict file)")
-    steps: int = option(1000, "optimizer steps")
-    batch_size: int = option(64, "samples per micro-batch per process")
-    accum: int = option(1, "micro-batches accumulated per optimizer step")
-    out: str = option("runs/train", "run folder: config.yaml, checkpoints/, log.jsonl, tb/, encoder.safetensors")
-    resume: bool = option(False, "continue from OUT/checkpoints/last.pt")
-    optimizer: Literal["sgd", "lars", "adamw"] = option("sgd", "sgd | lars | adamw")
-    lr: float = option(0.05, "peak learning rate (per optimizer step, not scaled by batch)")
-    min_lr: float = option(0.0, "final learning rate of the cosine schedule")
-    warmup_steps: int = option(0, "linear warmup steps")
-    weight_decay: float = option(1e-4, "weight decay (not on biases and norms)")
-    clip_grad: float = option(0.0, "clip the gradient norm to this (0: off)")
-    loss: Literal["infonce", "moco"] = option("infonce", "fti loss: infonce (SimCLR NT-Xent) | moco (MoCo-v2 queue)")
-    temperature: float | None = option(None, "softmax temperature (default: 0.1 infonce, 0.2 moco)")
-    proj_hidden: int = option(2048, "projection head hidden width")
-    proj_dim: int = option(128, "projection output dimension")
-    queue_size: int = option(65536, "MoCo queue length")
-    moco_momentum: float = option(0.999, "MoCo key-encoder momentum")
-    min_gap: float = option(0, "smallest gap between the frames of a pair")
-    max_gap: float = option(30, "largest gap between the frames of a pair")
-    gap_unit: Literal["frames", "seconds"] = option("frames", "unit of min_gap / max_gap")
-    image_size: int = option(224, "crop size seen by the encoder")
-    color_on: Literal["auto", "loader", "device"] = option(
-        "auto", "where colour jitter / grayscale / blur run: loader workers, or batched on the device (auto: device on CUDA)"
-    )
-    decode_size: int = option(256, "short side frames are resized to while decoding")
-    backend: str = option("auto", "video backend: auto | decord | pyav | opencv | frames")
-    workers: int = option(4, "DataLoader workers per process")
-    device: str = option("auto", "auto | cpu | cuda")
-    amp: bool = option(True, "bf16 autocast on CUDA")
-    channels_last: bool = option(True, "channels_last memory format on CUDA")
-    compile: bool = option(False, "torch.compile the method")
-    seed: int = option(0, "seed of initialisation, sampling and augmentation")
-    save_every: int = option(500, "checkpoint every N steps (and at the end)")
-    log_every: int = option(10, "log every N steps")
-    export: bool = option(True, "write OUT/encoder.safetensors at the end")
-
-
-@functools.cache
-def config_class(method: str) -> type[TrainConfig]:
-    """TrainConfig extended with the options of ``method`` (``METHOD_OPTIONS``), if it has any.
-
-    An options class may carry ``TRAIN_DEFAULTS: ClassVar[dict]``, shared keys whose default
-    differs for this method (e.g. ``{"encoder_stride": 8}``)."""
-    from vidssl.methods import METHOD_OPTIONS
-
-    options = METHOD_OPTIONS.get(method)
-    if options is None:
-        return TrainConfig
-    hints = typing.get_type_hints(options)
-    clash = {f.name for f in dataclasses.fields(options)} & {f.name for f in dataclasses.fields(TrainConfig)}
-    if clash:
-        raise TypeError(f"{options.__name__} redefines TrainConfig keys: {', '.join(sorted(clash))}")
-    fields = [(f.name, hints[f.name], dataclasses.field(default=f.default, default_factory=f.default_factory,
-                                                        metadata=f.metadata)) for f in dataclasses.fields(options)]
-    # A method may change shared defaults (colorization needs encoder_stride=8): redefine those fields.
-    base_hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in getattr(options, "TRAIN_DEFAULTS", {}):
-            default = options.TRAIN_DEFAULTS[f.name]
-            fields.append((f.name, base_hints[f.name], dataclasses.field(default=default, metadata=f.metadata)))
-    cls = dataclasses.make_dataclass(f"TrainConfig_{method}", fields, bases=(TrainConfig,), frozen=True)
-    cls.__module__ = __name__
-    return cls
-
-
-def train_config(**values: typing.Any) -> TrainConfig:
-    """A TrainConfig for ``values["method"]`` (default fti) holding its options, e.g.
-    ``train_config(method="cpc", steps=10, pred_steps=2)``."""
-    return config_class(values.get("method", "fti"))(**values)
-
-
-def with_method_options(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` as an instance of :func:`config_class` for its method (defaults for the options
-    it does not hold yet)."""
-    cls = config_class(cfg.method)
-    if isinstance(cfg, cls):
-        return cfg
-    return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)})
+__all__ = ["NonFiniteLossError", "TrainConfig", "build_run", "run_config", "train"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -155,12 +70,6 @@ class SampleRange(Sampler[int]):
         return self.count * self.batch_size
 
 
-def _device(name: str, dist: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(f"cuda:{dist.local_rank}") if name == "cuda" else torch.device(name)
-
-
 def _training_data(cfg: TrainConfig, out: Path, dist: DistInfo) -> Path:
     if cfg.data:
         return Path(cfg.data)
@@ -174,49 +83,60 @@ def _training_data(cfg: TrainConfig, out: Path, dist: DistInfo) -> Path:
     return synth / "videos"
 
 
-def _resolve_config(cfg: TrainConfig) -> TrainConfig:
-    """On resume, the run's saved config wins except for steps (a run may be extended)."""
+def _resume_config(cfg: TrainConfig, method_cfg: Any) -> tuple[TrainConfig, Any]:
+    """On resume, the run's saved settings win, except ``steps`` (a run may be extended) and where
+    the run folder is (``out``, ``resume``: a copied or moved run resumes where it now is)."""
     saved = Path(cfg.out) / "config.yaml"
     if not cfg.resume or not saved.exists():
-        return cfg
-    from vidssl.config import parse_overrides
-
-    on_disk = yaml.safe_load(saved.read_text())
-    cls = config_class(on_disk.get("method", cfg.method))
-    base = cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if hasattr(cfg, f.name)})
-    pairs = [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in on_disk.items() if k not in ("steps", "resume")]
-    resumed = parse_overrides(cls, pairs, base=base)
-    changed = [f.name for f in dataclasses.fields(resumed) if getattr(resumed, f.name) != getattr(base, f.name)]
+        return cfg, method_cfg
+    train_saved, method_saved = load_run_config(saved)
+    resumed = dataclasses.replace(train_saved, steps=cfg.steps, out=cfg.out, resume=True)
+    changed = [f.name for f in dataclasses.fields(resumed) if getattr(resumed, f.name) != getattr(cfg, f.name)]
+    if train_saved.method == cfg.method:
+        changed += [f.name for f in dataclasses.fields(method_saved)
+                    if getattr(method_saved, f.name) != getattr(method_cfg, f.name)]
     if changed:
         log.warning("resume: keeping the run's saved settings for %s", ", ".join(changed))
-    return resumed
+    return resumed, method_saved
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Train ``cfg.method`` and return the run folder (see module docstring)."""
-    from vidssl.methods import METHODS
+def build_run(cfg: TrainConfig, method_cfg: Any, device: torch.device) -> tuple[Method, torch.optim.Optimizer]:
+    """The method (encoder and heads, seeded by ``cfg.seed`` so every rank starts alike) on
+    ``device``, and its optimizer."""
     from vidssl.models.encoders import build_encoder
 
-    if cfg.method not in METHODS:
-        raise ValueError(f"unknown method {cfg.method!r}; choose from {', '.join(METHODS)}")
-    cfg = _resolve_config(with_method_options(cfg))
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    encoder = build_encoder(cfg.encoder, stride=cfg.encoder_stride, weights=cfg.weights or None)
+    method = method_class(cfg.method)(encoder, method_cfg, image_size=cfg.image_size, seed=cfg.seed)
+    method.to(device)
+    if device.type == "cuda" and cfg.channels_last:
+        method.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg.optimizer, method, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return method, optimizer
+
+
+def train(cfg: TrainConfig, method_cfg: Any = None) -> Path:
+    """Train ``cfg.method`` with its config ``method_cfg`` (its defaults when None) and return the
+    run folder (see module docstring)."""
+    cls = method_class(cfg.method)
+    method_cfg = cls.Config() if method_cfg is None else method_cfg
+    if not isinstance(method_cfg, cls.Config):
+        raise ConfigError(f"method={cfg.method} takes a {cls.__name__}.Config, got {type(method_cfg).__name__}")
+    cfg, method_cfg = _resume_config(cfg, method_cfg)
     probe_device = "cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     dist = init_distributed(probe_device)
-    device = _device(cfg.device, dist)
+    device = resolve_device(cfg.device, local_rank=dist.local_rank)
     cuda = device.type == "cuda"
     out = Path(cfg.out)
     last = out / "checkpoints" / "last.pt"
+    saved_config = config_dict(cfg, method_cfg)
     try:
         if dist.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        encoder = build_encoder(cfg.encoder, stride=cfg.encoder_stride, weights=cfg.weights or None)
-        method, spec = METHODS[cfg.method](encoder, cfg)
-        method.to(device)
-        if cuda and cfg.channels_last:
-            method.to(memory_format=torch.channels_last)
-        optimizer = build_optimizer(cfg.optimizer, method, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            atomic_write_text(out / "config.yaml", yaml.safe_dump(saved_config, sort_keys=False))
+        method, optimizer = build_run(cfg, method_cfg, device)
+        spec = method.data()
+        ema = method.ema()
         lrs = cosine_schedule(cfg.lr, cfg.min_lr, cfg.steps, warmup_steps=cfg.warmup_steps)
 
         step = 0
@@ -229,7 +149,7 @@ def train(cfg: TrainConfig) -> Path:
         elif cfg.resume:
             log.warning("resume: %s does not exist, starting from step 0", last)
 
-        model = method
+        model: torch.nn.Module = method
         if dist.world_size > 1:
             model = torch.nn.parallel.DistributedDataParallel(method, device_ids=[device.index] if cuda else None)
         if cfg.compile:
@@ -243,18 +163,18 @@ def train(cfg: TrainConfig) -> Path:
         if not index.videos:
             raise ValueError(f"{data}: no usable {'images' if images_only else 'videos'} ({index.summary()})")
         # Colour augmentation of the default transform, batched on the device or in the workers.
-        device_color = spec.transform is None and spec.color and (cfg.color_on == "device" or (cfg.color_on == "auto" and cuda))
+        device_color = spec.transform is None and spec.color and (
+            cfg.color_on == "device" or (cfg.color_on == "auto" and cuda))
         if spec.transform is not None:
             transform = spec.transform
         elif spec.color and not device_color:
             transform = simclr_augment(cfg.image_size)
         else:
             transform = random_crop(cfg.image_size)
-        dataset = (spec.dataset or VideoFrameDataset)(
-            videos=index.videos, sampler=spec.sampler, backend="image" if images_only else cfg.backend,
-            size=cfg.decode_size, transform=transform, consistent=spec.consistent or spec.transform is not None,
-            samples_per_epoch=2**62, seed=cfg.seed,
-        )
+        kwargs = dict(videos=index.videos, sampler=spec.sampler, backend="image" if images_only else cfg.backend,
+                      size=cfg.decode_size, transform=transform, samples_per_epoch=2**62, seed=cfg.seed,
+                      consistent=spec.consistent or spec.transform is not None)
+        dataset = spec.dataset(**kwargs, data_root=data) if spec.dataset else VideoFrameDataset(**kwargs)
         if dist.is_main and getattr(dataset, "too_short", 0):
             log.warning("%d videos are too short for %s and were left out", dataset.too_short, spec.sampler)
         if step == 0:
@@ -273,7 +193,8 @@ def train(cfg: TrainConfig) -> Path:
             worker_init_fn=_one_thread,
         )
         writer = _Logs(out, enabled=dist.is_main)
-        bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.method}", unit="step", disable=not dist.is_main, dynamic_ncols=True)
+        bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.method}", unit="step", disable=not dist.is_main,
+                   dynamic_ncols=True)
         batches = iter(loader)
         images = 0  # frames seen by the encoder on this process since the last log
         tick = time.perf_counter()
@@ -281,7 +202,7 @@ def train(cfg: TrainConfig) -> Path:
         def save() -> None:
             if dist.is_main:
                 save_checkpoint({"model": method.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                                 "config": to_dict(cfg)}, last)
+                                 "config": saved_config, "encoder": method.encoder.config}, last)
 
         while step < cfg.steps:
             # Random draws inside a step (dropout, masks, a method's choices) come from a stream
@@ -293,18 +214,20 @@ def train(cfg: TrainConfig) -> Path:
             logs: dict[str, float] = {}
             for micro in range(cfg.accum):
                 batch = next(batches)
-                views = {k: v for k, v in batch.items() if _is_views(v)}
-                images += sum(v.shape[0] * v.shape[1] for v in views.values())
-                for i, (key, v) in enumerate(views.items()):
-                    v = v.to(device, non_blocking=True)
-                    if device_color:  # a stream per (step, micro-batch, view key, rank): resumable
+                views = [k for k in batch if _is_views(batch[k])]
+                images += sum(batch[k].shape[0] * batch[k].shape[1] for k in views)
+                batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                         for k, v in batch.items()}
+                if device_color:
+                    for i, key in enumerate(k for k in spec.views if k in batch):
+                        # a stream per (step, micro-batch, view key, rank): resumable
                         stream = (micro + cfg.accum * i) * dist.world_size + dist.rank
                         g = torch.Generator(device).manual_seed(sample_seed(cfg.seed, step, stream))
+                        v = batch[key]
                         share = v.shape[1] if spec.consistent else 1
-                        v = color_augment(v.flatten(0, 1).float().div_(255), g, share=share).view(v.shape)
-                    batch[key] = normalize(v)
+                        batch[key] = color_augment(v.flatten(0, 1).float().div_(255), g, share=share).view(v.shape)
                 sync = dist.world_size == 1 or micro == cfg.accum - 1
-                with (model.no_sync() if not sync and hasattr(model, "no_sync") else contextlib.nullcontext()):
+                with model.no_sync() if not sync and hasattr(model, "no_sync") else contextlib.nullcontext():
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and cfg.amp):
                         result = model(batch)
                     if not torch.isfinite(result.loss):
@@ -318,6 +241,8 @@ def train(cfg: TrainConfig) -> Path:
             if cfg.clip_grad > 0:
                 logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.clip_grad))
             optimizer.step()
+            if ema is not None:
+                ema_update(ema.pairs, momentum_at(ema.momentum, ema.schedule, step, cfg.steps))
             method.after_step(step, cfg.steps)
             step += 1
             bar.update()

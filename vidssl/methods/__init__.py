@@ -1,46 +1,34 @@
-"""Training methods, one file each.
+"""Training methods, one file each, and the one registry.
 
-``METHODS`` maps a name to ``build(encoder, cfg) -> (Method, DataSpec)``; ``cfg`` is the run's
-:class:`~vidssl.engine.trainer.TrainConfig`, extended with the fields of ``METHOD_OPTIONS[name]``
-when the method has options of its own (a frozen dataclass of :func:`vidssl.config.option` fields
-whose names differ from TrainConfig's), so ``vidssl train method=NAME key=value`` checks them too.
+A new method is one file holding a :class:`~vidssl.methods.base.Method` subclass (with its
+``Config``, ``data()``, ``training_step()`` and, if it has any, ``ema()``) plus one line here.
+Object-track positives are not a method: they are a pair source of every two-view method
+(``positives=tracks|both``, :mod:`vidssl.data.pairs`).
 """
 
-from vidssl.methods.byol import BYOLOptions, build_byol
-from vidssl.methods.colorization import ColorizationOptions, build_colorization
-from vidssl.methods.cpc import CPCOptions, build_cpc
-from vidssl.methods.dino import DINOOptions, build_dino
-from vidssl.methods.fti import build_fti, build_mocov2, build_simclr
-from vidssl.methods.jigsaw import JigsawOptions, build_jigsaw
-from vidssl.methods.relpatch import RelPatchOptions, build_relpatch
-from vidssl.methods.rotation import RotationOptions, build_rotation
-from vidssl.methods.simsiam import SimSiamOptions, build_simsiam
-from vidssl.methods.track import TrackOptions, build_track
+from vidssl.methods.base import Method, PairMethod, StepOutput
+from vidssl.methods.byol import BYOL
+from vidssl.methods.colorization import Colorization
+from vidssl.methods.cpc import CPC
+from vidssl.methods.dino import DINO
+from vidssl.methods.fti import FTI, MoCoV2, SimCLR
+from vidssl.methods.jigsaw import Jigsaw
+from vidssl.methods.relpatch import RelPatch
+from vidssl.methods.rotation import Rotation
+from vidssl.methods.simsiam import SimSiam
 
-METHODS = {
-    "fti": build_fti,
-    "simclr": build_simclr,
-    "mocov2": build_mocov2,
-    "track": build_track,
-    "byol": build_byol,
-    "simsiam": build_simsiam,
-    "dino": build_dino,
-    "cpc": build_cpc,
-    "colorization": build_colorization,
-    "rotation": build_rotation,
-    "jigsaw": build_jigsaw,
-    "relpatch": build_relpatch,
+METHODS: dict[str, type[Method]] = {
+    "fti": FTI,
+    "simclr": SimCLR,
+    "mocov2": MoCoV2,
+    "byol": BYOL,
+    "simsiam": SimSiam,
+    "dino": DINO,
+    "cpc": CPC,
+    "colorization": Colorization,
+    "rotation": Rotation,
+    "jigsaw": Jigsaw,
+    "relpatch": RelPatch,
 }
 
-METHOD_OPTIONS: dict[str, type] = {
-    "fti": TrackOptions,  # tracks=DIR adds object-track pairs to the frame pairs
-    "track": TrackOptions,
-    "byol": BYOLOptions,
-    "simsiam": SimSiamOptions,
-    "dino": DINOOptions,
-    "cpc": CPCOptions,
-    "colorization": ColorizationOptions,
-    "rotation": RotationOptions,
-    "jigsaw": JigsawOptions,
-    "relpatch": RelPatchOptions,
-}
+__all__ = ["METHODS", "Method", "PairMethod", "StepOutput"]

@@ -32,66 +32,71 @@ from torch.utils.data import Dataset
 
 from vidssl.config import option
 from vidssl.data.samplers import ReferenceTargetSampler
+from vidssl.data.spec import DataSpec
+from vidssl.data.transforms import unit_float
 from vidssl.losses.colorization import colorization_loss, copy_colors
-from vidssl.methods.base import DataSpec, Method, StepOutput
-from vidssl.models.color import assign_clusters, fit_color_clusters, imagenet_to_rgb, lightness_input, rgb_to_lab
+from vidssl.methods.base import Method, StepOutput
+from vidssl.models.color import assign_clusters, fit_color_clusters, lightness_input, rgb_to_lab
+from vidssl.models.encoders import Encoder
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ColorizationOptions:
-    """``vidssl train method=colorization`` keys (besides TrainConfig's; ``temperature`` defaults to 1)."""
-
-    color_clusters: int = option(16, "k-means colour clusters of the ab plane (paper: 16)")
-    num_refs: int = option(3, "reference frames before each target (paper: 3)")
-    ref_stride: int = option(5, "frames between consecutive references and the target")
-    color_embed_dim: int = option(64, "width of the embeddings whose dot products point at colours (paper: 64)")
-    kmeans_samples: int = option(100, "training samples (R+1 frames each) whose pixels fit the colour clusters")
-    color_any_stride: bool = option(False, "allow an encoder_stride other than 8 (the paper's dense 32x32 grid)")
-
-    TRAIN_DEFAULTS: ClassVar[dict[str, Any]] = {"encoder_stride": 8}  # dense features, as the paper
 
 
 class Colorization(Method):
     """Copy quantized colours from reference frames to a gray target frame.
 
-    Args:
-        encoder: the shared encoder; its dense features (``forward_features``) are used.
-        num_clusters: C colour clusters.
-        embed_dim: output width of the embedding head.
-        hidden_dim: hidden width of the embedding head.
-        temperature: softmax temperature of the pointing.
-        kmeans_samples: dataset samples read by :meth:`prepare`.
-        kmeans_pixels: random pixels taken from each of those samples.
-        seed: seeds the pixel draw and k-means.
+    Config (:class:`Colorization.Config`): ``clusters`` C colour clusters, ``num_refs`` R and
+    ``ref_stride`` (the sample), ``embed_dim`` / ``hidden_dim`` (the embedding head),
+    ``temperature`` of the pointing softmax, ``kmeans_samples`` dataset samples read by
+    :meth:`prepare` (``kmeans_pixels`` random pixels of each), ``any_stride``. The run's seed seeds
+    the pixel draw and k-means.
     """
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        *,
-        num_clusters: int = 16,
-        embed_dim: int = 64,
-        hidden_dim: int = 256,
-        temperature: float = 1.0,
-        kmeans_samples: int = 100,
-        kmeans_pixels: int = 4096,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(encoder)
-        if num_clusters < 2:
-            raise ValueError(f"need at least 2 colour clusters, got {num_clusters}")
-        self.num_clusters, self.temperature = num_clusters, temperature
-        self.kmeans_samples, self.kmeans_pixels, self.seed = kmeans_samples, kmeans_pixels, seed
+    train_defaults: ClassVar[dict[str, Any]] = {"encoder_stride": 8}  # dense features, as the paper
+
+    @dataclass(frozen=True)
+    class Config:
+        clusters: int = option(16, "k-means colour clusters of the ab plane (paper: 16)")
+        num_refs: int = option(3, "reference frames before each target (paper: 3)")
+        ref_stride: int = option(5, "frames between consecutive references and the target")
+        embed_dim: int = option(64, "width of the embeddings whose dot products point at colours (paper: 64)")
+        hidden_dim: int = option(256, "hidden width of the two-layer 1x1 embedding head")
+        temperature: float = option(1.0, "softmax temperature of the pointing (paper: 1 in training)")
+        kmeans_samples: int = option(100, "training samples (R+1 frames each) whose pixels fit the colour clusters")
+        kmeans_pixels: int = option(4096, "random pixels taken from each of those samples")
+        any_stride: bool = option(False, "allow an encoder_stride other than 8 (the paper's dense 32x32 grid)")
+
+    def __init__(self, encoder: Encoder, cfg: Any = None, *, image_size: int = 224, seed: int = 0) -> None:
+        super().__init__(encoder, cfg, image_size=image_size, seed=seed)
+        cfg = self.cfg
+        if cfg.clusters < 2:
+            raise ValueError(f"need at least 2 colour clusters, got {cfg.clusters}")
+        if encoder.stride != 8 and not cfg.any_stride:
+            raise ValueError(
+                f"method=colorization copies colours between dense stride-8 feature maps but the encoder has "
+                f"stride {encoder.stride}: pass encoder_stride=8 (or any_stride=true to train at this stride)"
+            )
+        if cfg.num_refs < 1 or cfg.ref_stride < 1:
+            raise ValueError(f"need num_refs >= 1 and ref_stride >= 1, got {cfg.num_refs} and {cfg.ref_stride}")
+        self.num_clusters, self.temperature = cfg.clusters, cfg.temperature
+        self.kmeans_samples, self.kmeans_pixels = cfg.kmeans_samples, cfg.kmeans_pixels
         self.head = nn.Sequential(
-            nn.Conv2d(encoder.out_dim, hidden_dim, 1, bias=False),
-            nn.BatchNorm2d(hidden_dim),
+            nn.Conv2d(encoder.out_dim, cfg.hidden_dim, 1, bias=False),
+            nn.BatchNorm2d(cfg.hidden_dim),
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden_dim, embed_dim, 1),
+            nn.Conv2d(cfg.hidden_dim, cfg.embed_dim, 1),
         )
-        self.register_buffer("centers", torch.zeros(num_clusters, 2))  # (C, 2) ab cluster centres
+        self.register_buffer("centers", torch.zeros(cfg.clusters, 2))  # (C, 2) ab cluster centres
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    @classmethod
+    def smoke(cls) -> dict[str, Any]:
+        return {"kmeans_samples": 2, "num_refs": 2, "ref_stride": 2, "embed_dim": 16, "hidden_dim": 32}
+
+    def data(self) -> DataSpec:
+        """R references and the target, cropped alike, never colour-jittered (colour is the target)."""
+        return DataSpec(ReferenceTargetSampler(num_refs=self.cfg.num_refs, stride=self.cfg.ref_stride),
+                        consistent=True, color=False)
 
     @torch.no_grad()
     def prepare(self, dataset: Dataset) -> None:
@@ -114,12 +119,12 @@ class Colorization(Method):
         self.fitted.fill_(True)
 
     def training_step(self, batch: dict[str, Any]) -> StepOutput:
-        frames = batch["frames"]  # (B, R+1, 3, H, W): references then the target
+        frames = batch["frames"]  # (B, R+1, 3, H, W) RGB: references then the target
         if not self.fitted:
             raise RuntimeError("colorization: colour clusters not fitted; call prepare(dataset) or load a checkpoint")
         b, t = frames.shape[:2]
         with torch.no_grad():
-            lab = rgb_to_lab(imagenet_to_rgb(frames.flatten(0, 1)))  # (B*T, 3, H, W)
+            lab = rgb_to_lab(unit_float(frames.flatten(0, 1)))  # (B*T, 3, H, W)
         emb = self.head(self.encoder.forward_features(lightness_input(lab[:, :1])))  # (B*T, D, h, w)
         d, h, w = emb.shape[1:]
         with torch.no_grad():
@@ -133,23 +138,3 @@ class Colorization(Method):
         accuracy = (probs.argmax(-1) == labels[:, -1]).float().mean()
         return StepOutput(loss, {"loss": loss.item(), "color_acc": accuracy.item()})
 
-
-def build_colorization(encoder: nn.Module, cfg: Any) -> tuple[Colorization, DataSpec]:
-    """Colorization from a TrainConfig holding :class:`ColorizationOptions`."""
-    if encoder.stride != 8 and not cfg.color_any_stride:
-        raise ValueError(
-            f"method=colorization copies colours between dense stride-8 feature maps but the encoder has "
-            f"stride {encoder.stride}: pass encoder_stride=8 (or color_any_stride=true to train at this stride)"
-        )
-    if cfg.num_refs < 1 or cfg.ref_stride < 1:
-        raise ValueError(f"need num_refs >= 1 and ref_stride >= 1, got {cfg.num_refs} and {cfg.ref_stride}")
-    method = Colorization(
-        encoder,
-        num_clusters=cfg.color_clusters,
-        embed_dim=cfg.color_embed_dim,
-        temperature=cfg.temperature if cfg.temperature is not None else 1.0,
-        kmeans_samples=cfg.kmeans_samples,
-        seed=cfg.seed,
-    )
-    spec = DataSpec(ReferenceTargetSampler(num_refs=cfg.num_refs, stride=cfg.ref_stride), consistent=True, color=False)
-    return method, spec

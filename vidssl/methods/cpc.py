@@ -3,7 +3,7 @@ arXiv:1807.03748; its video form, dense predictive coding: DPC, Han et al., 2019
 
 A sequence of T frames, ``seq_stride`` apart and augmented consistently (one crop and colour per
 sequence, so appearance cannot tell the steps apart), goes through the shared image encoder and a
-linear projection, giving z_1..z_T: pooled vectors (D,), or with ``cpc_dense=true`` grids (D, H, W).
+linear projection, giving z_1..z_T: pooled vectors (D,), or with ``dense=true`` grids (D, H, W).
 A GRU (a ConvGRU over the grid in dense mode) summarizes z_1..z_t into c_t, and for each offset
 k = 1..K a linear map W_k predicts z_{t+k} from c_t, for every t = 1..T-K. Each prediction is scored
 against every encoding of the global batch (the same sequence's other steps, and every step of the
@@ -19,7 +19,7 @@ Defaults and why:
         often leave the frame. 4 frames is 0.13-0.17 s per step, 8 steps span about 1 s (29
         frames), so most clips hold many sequences and K=3 looks 0.4-0.5 s ahead.
     temperature 1 with unnormalized vectors: CPC's (and DPC's) raw dot product ``z^T W_k c_t``.
-    proj_dim D=128 (shared key), cpc_context_dim 256: CPC's c_t is 256-wide (its z is 512).
+    proj_dim D=128, context_dim 256: CPC's c_t is 256-wide (its z is 512).
     ConvGRU kernel 1: DPC's; at stride 32 the encoder already sees the whole frame.
 Departures from the papers: W_k is linear in both modes (DPC uses a 2-layer 1x1-conv predictor
 and feeds its predictions back into the ConvGRU); the encoder is a 2D image encoder on single
@@ -36,64 +36,65 @@ from torch import nn
 
 from vidssl.config import option
 from vidssl.data.samplers import SequenceSampler
+from vidssl.data.spec import DataSpec
 from vidssl.losses.cpc import cpc_loss
-from vidssl.methods.base import DataSpec, Method, StepOutput
+from vidssl.methods.base import Method, StepOutput
 from vidssl.models.context import ConvGRUContext, GRUContext
-
-
-@dataclass(frozen=True)
-class CPCOptions:
-    """``vidssl train method=cpc`` keys (besides the shared temperature and proj_dim)."""
-
-    seq_len: int = option(8, "T: frames per sequence (>= 2)")
-    seq_stride: int = option(4, "s: frames between consecutive steps (>= 1); a sequence spans (T-1)*s+1 frames")
-    pred_steps: int = option(3, "K: future steps predicted from each context (1 <= K < T)")
-    cpc_dense: bool = option(False, "predict every position of the encoder's grid (DPC), not pooled vectors (CPC)")
-    cpc_context_dim: int = option(256, "hidden width of the GRU (ConvGRU in dense mode) context")
+from vidssl.models.encoders import Encoder
 
 
 class CPC(Method):
     """Predict the encodings of future frames from a GRU context over past ones.
 
-    Args:
-        encoder: the shared image encoder (``out_dim`` channels, pooled or dense).
-        seq_len: T, steps per sequence (>= 2).
-        pred_steps: K, offsets 1..K predicted from each context (1 <= K < T).
-        dense: predict grids of positions (DPC) rather than pooled vectors (CPC).
-        embed_dim: D, width of the projected encodings z and the predictions.
-        context_dim: hidden width of the GRU / ConvGRU.
-        temperature: scores are ``<W_k c_t, z> / temperature``.
+    Config (:class:`CPC.Config`): ``seq_len`` T, ``seq_stride`` s, ``pred_steps`` K, ``dense``
+    (DPC's grids rather than pooled vectors), ``proj_dim`` D (width of the projected encodings z
+    and the predictions), ``context_dim`` (GRU / ConvGRU width), ``temperature`` (scores are
+    ``<W_k c_t, z> / temperature``).
     """
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        *,
-        seq_len: int = 8,
-        pred_steps: int = 3,
-        dense: bool = False,
-        embed_dim: int = 128,
-        context_dim: int = 256,
-        temperature: float = 1.0,
-    ) -> None:
-        super().__init__(encoder)
-        if seq_len < 2:
-            raise ValueError(f"seq_len must be >= 2 (at least one context step and one future step), got {seq_len}")
-        if not 1 <= pred_steps < seq_len:
+    @dataclass(frozen=True)
+    class Config:
+        seq_len: int = option(8, "T: frames per sequence (>= 2)")
+        seq_stride: int = option(4, "s: frames between consecutive steps (>= 1); a sequence spans (T-1)*s+1 frames")
+        pred_steps: int = option(3, "K: future steps predicted from each context (1 <= K < T)")
+        dense: bool = option(False, "predict every position of the encoder's grid (DPC), not pooled vectors (CPC)")
+        proj_dim: int = option(128, "D: width of the projected encodings and of the predictions")
+        context_dim: int = option(256, "hidden width of the GRU (ConvGRU in dense mode) context")
+        temperature: float = option(1.0, "scores are dot products / temperature (papers: 1, raw dot products)")
+
+    def __init__(self, encoder: Encoder, cfg: Any = None, *, image_size: int = 224, seed: int = 0) -> None:
+        super().__init__(encoder, cfg, image_size=image_size, seed=seed)
+        cfg = self.cfg
+        if cfg.seq_len < 2:
+            raise ValueError(f"seq_len must be >= 2 (at least one context step and one future step), got {cfg.seq_len}")
+        if not 1 <= cfg.pred_steps < cfg.seq_len:
             raise ValueError(f"pred_steps must satisfy 1 <= pred_steps < seq_len (a context step before the "
-                             f"predicted ones), got pred_steps={pred_steps}, seq_len={seq_len}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.seq_len, self.pred_steps, self.dense, self.temperature = seq_len, pred_steps, dense, temperature
-        self.embed_dim = embed_dim
-        self.project = nn.Linear(encoder.out_dim, embed_dim)  # per position in dense mode (a 1x1 conv)
-        self.context = ConvGRUContext(embed_dim, context_dim) if dense else GRUContext(embed_dim, context_dim)
-        self.predictor = nn.Linear(context_dim, pred_steps * embed_dim, bias=False)  # W_1..W_K stacked
+                             f"predicted ones), got pred_steps={cfg.pred_steps}, seq_len={cfg.seq_len}")
+        if cfg.seq_stride < 1:
+            raise ValueError(f"seq_stride must be >= 1, got {cfg.seq_stride}")
+        if cfg.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {cfg.temperature}")
+        self.seq_len, self.pred_steps, self.dense = cfg.seq_len, cfg.pred_steps, cfg.dense
+        self.temperature = cfg.temperature
+        self.embed_dim = cfg.proj_dim
+        self.project = nn.Linear(encoder.out_dim, self.embed_dim)  # per position in dense mode (a 1x1 conv)
+        ctx = ConvGRUContext if cfg.dense else GRUContext
+        self.context = ctx(self.embed_dim, cfg.context_dim)
+        self.predictor = nn.Linear(cfg.context_dim, cfg.pred_steps * self.embed_dim, bias=False)  # W_1..W_K stacked
+
+    @classmethod
+    def smoke(cls) -> dict[str, Any]:
+        return {"seq_len": 4, "seq_stride": 2, "pred_steps": 2, "proj_dim": 16, "context_dim": 16}
+
+    def data(self) -> DataSpec:
+        """Sequences of ``seq_len`` frames ``seq_stride`` apart, one crop and colour per sequence.
+        Videos shorter than ``(seq_len - 1) * seq_stride + 1`` frames are left out (and counted)."""
+        return DataSpec(SequenceSampler(length=self.cfg.seq_len, stride=self.cfg.seq_stride), consistent=True)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, H, W) frames -> z: (B, T, D) pooled, or (B, T, D, h, w) dense."""
         batch, length = frames.shape[:2]
-        x = frames.flatten(0, 1)
+        x = self.normalize(frames.flatten(0, 1))
         if not self.dense:
             return self.project(self.encoder(x)).view(batch, length, -1)
         grid = self.project(self.encoder.forward_features(x).permute(0, 2, 3, 1))  # (BT, h, w, D)
@@ -119,18 +120,3 @@ class CPC(Method):
         out = cpc_loss(self.predict(z), z, temperature=self.temperature)
         return StepOutput(out.loss, {"loss": out.loss.item(), "cpc_acc": out.accuracy.item()})
 
-
-def cpc_data(*, seq_len: int, seq_stride: int) -> DataSpec:
-    """Sequences of ``seq_len`` frames ``seq_stride`` apart, one crop and colour per sequence.
-    Videos shorter than ``(seq_len - 1) * seq_stride + 1`` frames are left out (and counted)."""
-    if seq_stride < 1:
-        raise ValueError(f"seq_stride must be >= 1, got {seq_stride}")
-    return DataSpec(SequenceSampler(length=seq_len, stride=seq_stride), consistent=True)
-
-
-def build_cpc(encoder: nn.Module, cfg: Any) -> tuple[CPC, DataSpec]:
-    """CPC from a TrainConfig with :class:`CPCOptions`; ``temperature`` None means 1 (the papers')."""
-    method = CPC(encoder, seq_len=cfg.seq_len, pred_steps=cfg.pred_steps, dense=cfg.cpc_dense,
-                 embed_dim=cfg.proj_dim, context_dim=cfg.cpc_context_dim,
-                 temperature=1.0 if cfg.temperature is None else cfg.temperature)
-    return method, cpc_data(seq_len=cfg.seq_len, seq_stride=cfg.seq_stride)

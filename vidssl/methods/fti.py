@@ -1,90 +1,100 @@
-"""Frame-temporal invariance (Purushwalkam & Gupta, 2020, arXiv:2007.13916).
+"""Frame-temporal invariance (Purushwalkam & Gupta, 2020, arXiv:2007.13916), SimCLR and MoCo-v2.
 
-Two frames of one video, ``gap`` frames apart and each augmented independently (SimCLR / MoCo-v2
-recipe), are a positive pair. ``loss=infonce`` is SimCLR's NT-Xent with in-batch negatives gathered
-across DDP ranks (Chen et al. 2020, arXiv:2002.05709; temperature 0.1 [paper: 0.1 at batch 4096],
-2-layer projection 2048 -> 128); ``loss=moco`` is MoCo-v2 (Chen et al. 2020, arXiv:2003.04297:
-momentum 0.999, queue 65536, temperature 0.2, MLP head 2048 -> 128). With a gap of 0 both are the
-image-level methods, exposed as ``simclr`` and ``mocov2``.
+Two frames of one video, ``min_gap..max_gap`` apart and each augmented independently (SimCLR /
+MoCo-v2 recipe), are a positive pair; object-track crops (``positives=tracks|both``, see
+:mod:`vidssl.data.pairs`) are the paper's second kind. ``loss=infonce`` is SimCLR's NT-Xent with
+in-batch negatives gathered across DDP ranks (Chen et al. 2020, arXiv:2002.05709; temperature 0.1
+[paper: 0.1 at batch 4096], 2-layer projection 2048 -> 128); ``loss=moco`` is MoCo-v2 (Chen et al.
+2020, arXiv:2003.04297: momentum 0.999, queue 65536, temperature 0.2, MLP head 2048 -> 128; set
+``temperature=0.2`` with it, as the ``fti_moco`` recipe does). The paper trained its FTI models
+with MoCo-v2. With a gap of 0 the two losses are the image-level methods ``simclr`` and ``mocov2``.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from vidssl.data.samplers import PairSampler
+from vidssl.config import option
+from vidssl.data.pairs import PairOptions
 from vidssl.engine.distributed import all_gather_no_grad
+from vidssl.engine.ema import EMA
 from vidssl.losses.info_nce import info_nce, moco_loss
-from vidssl.methods.base import DataSpec, Method, StepOutput, ema_update
+from vidssl.methods.base import PairMethod
+from vidssl.models.encoders import Encoder
 from vidssl.models.heads import projection_mlp
 
 
-class FTI(Method):
-    """Frame pairs as positives, with an InfoNCE or a MoCo loss.
+@dataclass(frozen=True)
+class ContrastiveConfig(PairOptions):
+    """Keys of every InfoNCE / MoCo method (besides the pair source)."""
 
-    Args:
-        encoder: the shared image encoder (pooled output of ``encoder.out_dim``).
-        loss: ``infonce`` (in-batch negatives) or ``moco`` (momentum encoder + queue).
-        proj_hidden, proj_dim: projection MLP widths.
-        temperature: softmax temperature.
-        queue_size: MoCo negatives kept (a multiple of the global batch is not required).
-        momentum: MoCo key-encoder EMA momentum.
-        frame_weight, track_weight: with object-track crops in the batch (``batch["crops"]``,
-            see :mod:`vidssl.methods.track`), the loss is ``frame_weight * L(frames) +
-            track_weight * L(crops)``.
+    proj_hidden: int = option(2048, "projection head hidden width")
+    proj_dim: int = option(128, "projection output dimension")
+    temperature: float = option(0.1, "softmax temperature")
+
+
+@dataclass(frozen=True)
+class MoCoConfig(ContrastiveConfig):
+    """Keys of MoCo-v2's momentum encoder and queue."""
+
+    queue_size: int = option(65536, "MoCo queue length (negatives kept from earlier batches)")
+    moco_momentum: float = option(0.999, "MoCo key-encoder EMA momentum")
+
+
+class FTI(PairMethod):
+    """Positive pairs (frames, track crops or both) with an InfoNCE or a MoCo loss.
+
+    Config (:class:`FTI.Config`): the pair source, ``loss``, the projection widths, ``temperature``
+    and MoCo's ``queue_size`` / ``moco_momentum``. ``pair_loss`` takes (B, 2, 3, H, W).
     """
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        *,
-        loss: Literal["infonce", "moco"] = "infonce",
-        proj_hidden: int = 2048,
-        proj_dim: int = 128,
-        temperature: float = 0.1,
-        queue_size: int = 65536,
-        momentum: float = 0.999,
-        frame_weight: float = 1.0,
-        track_weight: float = 1.0,
-    ) -> None:
-        super().__init__(encoder)
-        if loss not in ("infonce", "moco"):
-            raise ValueError(f"loss must be infonce or moco, got {loss!r}")
-        self.loss, self.temperature, self.momentum = loss, temperature, momentum
-        self.frame_weight, self.track_weight = frame_weight, track_weight
-        self.head = projection_mlp(encoder.out_dim, proj_hidden, proj_dim)
-        if loss == "moco":
+    @dataclass(frozen=True)
+    class Config(MoCoConfig):
+        loss: Literal["infonce", "moco"] = option(
+            "infonce", "infonce (SimCLR NT-Xent, in-batch negatives) | moco (MoCo-v2 momentum encoder and queue; "
+            "MoCo-v2 uses temperature=0.2)"
+        )
+
+    def __init__(self, encoder: Encoder, cfg: Any = None, *, image_size: int = 224, seed: int = 0) -> None:
+        super().__init__(encoder, cfg, image_size=image_size, seed=seed)
+        cfg = self.cfg
+        if self.loss not in ("infonce", "moco"):
+            raise ValueError(f"loss must be infonce or moco, got {self.loss!r}")
+        self.head = projection_mlp(encoder.out_dim, cfg.proj_hidden, cfg.proj_dim)
+        if self.loss == "moco":
             self.key_encoder = copy.deepcopy(encoder).requires_grad_(False)
             self.key_head = copy.deepcopy(self.head).requires_grad_(False)
-            self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_dim), dim=1))
+            self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_size, cfg.proj_dim), dim=1))
             self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
-    def training_step(self, batch: dict[str, Any]) -> StepOutput:
-        loss = self._pair_loss(batch["frames"])
-        if "crops" not in batch:
-            return StepOutput(loss, {"loss": loss.item()})
-        track_loss = self._pair_loss(batch["crops"])
-        total = self.frame_weight * loss + self.track_weight * track_loss
-        return StepOutput(total, {"loss": total.item(), "frame_loss": loss.item(), "track_loss": track_loss.item()})
+    @property
+    def loss(self) -> str:
+        return self.cfg.loss
 
-    def _pair_loss(self, pairs: torch.Tensor) -> torch.Tensor:
+    @classmethod
+    def smoke(cls) -> dict[str, Any]:
+        keys = {f.name for f in dataclasses.fields(cls.Config)}  # SimCLR has no queue
+        return {k: v for k, v in {"proj_hidden": 32, "proj_dim": 16, "queue_size": 8}.items() if k in keys}
+
+    def pair_loss(self, pairs: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """``pairs``: (B, 2, 3, H, W), positives along dim 1."""
-        a, b = pairs[:, 0], pairs[:, 1]
+        a, b = self.normalize(pairs[:, 0]), self.normalize(pairs[:, 1])
         if self.loss == "infonce":
             z = self.head(self.encoder(torch.cat([a, b])))
             ids = torch.arange(len(a), device=z.device).repeat(2)
-            return info_nce(z, ids, temperature=self.temperature)
+            return info_nce(z, ids, temperature=self.cfg.temperature), {}
         q = self.head(self.encoder(a))
         with torch.no_grad():
             k = self.key_head(self.key_encoder(b))
-        loss = moco_loss(q, k, self.queue, temperature=self.temperature)
+        loss = moco_loss(q, k, self.queue, temperature=self.cfg.temperature)
         self._enqueue(F.normalize(k.float(), dim=1))
-        return loss
+        return loss, {}
 
     @torch.no_grad()
     def _enqueue(self, keys: torch.Tensor) -> None:
@@ -93,43 +103,28 @@ class FTI(Method):
         self.queue[idx] = keys.to(self.queue.dtype)
         self.queue_ptr.copy_((self.queue_ptr + len(keys)) % len(self.queue))
 
-    @torch.no_grad()
-    def after_step(self, step: int, total_steps: int) -> None:
-        if self.loss == "moco":
-            ema_update(self.key_encoder, self.encoder, self.momentum)
-            ema_update(self.key_head, self.head, self.momentum)
+    def ema(self) -> EMA | None:
+        if self.loss != "moco":
+            return None
+        return EMA([(self.key_encoder, self.encoder), (self.key_head, self.head)], self.cfg.moco_momentum)
 
 
-def fti_data(*, min_gap: float, max_gap: float, gap_unit: Literal["frames", "seconds"]) -> DataSpec:
-    """Pairs of frames ``gap`` apart, augmented independently."""
-    return DataSpec(PairSampler(min_gap=min_gap, max_gap=max_gap, unit=gap_unit), consistent=False)
+class SimCLR(FTI):
+    """SimCLR (Chen et al. 2020, arXiv:2002.05709): InfoNCE on two augmentations of one frame
+    (``max_gap=0``); a larger gap or track positives make it FTI with InfoNCE."""
+
+    @dataclass(frozen=True)
+    class Config(ContrastiveConfig):
+        max_gap: float = option(0, "largest gap between the frames of a pair (0: two views of one frame)")
+        loss: ClassVar[str] = "infonce"  # fixed: not a key
 
 
-def build_fti(encoder: nn.Module, cfg: Any, *, tracks: bool = True) -> tuple[FTI, DataSpec]:
-    """FTI from a TrainConfig: pairs ``min_gap..max_gap`` apart (frames or seconds); with
-    ``tracks=DIR`` (and ``tracks`` true here) a pair of object-track crops joins every frame pair."""
-    temperature = cfg.temperature if cfg.temperature is not None else (0.2 if cfg.loss == "moco" else 0.1)
-    method = FTI(encoder, loss=cfg.loss, proj_hidden=cfg.proj_hidden, proj_dim=cfg.proj_dim,
-                 temperature=temperature, queue_size=cfg.queue_size, momentum=cfg.moco_momentum,
-                 frame_weight=getattr(cfg, "frame_weight", 1.0), track_weight=getattr(cfg, "track_weight", 1.0))
-    spec = fti_data(min_gap=cfg.min_gap, max_gap=cfg.max_gap, gap_unit=cfg.gap_unit)
-    if tracks and getattr(cfg, "tracks", ""):
-        from vidssl.methods.track import with_tracks
+class MoCoV2(FTI):
+    """MoCo-v2 (Chen et al. 2020, arXiv:2003.04297): a momentum key encoder and a queue of negatives,
+    on two augmentations of one frame (``max_gap=0``)."""
 
-        spec = with_tracks(spec, cfg)
-    return method, spec
-
-
-def build_simclr(encoder: nn.Module, cfg: Any) -> tuple[FTI, DataSpec]:
-    """SimCLR: FTI with InfoNCE and gap 0 (two augmentations of one frame)."""
-    temperature = cfg.temperature if cfg.temperature is not None else 0.1
-    method = FTI(encoder, loss="infonce", proj_hidden=cfg.proj_hidden, proj_dim=cfg.proj_dim, temperature=temperature)
-    return method, fti_data(min_gap=0, max_gap=0, gap_unit="frames")
-
-
-def build_mocov2(encoder: nn.Module, cfg: Any) -> tuple[FTI, DataSpec]:
-    """MoCo-v2: FTI with the MoCo loss and gap 0."""
-    temperature = cfg.temperature if cfg.temperature is not None else 0.2
-    method = FTI(encoder, loss="moco", proj_hidden=cfg.proj_hidden, proj_dim=cfg.proj_dim, temperature=temperature,
-                 queue_size=cfg.queue_size, momentum=cfg.moco_momentum)
-    return method, fti_data(min_gap=0, max_gap=0, gap_unit="frames")
+    @dataclass(frozen=True)
+    class Config(MoCoConfig):
+        max_gap: float = option(0, "largest gap between the frames of a pair (0: two views of one frame)")
+        temperature: float = option(0.2, "softmax temperature (MoCo-v2: 0.2)")
+        loss: ClassVar[str] = "moco"  # fixed: not a key

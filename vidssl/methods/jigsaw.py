@@ -8,9 +8,9 @@ are concatenated in the shuffled order, and an MLP (fc7) gives the permutation l
 
 Paper settings and what they become here (S = ``image_size``; the paper's numbers are for S = 225):
 
-* cell = S // 3 (75 px), tile = round(cell * 64 / 75) (64 px) unless ``jigsaw_tile`` is given;
+* cell = S // 3 (75 px), tile = round(cell * 64 / 75) (64 px) unless ``tile`` is given;
   at the default S = 224: cells of 74 px, tiles of 63 px. The grid is centred in the frame.
-* a permutation set of ``jigsaw_permutations`` (100, the paper's size for its ablations; 1000 in
+* a permutation set of ``permutations`` (100, the paper's size for its ablations; 1000 in
   its final model) chosen greedily from all 9! permutations for the largest Hamming distance to
   the ones already chosen, from a fixed seed: every run and every DDP rank has the same set. The
   paper's greedy step maximises the *mean* distance; here the *minimum* distance comes first (ties
@@ -28,8 +28,9 @@ Deviation: the crop comes from the shared random resized crop (scale 0.2-1, any 
 flip) rather than a fixed-scale 225 px crop of a 256 px image.
 
 Random choices (tile positions, gray, channel shifts, permutations) are drawn on the training
-device from a generator seeded by (``seed``, the number of micro-batches drawn so far, the DDP
-rank); that count is a buffer, so a resumed run draws what the uninterrupted run would have.
+device from :meth:`~vidssl.methods.base.Method.draw_generator` (seeded by the run's seed, the
+micro-batches drawn so far and the DDP rank), so a resumed run draws what the uninterrupted run
+would have.
 """
 
 from __future__ import annotations
@@ -43,11 +44,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidssl.config import option
-from vidssl.data.datasets import sample_seed
 from vidssl.data.samplers import ClipSampler
-from vidssl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from vidssl.engine.distributed import rank
-from vidssl.methods.base import DataSpec, Method, StepOutput
+from vidssl.data.spec import DataSpec
+from vidssl.data.transforms import unit_float
+from vidssl.methods.base import Method, StepOutput
+from vidssl.models.encoders import Encoder
 from vidssl.models.heads import projection_mlp
 from vidssl.models.patches import crop_patches
 
@@ -79,7 +80,7 @@ def _permutation_set(count: int, num_tiles: int, seed: int) -> torch.Tensor:
 def _greedy_permutations(count: int, num_tiles: int, seed: int) -> torch.Tensor:
     candidates = _all_permutations(num_tiles)
     if not 1 <= count <= len(candidates):
-        raise ValueError(f"jigsaw_permutations must be in 1..{len(candidates)}, got {count}")
+        raise ValueError(f"permutations must be in 1..{len(candidates)}, got {count}")
     candidates = candidates[torch.randperm(len(candidates), generator=torch.Generator().manual_seed(seed))]
     # matches[i * n + v] is 1 where a candidate has tile v at position i: the distance of every
     # candidate to p is n minus the sum of the n rows (i, p[i]).
@@ -151,61 +152,59 @@ def normalize_tiles(tiles: torch.Tensor, *, eps: float = 1 / 255) -> torch.Tenso
 class Jigsaw(Method):
     """Context-free network: 9 tiles through the shared encoder -> permutation index.
 
-    Args:
-        encoder: the shared image encoder (pooled output of ``encoder.out_dim``).
-        image_size: side S of the frames; cells are S // 3.
-        num_permutations: size of the permutation set (classes).
-        tile: tile side (None: round(cell * 64 / 75)).
-        tile_dim: per-tile feature width (fc6); hidden: classifier hidden width (fc7).
-        gray: probability that a puzzle is made from the grayscale image.
-        channel_jitter: largest shift (px) of each colour channel of a tile (None: round(2S / 225)).
-        seed: base seed of the random choices (the run's seed).
+    Config (:class:`Jigsaw.Config`): ``permutations`` (size of the permutation set: the classes),
+    ``tile`` (tile side; None: round(cell * 64 / 75), cells are image_size // 3), ``tile_dim``
+    (per-tile feature width, fc6), ``hidden`` (classifier hidden width, fc7), ``gray`` (probability
+    that a puzzle is made from the grayscale image), ``channel_jitter`` (largest shift in px of each
+    colour channel of a tile; None: round(2 * image_size / 225)).
     """
 
     permutations: torch.Tensor
     draws: torch.Tensor
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        *,
-        image_size: int,
-        num_permutations: int = 100,
-        tile: int | None = None,
-        tile_dim: int = 512,
-        hidden: int = 4096,
-        gray: float = 0.3,
-        channel_jitter: int | None = None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(encoder)
-        self.cell = image_size // GRID
-        self.tile = round(self.cell * 64 / 75) if tile is None else tile
-        if not 0 < self.tile <= self.cell:
-            raise ValueError(f"jigsaw_tile must be in 1..{self.cell} (image_size // 3), got {self.tile}")
-        self.channel_jitter = round(2 * image_size / 225) if channel_jitter is None else channel_jitter
-        if self.channel_jitter < 0 or not 0 <= gray <= 1:
-            raise ValueError(f"need jigsaw_channel_jitter >= 0 and 0 <= jigsaw_gray <= 1, got "
-                             f"{self.channel_jitter}, {gray}")
-        self.gray, self.seed = gray, seed
-        self.register_buffer("permutations", jigsaw_permutations(num_permutations))
-        self.register_buffer("draws", torch.zeros((), dtype=torch.long))  # micro-batches drawn so far
-        self.tile_head = nn.Sequential(nn.Linear(encoder.out_dim, tile_dim, bias=False), nn.BatchNorm1d(tile_dim),
-                                       nn.ReLU(inplace=True))
-        self.classifier = projection_mlp(NUM_TILES * tile_dim, hidden, num_permutations)
+    @dataclass(frozen=True)
+    class Config:
+        permutations: int = option(100, "size of the fixed permutation set (the number of classes)")
+        tile: int | None = option(None, "tile side in px (None: round(cell * 64 / 75), cell = image_size // 3)")
+        tile_dim: int = option(512, "per-tile feature width before concatenation (the paper's fc6)")
+        hidden: int = option(4096, "hidden width of the permutation classifier (the paper's fc7)")
+        gray: float = option(0.3, "share of puzzles made from the grayscale image")
+        channel_jitter: int | None = option(
+            None, "largest per-channel shift of a tile in px (None: round(2 * image_size / 225))"
+        )
 
-    def _generator(self, device: torch.device) -> torch.Generator:
-        """The random stream of this micro-batch on this rank (see the module docstring)."""
-        seed = sample_seed(self.seed, int(self.draws), rank())
-        self.draws += 1
-        return torch.Generator(device).manual_seed(seed)
+    def __init__(self, encoder: Encoder, cfg: Any = None, *, image_size: int = 224, seed: int = 0) -> None:
+        super().__init__(encoder, cfg, image_size=image_size, seed=seed)
+        cfg = self.cfg
+        self.cell = image_size // GRID
+        self.tile = round(self.cell * 64 / 75) if cfg.tile is None else cfg.tile
+        if not 0 < self.tile <= self.cell:
+            raise ValueError(f"tile must be in 1..{self.cell} (image_size // 3), got {self.tile}")
+        self.channel_jitter = round(2 * image_size / 225) if cfg.channel_jitter is None else cfg.channel_jitter
+        if self.channel_jitter < 0 or not 0 <= cfg.gray <= 1:
+            raise ValueError(f"need channel_jitter >= 0 and 0 <= gray <= 1, got {self.channel_jitter}, {cfg.gray}")
+        self.gray = cfg.gray
+        self.register_buffer("permutations", jigsaw_permutations(cfg.permutations))
+        self.register_draw_counter()
+        self.tile_head = nn.Sequential(nn.Linear(encoder.out_dim, cfg.tile_dim, bias=False),
+                                       nn.BatchNorm1d(cfg.tile_dim), nn.ReLU(inplace=True))
+        self.classifier = projection_mlp(NUM_TILES * cfg.tile_dim, cfg.hidden, cfg.permutations)
+
+    @classmethod
+    def smoke(cls) -> dict[str, Any]:
+        return {"permutations": 10, "tile_dim": 16, "hidden": 32}
+
+    def data(self) -> DataSpec:
+        """One frame per sample, random crop and flip, no colour jitter (the paper's own colour
+        handling is in :meth:`puzzles`)."""
+        return DataSpec(ClipSampler(length=1), color=False)
 
     @torch.no_grad()
     def puzzles(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Shuffled, normalized tiles and their permutation indices.
 
         Args:
-            images: (N, 3, H, W) ImageNet-normalized, H and W at least 3 cells.
+            images: (N, 3, H, W) RGB, uint8 or float in [0, 1]; H and W at least 3 cells.
 
         Returns:
             tiles: float (N, 9, 3, tile, tile); position i holds the tile of cell
@@ -213,9 +212,7 @@ class Jigsaw(Method):
         """
         n, _, h, w = images.shape
         dev = images.device
-        mean = torch.tensor(IMAGENET_MEAN, device=dev).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=dev).view(3, 1, 1)
-        rgb = images.float() * std + mean  # back to [0, 1] RGB for a true grayscale
+        rgb = unit_float(images)
         gray = torch.rand(n, generator=generator, device=dev) < self.gray
         luma = (rgb * torch.tensor(_LUMA, device=dev).view(3, 1, 1)).sum(1, keepdim=True)
         rgb = torch.where(gray.view(n, 1, 1, 1), luma.expand_as(rgb), rgb)
@@ -231,7 +228,7 @@ class Jigsaw(Method):
     def training_step(self, batch: dict[str, Any]) -> StepOutput:
         """``batch["frames"]``: (B, T, 3, S, S), each frame one puzzle; the encoder sees 9BT tiles."""
         images = batch["frames"].flatten(0, 1)
-        tiles, labels = self.puzzles(images, self._generator(images.device))
+        tiles, labels = self.puzzles(images, self.draw_generator(images.device))
         n = len(images)
         features = self.tile_head(self.encoder(tiles.flatten(0, 1)))  # (9N, tile_dim)
         logits = self.classifier(features.reshape(n, -1)).float()  # tiles concatenated in shuffled order
@@ -240,22 +237,3 @@ class Jigsaw(Method):
             acc = (logits.argmax(1) == labels).float().mean()
         return StepOutput(loss, {"loss": loss.item(), "acc": acc.item()})
 
-
-@dataclass(frozen=True)
-class JigsawOptions:
-    jigsaw_permutations: int = option(100, "size of the fixed permutation set (the number of classes)")
-    jigsaw_tile: int | None = option(None, "tile side in px (None: round(cell * 64 / 75), cell = image_size // 3)")
-    jigsaw_tile_dim: int = option(512, "per-tile feature width before concatenation (the paper's fc6)")
-    jigsaw_hidden: int = option(4096, "hidden width of the permutation classifier (the paper's fc7)")
-    jigsaw_gray: float = option(0.3, "share of puzzles made from the grayscale image")
-    jigsaw_channel_jitter: int | None = option(
-        None, "largest per-channel shift of a tile in px (None: round(2 * image_size / 225))"
-    )
-
-
-def build_jigsaw(encoder: nn.Module, cfg: Any) -> tuple[Jigsaw, DataSpec]:
-    """Jigsaw from a TrainConfig: one frame per sample, random crop and flip, no colour jitter."""
-    method = Jigsaw(encoder, image_size=cfg.image_size, num_permutations=cfg.jigsaw_permutations, tile=cfg.jigsaw_tile,
-                    tile_dim=cfg.jigsaw_tile_dim, hidden=cfg.jigsaw_hidden, gray=cfg.jigsaw_gray,
-                    channel_jitter=cfg.jigsaw_channel_jitter, seed=cfg.seed)
-    return method, DataSpec(ClipSampler(length=1), color=False)

@@ -5,8 +5,8 @@ clockwise as :func:`torch.rot90`) and a classifier on the pooled encoder output 
 the paper found feeding all four rotations of each image in one batch better than sampling one.
 
 Defaults from the paper: the usual random crop and flip, no colour augmentation (``color=False``),
-and a linear classifier on the globally pooled last features (RotNet's NIN head; ``rotation_hidden
-> 0`` adds a hidden layer). Nothing depends on the pixel size, so there is no scaling rule. Frames
+and a linear classifier on the globally pooled last features (RotNet's NIN head; ``hidden > 0``
+adds a hidden layer). Nothing depends on the pixel size, so there is no scaling rule. Frames
 are images: each of the T frames of a sample is rotated and classified on its own; the default data
 is one frame per sample, (B, 1, 3, S, S), which the encoder sees as 4B images.
 """
@@ -18,11 +18,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from vidssl.config import option
 from vidssl.data.samplers import ClipSampler
-from vidssl.methods.base import DataSpec, Method, StepOutput
+from vidssl.data.spec import DataSpec
+from vidssl.methods.base import Method, StepOutput
+from vidssl.models.encoders import Encoder
 from vidssl.models.heads import projection_mlp
 
 NUM_ROTATIONS = 4
@@ -49,30 +50,27 @@ def rotations(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class Rotation(Method):
     """RotNet: a 4-way rotation classifier on the pooled encoder output.
 
-    Args:
-        encoder: the shared image encoder (pooled output of ``encoder.out_dim``).
-        hidden: hidden width of the classifier; 0 makes it linear (RotNet's NIN head).
+    Config: ``hidden``, the hidden width of the classifier; 0 makes it linear (RotNet's NIN head).
     """
 
-    def __init__(self, encoder: nn.Module, *, hidden: int = 0) -> None:
-        super().__init__(encoder)
+    @dataclass(frozen=True)
+    class Config:
+        hidden: int = option(0, "hidden width of the rotation classifier (0: linear, RotNet's NIN head)")
+
+    def __init__(self, encoder: Encoder, cfg: Any = None, *, image_size: int = 224, seed: int = 0) -> None:
+        super().__init__(encoder, cfg, image_size=image_size, seed=seed)
+        hidden = self.cfg.hidden
         self.head = projection_mlp(encoder.out_dim, hidden, NUM_ROTATIONS, num_layers=2 if hidden else 1)
+
+    def data(self) -> DataSpec:
+        """One frame per sample, random crop and flip, no colour jitter."""
+        return DataSpec(ClipSampler(length=1), color=False)
 
     def training_step(self, batch: dict[str, Any]) -> StepOutput:
         """``batch["frames"]``: (B, T, 3, S, S); the encoder sees 4BT images."""
-        views, labels = rotations(batch["frames"].flatten(0, 1))
+        views, labels = rotations(self.normalize(batch["frames"].flatten(0, 1)))
         logits = self.head(self.encoder(views)).float()
         loss = F.cross_entropy(logits, labels)
         with torch.no_grad():
             acc = (logits.argmax(1) == labels).float().mean()
         return StepOutput(loss, {"loss": loss.item(), "acc": acc.item()})
-
-
-@dataclass(frozen=True)
-class RotationOptions:
-    rotation_hidden: int = option(0, "hidden width of the rotation classifier (0: linear, RotNet's NIN head)")
-
-
-def build_rotation(encoder: nn.Module, cfg: Any) -> tuple[Rotation, DataSpec]:
-    """RotNet from a TrainConfig: one frame per sample, random crop and flip, no colour jitter."""
-    return Rotation(encoder, hidden=cfg.rotation_hidden), DataSpec(ClipSampler(length=1), color=False)

@@ -2,7 +2,7 @@
 
 Everything here runs in torch on the training device, on batches, without gradients being needed:
 
-    rgb = imagenet_to_rgb(batch["frames"])      # ImageNet-normalized -> RGB in [0, 1]
+    rgb = unit_float(batch["frames"])           # uint8 pixels -> RGB in [0, 1] (vidssl.data.transforms)
     lab = rgb_to_lab(rgb)                       # CIE Lab (D65), as skimage.color.rgb2lab
     x = lightness_input(lab[..., :1, :, :])     # what a colorization encoder sees
     centers = fit_color_clusters(ab_pixels, 16) # k-means of the ab plane, (16, 2)

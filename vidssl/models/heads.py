@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def projection_mlp(in_dim: int, hidden_dim: int, out_dim: int, *, num_layers: int = 2, last_bn: bool = False) -> nn.Sequential:
+def projection_mlp(
+    in_dim: int, hidden_dim: int, out_dim: int, *, num_layers: int = 2, last_bn: bool = False
+) -> nn.Sequential:
     """Linear-BN-ReLU blocks then a linear output (SimCLR / MoCo-v2 projection head).
 
     Args:

@@ -183,7 +183,7 @@ def track_video(
         for indices in _frame_chunks(reader.num_frames, stride=cfg.stride, max_frames=cfg.max_frames, chunk=cfg.chunk):
             frames = reader.get_frames(indices)  # (T, H, W, 3) uint8 RGB
             detections = detector.detect(path, indices, frames)
-            for index, frame, dets in zip(indices, frames, detections):
+            for index, frame, dets in zip(indices, frames, detections, strict=True):
                 dets = filter_detections(dets, classes=classes, min_score=cfg.min_score, min_box=cfg.min_box)
                 bgr = np.ascontiguousarray(frame[..., ::-1])  # BoT-SORT's motion compensation wants BGR
                 rows = tracker.update(_to_boxes(dets, frame.shape[:2]), bgr)

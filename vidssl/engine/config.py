@@ -1,0 +1,307 @@
+"""The two halves of a training run's configuration, and how ``key=value`` finds its half.
+
+``TrainConfig`` holds the engine's keys (data, encoder, optimisation, loader, device, logging);
+each method's ``Config`` holds the method's own (:mod:`vidssl.methods`). The command line stays flat
+(``vidssl train method=byol lr=0.1 proj_dim=256``): :func:`resolve` sends every key to the engine or
+to the chosen method, and a key that belongs to another method is an error that names it.
+``config.yaml`` and checkpoints store the halves apart (``{"train": ..., "method": ...}``);
+:func:`upgrade_flat` reads the flat, prefixed files of release 0.1.
+
+A recipe (``vidssl train RECIPE.yaml key=value ...``) is a YAML file of keys, flat or in the
+``train:`` / ``method:`` layout of ``config.yaml``; one per method ships in ``vidssl/recipes/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from vidssl.config import ConfigError, fields_help, option, parse_overrides, to_dict
+
+log = logging.getLogger(__name__)
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = option("", "folder of videos (or images); empty trains on synthetic videos generated into OUT/synth")
+    data_kind: Literal["videos", "images"] = option(
+        "videos", "videos: video files and frame folders | images: an image folder (ImageFolder layout, labels ignored)"
+    )
+    method: str = option("fti", "a training method (vidssl train method=NAME --help lists its own keys too)")
+    encoder: str = option("resnet18", "resnet18 | resnet34 | resnet50 | vit_tiny | vit_small | timm:NAME")
+    encoder_stride: int | None = option(
+        None, "output stride of the encoder: none = the architecture's own (32 ResNet, 16 ViT); 8 or 16 for dense tasks"
+    )
+    weights: str = option("", "initial encoder weights (local .safetensors or state_dict file)")
+    steps: int = option(1000, "optimizer steps")
+    batch_size: int = option(64, "samples per micro-batch per process")
+    accum: int = option(1, "micro-batches accumulated per optimizer step")
+    out: str = option("runs/train", "run folder: config.yaml, checkpoints/, log.jsonl, tb/, encoder.safetensors")
+    resume: bool = option(False, "continue from OUT/checkpoints/last.pt")
+    optimizer: Literal["sgd", "lars", "adamw"] = option("sgd", "sgd | lars | adamw")
+    lr: float = option(0.05, "peak learning rate (per optimizer step, not scaled by batch)")
+    min_lr: float = option(0.0, "final learning rate of the cosine schedule")
+    warmup_steps: int = option(0, "linear warmup steps")
+    weight_decay: float = option(1e-4, "weight decay (not on biases and norms)")
+    clip_grad: float = option(0.0, "clip the gradient norm to this (0: off)")
+    image_size: int = option(224, "crop size seen by the encoder")
+    color_on: Literal["auto", "loader", "device"] = option(
+        "auto", "where colour jitter / grayscale / blur run: loader workers, or batched on the device "
+        "(auto: device on CUDA)"
+    )
+    decode_size: int = option(256, "short side frames are resized to while decoding")
+    backend: str = option("auto", "video backend: auto | decord | pyav | opencv | frames")
+    workers: int = option(4, "DataLoader workers per process")
+    device: str = option("auto", "auto | cpu | cuda")
+    amp: bool = option(True, "bf16 autocast on CUDA")
+    channels_last: bool = option(True, "channels_last memory format on CUDA")
+    compile: bool = option(False, "torch.compile the method")
+    seed: int = option(0, "seed of initialisation, sampling and augmentation")
+    save_every: int = option(500, "checkpoint every N steps (and at the end)")
+    log_every: int = option(10, "log every N steps")
+    export: bool = option(True, "write OUT/encoder.safetensors at the end")
+
+
+ENGINE_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def method_class(name: str) -> type:
+    """The registered method class called ``name``; a one-line error otherwise."""
+    from vidssl.methods import METHODS
+
+    if name == "track":
+        raise ConfigError("object-track positives are a pair source now, not a method: "
+                          "method=fti positives=tracks tracks=DIR (or positives=both for frame and track pairs)")
+    if name not in METHODS:
+        close = difflib.get_close_matches(name, METHODS, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"unknown method {name!r}; {hint}choose from {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def method_keys(name: str) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(method_class(name).Config))
+
+
+def engine_defaults(method: str) -> TrainConfig:
+    """TrainConfig's defaults with the method's own ``train_defaults`` (e.g. colorization's
+    ``encoder_stride=8``)."""
+    return TrainConfig(method=method, **method_class(method).train_defaults)
+
+
+def owners(key: str) -> list[str]:
+    """The methods that have ``key``."""
+    from vidssl.methods import METHODS
+
+    return [name for name, cls in METHODS.items() if key in {f.name for f in dataclasses.fields(cls.Config)}]
+
+
+def _unknown(key: str, method: str) -> ConfigError:
+    have = owners(key)
+    if have:
+        return ConfigError(f"{key} is not a key of method {method} (it belongs to {', '.join(have)}); "
+                           f"see 'vidssl train method={method} --help'")
+    names = [*ENGINE_KEYS, *method_keys(method)]
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; see 'vidssl train method={method} --help'"
+    return ConfigError(f"unknown key '{key}'{hint}")
+
+
+def split_keys(method: str, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(engine keys, method keys) of a flat ``{key: value}``; raises ConfigError on a key of neither."""
+    own = set(method_keys(method))
+    engine, mine = {}, {}
+    for key, value in values.items():
+        key = key.strip().replace("-", "_")
+        if key in ENGINE_KEYS:
+            engine[key] = value
+        elif key in own:
+            mine[key] = value
+        else:
+            raise _unknown(key, method)
+    return engine, mine
+
+
+def read_recipe(name: str | Path) -> dict[str, Any]:
+    """A recipe as flat keys: a YAML file, or the name of a shipped one (``byol``, ``byol.yaml``)."""
+    path = Path(name)
+    if not path.is_file():
+        shipped = RECIPES / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+        if not shipped.is_file():
+            known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
+            raise FileNotFoundError(f"{name}: no such recipe file (shipped recipes: {known})")
+        path = shipped
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not a YAML recipe ({err})") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of keys, got {type(data).__name__}")
+    if isinstance(data.get("train"), dict) or isinstance(data.get("method"), dict):  # config.yaml layout
+        data = {**data.get("train", {}), **data.get("method", {}), "method": data.get("train", {}).get("method", "fti")}
+    return data
+
+
+def resolve(pairs: list[str], *, recipe: dict[str, Any] | None = None) -> tuple[TrainConfig, Any]:
+    """The engine and method configs of ``key=value`` strings on top of a recipe's keys.
+
+    The method comes from ``method=`` (command line, else recipe, else ``fti``; on ``resume`` without
+    one, the run folder's). Recipe values are typed YAML; command-line values are parsed as in
+    :func:`vidssl.config.parse_overrides`.
+    """
+    given: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"expected key=value, got {pair!r}")
+        given[key] = raw
+    recipe = dict(recipe or {})
+    method = given.get("method", "").strip() or str(recipe.get("method", "")) or _resumed_method(given) or "fti"
+    recipe_engine, recipe_method = split_keys(method, {k: v for k, v in recipe.items() if k != "method"})
+    cli_engine, cli_method = split_keys(method, given)
+    base = dataclasses.replace(engine_defaults(method), **recipe_engine)
+    train_cfg = parse_overrides(TrainConfig, [f"{k}={v}" for k, v in cli_engine.items() if k != "method"], base=base)
+    train_cfg = dataclasses.replace(train_cfg, method=method)
+    cls = method_class(method).Config
+    method_cfg = parse_overrides(cls, [f"{k}={v}" for k, v in cli_method.items()], base=cls(**recipe_method))
+    return train_cfg, method_cfg
+
+
+def _resumed_method(given: dict[str, str]) -> str | None:
+    """On ``resume=true out=RUN`` without ``method=``, the run's own method."""
+    if given.get("resume", "").strip().lower() not in ("true", "yes", "on", "1"):
+        return None
+    saved = Path(given.get("out", TrainConfig.out).strip()) / "config.yaml"
+    if not saved.is_file():
+        return None
+    try:
+        return str(load_run_config(saved)[0].method)
+    except (ConfigError, ValueError, OSError):
+        return None
+
+
+def run_config(**values: Any) -> tuple[TrainConfig, Any]:
+    """The two configs from Python values, resolved like the command line:
+    ``train(*run_config(method="cpc", steps=10, pred_steps=2))``."""
+    method = values.pop("method", "fti")
+    engine, mine = split_keys(method, values)
+    train_cfg = dataclasses.replace(engine_defaults(method), **engine)
+    return train_cfg, method_class(method).Config(**mine)
+
+
+def help_rows(method: str) -> list[tuple[str, str, str]]:
+    """(key, default, help) of the engine keys (with the method's defaults) then the method's."""
+    engine = fields_help(TrainConfig)
+    overrides = method_class(method).train_defaults
+    engine = [(k, str(overrides[k]) if k in overrides else d, h) for k, d, h in engine]
+    return engine + fields_help(method_class(method).Config)
+
+
+def config_dict(train_cfg: TrainConfig, method_cfg: Any) -> dict[str, Any]:
+    """What ``config.yaml`` and checkpoints store."""
+    return {"train": to_dict(train_cfg), "method": to_dict(method_cfg)}
+
+
+def from_dict(saved: dict[str, Any]) -> tuple[TrainConfig, Any]:
+    """The configs a ``config.yaml`` / checkpoint ``config`` holds, of this release or of 0.1."""
+    if not (isinstance(saved.get("train"), dict) and isinstance(saved.get("method"), dict)):
+        saved = upgrade_flat(saved)
+    engine = {k: v for k, v in saved["train"].items() if k in ENGINE_KEYS}
+    dropped = sorted(set(saved["train"]) - set(engine))
+    train_cfg = _typed(TrainConfig, engine)
+    cls = method_class(train_cfg.method).Config
+    names = {f.name for f in dataclasses.fields(cls)}
+    dropped += sorted(set(saved["method"]) - names)
+    if dropped:
+        log.warning("config: ignoring keys this release does not have: %s", ", ".join(dropped))
+    return train_cfg, _typed(cls, {k: v for k, v in saved["method"].items() if k in names})
+
+
+def load_run_config(path: str | Path) -> tuple[TrainConfig, Any]:
+    """Read a run folder's ``config.yaml`` (either layout)."""
+    path = Path(path)
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not a vidssl config.yaml ({err})") from err
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path}: not a vidssl config.yaml")
+    return from_dict(saved)
+
+
+def _typed(cls: type, values: dict[str, Any]) -> Any:
+    """``cls(**values)`` with YAML's lists turned back into the fields' tuples."""
+    hints = typing.get_type_hints(cls)
+    fixed = {}
+    for key, value in values.items():
+        origin = typing.get_origin(hints[key])
+        if isinstance(value, list) and (origin is tuple or tuple in typing.get_args(hints[key])):
+            value = tuple(value)
+        fixed[key] = value
+    return cls(**fixed)
+
+
+# --- release 0.1: one flat TrainConfig grafted with prefixed method options ----------------------
+
+_FTI_KEYS_0_1 = ("loss", "temperature", "proj_hidden", "proj_dim", "queue_size", "moco_momentum", "min_gap", "max_gap",
+                 "gap_unit")
+_TRACK_KEYS_0_1 = ("tracks", "track_min_gap", "track_max_gap", "track_min_length", "track_context", "track_weight",
+                   "frame_weight")
+_RENAMED_0_1 = {
+    "cpc": {"cpc_dense": "dense", "cpc_context_dim": "context_dim", "proj_dim": "proj_dim",
+            "temperature": "temperature"},
+    "colorization": {"color_clusters": "clusters", "color_embed_dim": "embed_dim", "color_any_stride": "any_stride",
+                     "temperature": "temperature"},
+}
+_PREFIX_0_1 = {"byol": "byol_", "simsiam": "simsiam_", "dino": "dino_", "rotation": "rotation_", "jigsaw": "jigsaw_",
+               "relpatch": "relpatch_"}
+_DEFAULT_TEMPERATURE_0_1 = {"cpc": 1.0, "colorization": 1.0, "simclr": 0.1, "mocov2": 0.2}
+
+
+def upgrade_flat(flat: dict[str, Any]) -> dict[str, Any]:
+    """A release-0.1 config (one flat dict, method options with prefixes, FTI's keys shared by every
+    method, ``method=track``) as ``{"train": ..., "method": ...}`` of this release."""
+    flat = dict(flat)
+    method = flat.get("method", "fti")
+    engine = {k: v for k, v in flat.items() if k in ENGINE_KEYS}
+    mine: dict[str, Any] = {}
+    if method in ("fti", "track", "simclr", "mocov2"):
+        mine = {k: flat[k] for k in (*_FTI_KEYS_0_1, *_TRACK_KEYS_0_1) if k in flat}
+        if method == "track":
+            engine["method"], mine["positives"] = "fti", "tracks"
+        elif method == "fti":
+            mine["positives"] = "both" if flat.get("tracks") else "frames"
+        else:  # simclr / mocov2 forced a gap of 0 and their own loss; track keys were not theirs
+            mine = {k: v for k, v in mine.items() if k not in ("loss", *_TRACK_KEYS_0_1)}
+            mine.update(min_gap=0, max_gap=0)
+            if method == "simclr":
+                mine = {k: v for k, v in mine.items() if k not in ("queue_size", "moco_momentum")}
+        if mine.get("temperature") is None:
+            loss = mine.get("loss", "moco" if method == "mocov2" else "infonce")
+            mine["temperature"] = 0.2 if loss == "moco" else 0.1
+    elif method in _RENAMED_0_1:
+        mine = {new: flat[old] for old, new in _RENAMED_0_1[method].items() if old in flat}
+        if mine.get("temperature") is None:
+            mine["temperature"] = _DEFAULT_TEMPERATURE_0_1[method]
+        mine.update({k: v for k, v in flat.items() if k in ("seq_len", "seq_stride", "pred_steps", "num_refs",
+                                                           "ref_stride", "kmeans_samples")})
+    elif method in _PREFIX_0_1:
+        prefix = _PREFIX_0_1[method]
+        mine = {k.removeprefix(prefix): v for k, v in flat.items() if k.startswith(prefix)}
+        if method == "byol":  # byol took frame pairs of gap 0 before pair sources existed
+            mine.update(max_gap=0)
+    return {"train": engine, "method": mine}
+
+
+__all__ = ["TrainConfig", "config_dict", "from_dict", "help_rows", "load_run_config", "method_class", "read_recipe",
+           "resolve", "run_config", "split_keys", "upgrade_flat"]
