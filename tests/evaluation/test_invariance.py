@@ -27,6 +27,7 @@ from vidssl.evaluation.invariance import (
     invariance_scores,
     measure_invariance,
     occlude,
+    paper_scores,
     score_sets,
     square_box,
     top_k_mean,
@@ -137,6 +138,74 @@ def test_features_constant_within_sets_score_one_and_random_features_do_not() ->
     assert results["invariant"]["ratio_top10"] == pytest.approx(64.0)
     assert results["independent"]["top10"] < 0.5
     assert results["independent"]["neurons_scored"] == 32
+
+
+def _released_measure(feat: np.ndarray, item_ids: np.ndarray, classes: np.ndarray) -> tuple[float, float]:
+    """A plain re-statement of measure_invariances.py (senthilps8/demystifyssl) on flat arrays:
+    (N, D) features, one set id and one class label per image; returns its printed top-10, top-25."""
+    unique_classes = np.unique(classes)
+    firing_percent = min((1.0 - 1.0 / len(unique_classes)) * 100, 95)
+    n = feat.shape[0]
+    index = int((n * firing_percent) // 100)
+    upper = np.sort(feat, axis=0)[index]  # fires when >= (global) or > (local)
+    lower = np.sort(feat, axis=0)[::-1][index]  # fires when <
+    global_firing = (feat >= upper).mean(axis=0)
+    local_sum = np.zeros((len(unique_classes), feat.shape[1]))
+    local_count = np.zeros_like(local_sum)
+    for item in np.unique(item_ids):
+        members = np.flatnonzero(item_ids == item)
+        if len(members) < 3:
+            continue
+        c = list(unique_classes).index(classes[members[0]])
+        firing = np.maximum((feat[members] > upper).sum(0), (feat[members] < lower).sum(0))
+        local_sum[c][firing > 0] += firing[firing > 0] / len(members)
+        local_count[c][firing > 0] += 1
+    per_class = np.sort(local_sum / (local_count + 1e-20) / global_firing, axis=1)[:, ::-1]
+    return tuple(per_class[:, :k].mean(axis=1).mean() * (100 - firing_percent) for k in (10, 25))
+
+
+@pytest.mark.parametrize("case", ["gaussian", "relu ties", "one class", "many sets"])
+def test_paper_protocol_matches_a_restatement_of_the_released_code(case: str) -> None:
+    rng = np.random.default_rng(len(case))
+    shapes = {"gaussian": (40, 4), "relu ties": (30, 3), "one class": (12, 1), "many sets": (90, 90)}
+    num_sets, num_classes = shapes[case]
+    sizes = rng.integers(2, 9, num_sets)  # sets of 2 are skipped by the released code
+    labels = rng.permutation(np.arange(num_sets) % num_classes)  # every class has a set
+    sets = [rng.standard_normal((n, 32)) for n in sizes]
+    if case == "relu ties":  # many exact zeros and repeated values: > against >= matters
+        sets = [np.maximum(np.round(s, 1), 0) for s in sets]
+    names = [f"class{c}" for c in labels]
+    ours = paper_scores([torch.from_numpy(s).float() for s in sets], names, topk=(10, 25))
+    feat = np.concatenate(sets).astype(np.float32).astype(np.float64)
+    item_ids = np.repeat(np.arange(num_sets), sizes)
+    classes = np.repeat(np.array(names), sizes)
+    expected = _released_measure(feat, item_ids, classes)
+    assert (ours["top10"], ours["top25"]) == pytest.approx(expected, rel=1e-12)
+    assert ours["classes"] == num_classes and ours["images"] == sizes.sum()
+    assert ours["sets_scored"] == (sizes >= 3).sum()
+    assert ours["firing_rate"] == pytest.approx(max(1 / num_classes, 0.05))
+
+
+def test_paper_protocol_by_hand_and_against_the_vidssl_protocol() -> None:
+    """One neuron, responses 0..19 in four sets of five, two classes: every difference of the
+    released measure (rate 1/C, both directions, c/n per set, per class, times the rate) shows."""
+    sets = [[15, 16, 17, 18, 19], [0, 1, 2, 3, 10], [4, 5, 11, 12, 13], [6, 7, 8, 9, 14]]
+    features = [torch.tensor(s, dtype=torch.float32)[:, None] for s in sets]
+    # C = 2: rate 50%, index 10. Top threshold 10 (G = #{>= 10} / 20 = 0.5, locally > 10);
+    # bottom threshold 9 (fires below 9). Per set c = max(#up, #down), share c / 5:
+    # 5 up -> 1; 4 down -> 0.8; 3 up -> 0.6; 3 down (1 up) -> 0.6. Class a: (1 + 0.8) / 2 / 0.5
+    # = 1.8, class b: 0.6 / 0.5 = 1.2; mean 1.5, times 50 = 75.
+    paper = paper_scores(features, ["a", "a", "b", "b"], topk=(1,))
+    assert paper["top1"] == pytest.approx(75.0)
+    assert paper["firing_rate"] == 0.5 and paper["classes"] == 2 and paper["sets_scored"] == 4
+    # vidssl at the same rate: fires on >= 10 only; c = 5, 1, 3, 1 -> L = (5*4/4 + 3*2/4) / 10.
+    assert score_sets({"x": features}, rate=0.5, topk=(1,))["x"]["top1"] == pytest.approx(0.65)
+    # Sets of two images are not scored, but their class still sets the rate (C = 3: 33%).
+    three = paper_scores([*features, torch.zeros(2, 1)], ["a", "a", "b", "b", "c"], topk=(1,))
+    assert three["classes"] == 3 and three["sets_scored"] == 4
+    assert three["firing_rate"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="top-25"):
+        paper_scores([torch.zeros(3, 8)], ["a"], topk=(25,))
 
 
 def test_illumination_invariant_encoder_scores_one_and_a_pixel_encoder_lower() -> None:

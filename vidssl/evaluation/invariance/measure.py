@@ -213,3 +213,98 @@ def measure_invariance(
     (n_j, 3, H, W) uint8 sets, e.g. from :func:`build_sets`)."""
     features = sets_features(encoder, sets, batch_size=batch_size, device=device, layer=layer)
     return score_sets(features, rate=rate, topk=topk)
+
+
+# --------------------------------------------------------------------------------------------------
+# protocol=paper: the measurement of the authors' released code
+# --------------------------------------------------------------------------------------------------
+
+PAPER_MIN_SET = 3
+"""The released code scores only sets of at least this many images."""
+
+
+def paper_firing_percent(num_classes: int) -> float:
+    """The released code's global firing rate in percent: ``max(100 / C, 5)`` for ``C`` classes.
+
+    Computed as it does, ``100 - min((1 - 1 / C) * 100, 95)``, so the float is bit-identical to
+    the one that scales its reported number.
+    """
+    return 100 - min((1.0 - 1.0 / num_classes) * 100, 95)
+
+
+def paper_scores(
+    features_by_set: Sequence[torch.Tensor],
+    classes: Sequence[str | int],
+    *,
+    topk: Sequence[int] = (10, 25),
+) -> dict[str, float | int]:
+    """One transformation scored exactly as the authors' released code does
+    (``senthilps8/demystifyssl``, ``measure_invariances.py``; re-implemented, not copied).
+
+    Args:
+        features_by_set: one (n_j, D) tensor per set (one instance under the transformation).
+        classes: one label per set; ``C`` = the number of distinct labels, counted over every set
+            (also those too small to score).
+        topk: numbers of neurons averaged; each must be at most D.
+
+    The steps, over the N images of all sets:
+
+    1. Firing rate ``p = max(1/C, 5%)`` (:func:`paper_firing_percent`). With ``P = 100 - 100 p``
+       and ``i = floor(N * P / 100)``, the top threshold is the i-th smallest response (0-based)
+       and the bottom threshold the i-th largest.
+    2. ``G`` = the fraction of images with response ``>=`` the top threshold (top direction only).
+    3. For each set of at least :data:`PAPER_MIN_SET` images: ``c`` = the larger of the number of
+       its images strictly above the top threshold and the number strictly below the bottom one
+       (a neuron counts in whichever direction fires more). Where ``c > 0`` the set adds ``c / n``
+       to its class's sum and 1 to its class's count.
+    4. Per class, ``L = sum / (count + 1e-20)`` (0 for neurons that fired in none of its sets),
+       score ``L / G``, sorted; the class's value for k is the mean of its k largest scores.
+    5. Reported: the mean over classes, times ``100 p`` (so about 100 L, on a 0-100 scale).
+
+    Returns:
+        ``top{k}`` per k, ``firing_rate`` (p as a fraction), ``classes`` (C), ``sets``,
+        ``sets_scored`` (sets of 3 images or more), ``images`` (N), ``neurons_scored`` (neurons
+        that fired in some scored set).
+
+    Raises:
+        ValueError: mismatched lengths, or a k above the number of neurons (the released code
+            would index past its sorted scores).
+    """
+    if len(classes) != len(features_by_set):
+        raise ValueError(f"{len(classes)} class labels for {len(features_by_set)} sets")
+    everything = torch.cat(list(features_by_set)).double()  # (N, D)
+    n_images, n_neurons = everything.shape
+    if max(topk) > n_neurons:
+        raise ValueError(f"top-{max(topk)} neurons asked of features with {n_neurons} neurons")
+    labels = sorted({str(c) for c in classes})
+    percent = paper_firing_percent(len(labels))
+    index = int((n_images * (100 - percent)) // 100)
+    ascending = torch.sort(everything, dim=0).values
+    top, bottom = ascending[index], ascending[n_images - 1 - index]  # (D,) each
+    global_rate = (everything >= top).double().mean(dim=0)  # (D,), >= 1/N: never zero
+    sums = torch.zeros(len(labels), n_neurons, dtype=torch.float64)
+    counts = torch.zeros_like(sums)
+    scored = 0
+    for features, label in zip(features_by_set, classes, strict=True):
+        n = features.shape[0]
+        if n < PAPER_MIN_SET:
+            continue
+        scored += 1
+        f = features.double()
+        c = torch.maximum((f > top).sum(dim=0), (f < bottom).sum(dim=0)).double()  # (D,)
+        row = labels.index(str(label))
+        sums[row] += torch.where(c > 0, c / n, 0.0)
+        counts[row] += (c > 0).double()
+    local = sums / (counts + 1e-20)  # (C, D)
+    ranked = torch.sort(local / global_rate, dim=1, descending=True).values
+    row: dict[str, float | int] = {
+        f"top{k}": float(ranked[:, :k].mean(dim=1).mean()) * percent for k in topk
+    }
+    return row | {
+        "firing_rate": percent / 100,
+        "classes": len(labels),
+        "sets": len(features_by_set),
+        "sets_scored": scored,
+        "images": n_images,
+        "neurons_scored": int((counts > 0).any(dim=0).sum()),
+    }
