@@ -21,6 +21,7 @@ from vidssl.cli import main
 from vidssl.evaluation.invariance import (
     ILLUMINATIONS,
     TRANSFORMATIONS,
+    build_labelled_sets,
     build_sets,
     crop_object,
     firing_thresholds,
@@ -31,6 +32,7 @@ from vidssl.evaluation.invariance import (
     score_sets,
     square_box,
     top_k_mean,
+    tracks_from_folder,
     tracks_from_synth,
 )
 from vidssl.features import pooled_features
@@ -326,3 +328,86 @@ def test_cli_writes_results_and_a_chart(synth: Path, tmp_path: Path, capsys: pyt
 def test_cli_without_an_encoder_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "invariance"]) == 1
     assert "needs an encoder" in capsys.readouterr().err
+
+
+def _tracks_folder(synth: Path, out: Path) -> list:
+    """The synthetic ground truth written as ``vidssl tracks`` writes a folder (rel paths to the
+    mp4s, tracks.json naming the data root), plus one 3-box track and one track of tiny boxes."""
+    import dataclasses
+
+    from vidssl.tracking.io import csv_path, write_manifest, write_tracks_csv
+
+    tracks = [
+        dataclasses.replace(t, video=f"videos/{Path(t.video).name}.mp4") for t in tracks_from_synth(synth)
+    ]
+    first = tracks[0]
+    short = dataclasses.replace(first, track_id=901, frames=first.frames[:3], boxes=first.boxes[:3],
+                                scores=first.scores[:3])
+    tiny_boxes = np.tile(np.array([[5.0, 5.0, 9.0, 9.0]], np.float32), (len(first), 1))
+    tiny = dataclasses.replace(first, track_id=902, boxes=tiny_boxes)
+    by_video: dict[str, list] = {}
+    for track in [*tracks, short, tiny]:
+        by_video.setdefault(track.video, []).append(track)
+    for video, video_tracks in by_video.items():
+        write_tracks_csv(csv_path(out, video), video_tracks)
+    write_manifest(out, {"version": 1, "data": str(synth), "videos": {v: {} for v in by_video}})
+    return tracks
+
+
+def test_tracks_folder_skips_and_counts_short_tracks_and_small_boxes(synth: Path, tmp_path: Path) -> None:
+    tracks = _tracks_folder(synth, tmp_path / "tracks")
+    source = tracks_from_folder(tmp_path / "tracks", min_box=8, min_track=4)
+    assert source.root == synth
+    assert source.counts["tracks_read"] == len(tracks) + 2
+    assert source.counts["tracks_too_short"] >= 2  # the 3-box track and the tiny one at least
+    assert source.counts["boxes_too_small"] >= len(tracks[0])
+    assert source.counts["tracks_kept"] == len(source.tracks) > 0
+    assert all(len(t) >= 4 for t in source.tracks) and {901, 902}.isdisjoint(t.track_id for t in source.tracks)
+    sides = np.concatenate([np.minimum(t.boxes[:, 2] - t.boxes[:, 0], t.boxes[:, 3] - t.boxes[:, 1])
+                            for t in source.tracks])
+    assert sides.min() >= 8
+    images, classes = build_labelled_sets(source.tracks, transformation="instance", sets=4, images_per_set=3,
+                                          image_size=24, seed=0, root=source.root)
+    assert len(images) == len(classes) > 0 and set(classes) <= {t.class_name for t in source.tracks}
+    with pytest.raises(FileNotFoundError, match="tracks.json"):
+        tracks_from_folder(tmp_path / "nowhere")
+
+
+def test_cli_on_tracks_of_real_video_under_both_protocols(synth: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    _tracks_folder(synth, tmp_path / "tracks")
+    common = ["eval", "invariance", "random:resnet18", f"tracks={tmp_path / 'tracks'}", "sets=12", "images_per_set=4",
+              "image_size=32", "min_box=8", "min_track=4"]
+    assert main([*common, f"out={tmp_path / 'vidssl'}", "rate=0.05"]) == 0
+    assert main([*common, f"out={tmp_path / 'paper'}", "protocol=paper"]) == 0
+    printed = capsys.readouterr().out
+    assert "firing_rate" in printed and "ratio_top10" in printed
+    ours = json.loads((tmp_path / "vidssl" / "results.json").read_text())
+    paper = json.loads((tmp_path / "paper" / "results.json").read_text())
+    assert paper["settings"]["track_counts"] == ours["settings"]["track_counts"]
+    assert paper["settings"]["data"] == str(synth)
+    for name in TRANSFORMATIONS:
+        assert 0 <= ours[name]["top10"] <= 1 and 0 <= paper[name]["top10"] <= 100
+        assert paper[name]["sets"] == ours[name]["sets"] and paper[name]["images"] == ours[name]["images"]
+    # classes=auto: one class per set for viewpoint and illumination (ALOI), the object class for
+    # occlusion and instance: with 12 sets or fewer the rate is 1/C, never the 5% floor.
+    assert paper["viewpoint"]["classes"] == paper["viewpoint"]["sets"]
+    assert paper["occlusion"]["classes"] == len(paper["settings"]["class_labels"]["occlusion"])
+    assert paper["occlusion"]["firing_rate"] == pytest.approx(1 / paper["occlusion"]["classes"])
+
+
+def test_cli_names_the_missing_tracks_folder_and_video(synth: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "invariance", "random:resnet18", f"tracks={tmp_path / 'none'}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path / "none") in err and "tracks.json" in err
+    _tracks_folder(synth, tmp_path / "tracks")
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    argv = ["eval", "invariance", "random:resnet18", f"tracks={tmp_path / 'tracks'}", f"data={empty}", "min_box=8",
+            "min_track=4", "transformations=viewpoint", "images_per_set=4"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(empty / "videos") in err and "not found" in err
+    assert main(["eval", "invariance", "random:resnet18", "protocol=papers"]) == 1
+    assert "unknown protocol 'papers'" in capsys.readouterr().err

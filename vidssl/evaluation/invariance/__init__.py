@@ -7,6 +7,7 @@ The measurement of Purushwalkam & Gupta 2020 (arXiv:2007.13916), after Goodfello
     sets.py      image sets per transformation, from object tracks (vidssl.tracking.Track)
     plot.py      the bar chart invariance.png
     command.py   ``vidssl eval invariance``: InvarianceConfig, run_invariance, format_table
+    (measure.py also holds paper_scores, the authors' released measure: ``protocol=paper``)
 
 The public names are re-exported here::
 
@@ -35,10 +36,13 @@ from vidssl.evaluation.invariance.sets import (
     ILLUMINATIONS,
     TRANSFORMATIONS,
     Illumination,
+    TrackSource,
+    build_labelled_sets,
     build_sets,
     crop_object,
     occlude,
     square_box,
+    tracks_from_folder,
     tracks_from_synth,
 )
 
@@ -48,6 +52,8 @@ __all__ = [
     "Illumination",
     "InvarianceConfig",
     "InvarianceScores",
+    "TrackSource",
+    "build_labelled_sets",
     "build_sets",
     "crop_object",
     "firing_thresholds",
@@ -63,5 +69,6 @@ __all__ = [
     "sets_features",
     "square_box",
     "top_k_mean",
+    "tracks_from_folder",
     "tracks_from_synth",
 ]

@@ -10,11 +10,16 @@ from vidssl.files import atomic_path
 
 
 def plot_invariance(
-    results: Mapping[str, Mapping[str, float | int]], path: Path, *, topk: Sequence[int], label: str = ""
+    results: Mapping[str, Mapping[str, float | int]],
+    path: Path,
+    *,
+    topk: Sequence[int],
+    label: str = "",
+    ymax: float = 1.0,
 ) -> None:
-    """A grouped bar chart (PNG): transformations along x, one bar per k (mean L of the top-k
-    neurons, on a 0-1 axis); ``label`` (e.g. the encoder) heads the subtitle. Drawn with PIL, so
-    no plotting library is needed."""
+    """A grouped bar chart (PNG): transformations along x, one bar per k (the ``top{k}`` score,
+    on a 0-``ymax`` axis: 1 for vidssl's mean L, 100 for the paper protocol's score); ``label``
+    (e.g. the encoder) heads the subtitle. Drawn with PIL, so no plotting library is needed."""
     from PIL import Image, ImageDraw, ImageFont
 
     colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
@@ -26,14 +31,16 @@ def plot_invariance(
     plot_h = height - top - bottom
 
     def y_of(value: float) -> float:
-        return top + plot_h * (1 - value)
+        return top + plot_h * (1 - min(value / ymax, 1.0))
 
-    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+    for tick in (0.0, 0.25 * ymax, 0.5 * ymax, 0.75 * ymax, ymax):
         draw.line([(left, y_of(tick)), (width - right, y_of(tick))], fill=(220, 220, 220))
-        draw.text((left - 8, y_of(tick)), f"{tick:.2f}", fill="black", font=small, anchor="rm")
+        draw.text((left - 8, y_of(tick)), f"{tick:.2f}" if ymax <= 1 else f"{tick:.0f}", fill="black", font=small,
+                  anchor="rm")
     draw.line([(left, top), (left, top + plot_h), (width - right, top + plot_h)], fill="black")
     draw.text((width / 2, 8), "Invariance (Purushwalkam & Gupta 2020)", fill="black", font=font, anchor="mt")
-    subtitle = "mean local firing rate L of the top-k neurons" + (f" - {label}" if label else "")
+    what = "mean local firing rate L of the top-k neurons" if ymax <= 1 else "released code's score (about 100 L)"
+    subtitle = what + (f" - {label}" if label else "")
     draw.text((width / 2, 28), subtitle, fill=(90, 90, 90), font=small, anchor="mt")
     group = (width - left - right) / len(results)
     bar = group * 0.7 / len(topk)
@@ -44,7 +51,8 @@ def plot_invariance(
             xa = x0 + b * bar
             if isinstance(value, float) and not math.isnan(value):
                 draw.rectangle([xa, y_of(value), xa + bar - 2, y_of(0)], fill=colours[b % len(colours)])
-                draw.text((xa + bar / 2, y_of(value) - 3), f"{value:.2f}", fill="black", font=small, anchor="mb")
+                text = f"{value:.2f}" if ymax <= 1 else f"{value:.1f}"
+                draw.text((xa + bar / 2, y_of(value) - 3), text, fill="black", font=small, anchor="mb")
         draw.text((left + (g + 0.5) * group, top + plot_h + 8), name, fill="black", font=font, anchor="mt")
     for b, k in enumerate(topk):  # legend, top right
         x = width - right - 80 * (len(topk) - b)

@@ -9,15 +9,19 @@ A set holds images of one instance under one transformation (:data:`TRANSFORMATI
 * ``instance``: crops of different objects of one class.
 
 Tracks are :class:`vidssl.tracking.Track`, the one track type of the package.
-:func:`tracks_from_synth` reads them from a ``vidssl synth`` folder (ground-truth boxes and masks);
-the tracks of ``vidssl tracks`` plug in as they are read::
+:func:`tracks_from_synth` reads them from a ``vidssl synth`` folder (ground-truth boxes and masks,
+every set fully labelled); :func:`tracks_from_folder` reads the tracks of ``vidssl tracks`` on real
+videos (detector boxes and classes), leaving out and counting small boxes and short tracks::
 
     tracks = tracks_from_synth(Path("runs/synth"))
     sets = {name: build_sets(tracks, transformation=name, sets=64, images_per_set=8,
                              image_size=64, seed=0) for name in TRANSFORMATIONS}
 
-    tracks = [t for video in read_tracks("runs/tracks").values() for t in video]
-    viewpoint = build_sets(tracks, transformation="viewpoint", root=read_manifest("runs/tracks")["data"])
+    source = tracks_from_folder("runs/tracks", min_box=32, min_track=8)
+    viewpoint, classes = build_labelled_sets(source.tracks, transformation="viewpoint", root=source.root)
+
+On real video the viewpoint and instance sets are real (one track over time; tracks of one detector
+class), the illumination and occlusion sets are real crops transformed synthetically.
 
 Crops are squares around the box (:func:`crop_object`), cut with the data layer's
 :func:`vidssl.data.track_pairs.crop_box`.
@@ -93,6 +97,60 @@ def tracks_from_synth(root: Path, *, min_size: int = 8, min_visible: float = 0.7
                     scores=np.ones(len(indices), np.float32),
                 ))
     return tracks
+
+
+@dataclass(frozen=True)
+class TrackSource:
+    """Tracks ready for :func:`build_labelled_sets`, where their videos are, and what was left out."""
+
+    tracks: list[Track]
+    root: Path  # each video is root / track.video
+    counts: dict[str, int]  # tracks_read, tracks_kept, tracks_too_short, boxes_read, boxes_too_small
+
+
+def tracks_from_folder(
+    tracks_dir: str | Path, *, data: str | Path = "", min_box: float = 32.0, min_track: int = 8
+) -> TrackSource:
+    """The tracks of a ``vidssl tracks`` folder (:func:`vidssl.tracking.read_tracks`), filtered for
+    the invariance sets.
+
+    A box whose shorter side is below ``min_box`` native pixels is dropped (its crop would be
+    upsampled blur); a track left with fewer than ``min_track`` boxes is dropped (short tracks are
+    mostly detector flicker, and a viewpoint set needs ``images_per_set`` frames of one track).
+    Both are counted in ``counts``.
+
+    Args:
+        tracks_dir: the folder holding ``tracks.json`` and the CSVs.
+        data: the videos' folder; empty: the ``data`` recorded in ``tracks.json``.
+
+    Raises:
+        FileNotFoundError: no ``tracks.json`` in ``tracks_dir``, or ``data`` is not a folder.
+        ValueError: a CSV that is not a tracks CSV (the message names it).
+    """
+    from vidssl.tracking import read_manifest, read_tracks
+
+    root = Path(data) if data else Path(read_manifest(tracks_dir)["data"])
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not a folder (data= must be the folder the tracks of {tracks_dir} were"
+                                " computed on)")
+    counts = dict.fromkeys(("tracks_read", "tracks_kept", "tracks_too_short", "boxes_read", "boxes_too_small"), 0)
+    kept = []
+    for video_tracks in read_tracks(tracks_dir).values():
+        for track in video_tracks:
+            counts["tracks_read"] += 1
+            counts["boxes_read"] += len(track)
+            sides = np.minimum(track.boxes[:, 2] - track.boxes[:, 0], track.boxes[:, 3] - track.boxes[:, 1])
+            large = sides >= min_box
+            counts["boxes_too_small"] += int((~large).sum())
+            if int(large.sum()) < max(min_track, 1):
+                counts["tracks_too_short"] += 1
+                continue
+            kept.append(Track(
+                video=track.video, track_id=track.track_id, class_id=track.class_id, class_name=track.class_name,
+                frames=track.frames[large], boxes=track.boxes[large], scores=track.scores[large],
+            ))
+    counts["tracks_kept"] = len(kept)
+    return TrackSource(tracks=kept, root=root, counts=counts)
 
 
 def _box(track: Track, row: int) -> Box:
@@ -256,11 +314,29 @@ def build_sets(
     seed: int = 0,
     root: str | Path = "",
 ) -> list[torch.Tensor]:
-    """Image sets of one transformation from object tracks, deterministic given ``seed``.
+    """The image sets of :func:`build_labelled_sets`, without their class labels."""
+    return build_labelled_sets(
+        tracks, transformation=transformation, sets=sets, images_per_set=images_per_set,
+        image_size=image_size, seed=seed, root=root,
+    )[0]
+
+
+def build_labelled_sets(
+    tracks: Sequence[Track],
+    *,
+    transformation: str,
+    sets: int = 64,
+    images_per_set: int = 8,
+    image_size: int = 64,
+    seed: int = 0,
+    root: str | Path = "",
+) -> tuple[list[torch.Tensor], list[str]]:
+    """Image sets of one transformation from object tracks, and the object class of each set;
+    deterministic given ``seed``.
 
     Each track's video is ``root / track.video`` (``root`` empty: ``track.video`` as it is, as
     :func:`tracks_from_synth` gives it; for ``vidssl tracks`` output, the data folder of its
-    ``tracks.json``). Boxes are in the video's native pixels.
+    ``tracks.json``: :func:`tracks_from_folder`). Boxes are in the video's native pixels.
 
     * ``viewpoint``: crops of one track at ``images_per_set`` frames (pose, scale, deformation
       and background change; the object stays the same).
@@ -270,10 +346,12 @@ def build_sets(
 
     Returns:
         At most ``sets`` tensors (n_j, 3, image_size, image_size) uint8: fewer when the tracks
-        run out of unused frames (no frame is used twice).
+        run out of unused frames (no frame is used twice); and per set its tracks'
+        ``class_name`` (the paper protocol ranks neurons per class).
 
     Raises:
         ValueError: unknown transformation, or tracks that cannot make its sets.
+        FileNotFoundError: a track's video is missing (the message names it).
     """
     from vidssl.data.backends import open_video
 
@@ -282,6 +360,7 @@ def build_sets(
     # One stream per transformation, so adding one never changes another's sets.
     rng = np.random.default_rng([seed, TRANSFORMATIONS.index(transformation)])
     specs = _draw_specs(tracks, transformation=transformation, sets=sets, images_per_set=images_per_set, rng=rng)
+    classes = [tracks[spec[0][0]].class_name for spec in specs]
     videos = [Path(root) / track.video for track in tracks]
     wanted: dict[Path, set[int]] = defaultdict(set)
     for spec in specs:
@@ -289,6 +368,9 @@ def build_sets(
             wanted[videos[t]].add(int(tracks[t].frames[p]))
     decoded: dict[tuple[Path, int], np.ndarray] = {}
     for video, indices in wanted.items():
+        if not video.exists():
+            raise FileNotFoundError(f"{video}: video of a track not found (is root / data the folder the tracks"
+                                    " were computed on?)")
         reader = open_video(video)
         try:
             ordered = sorted(indices)
@@ -302,10 +384,10 @@ def build_sets(
     if transformation == "illumination":
         # Every lighting change on all crops at once: (L, S, 3, H, W) -> S sets of L images.
         lit = torch.stack([light(torch.stack([c[0][0] for c in crops])) for light in ILLUMINATIONS])
-        return list(lit.transpose(0, 1).unbind())
+        return list(lit.transpose(0, 1).unbind()), classes
     if transformation == "occlusion":
         return [
             torch.stack([crop] + [occlude(crop, box, rng=rng) for _ in range(images_per_set - 1)])
             for ((crop, box),) in crops
-        ]
-    return [torch.stack([crop for crop, _ in group]) for group in crops]
+        ], classes
+    return [torch.stack([crop for crop, _ in group]) for group in crops], classes
