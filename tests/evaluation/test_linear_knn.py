@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from vidssl.cli import main
 from vidssl.data.synth_images import make_image_folder
 from vidssl.evaluation.image_features import align_labels, extract_features
-from vidssl.evaluation.knn import knn_scores
+from vidssl.evaluation.knn import knn_accuracy, knn_scores
 from vidssl.evaluation.linear import accuracy_topk, fit_logistic_lbfgs, fit_logistic_sgd, holdout_split
 from vidssl.features import resolve_encoder
 
@@ -152,6 +152,23 @@ def test_knn_weighted_vote_by_hand() -> None:
     # k above the train size counts as all of it; the 90-degree vote is exp(0) = 1.
     k9 = knn_scores(train, labels, test, k=9, temperature=t, num_classes=2)
     torch.testing.assert_close(k9, torch.tensor([[vote[0] + 1.0, vote[1] + vote[2]]]), rtol=1e-5, atol=0)
+
+
+def test_knn_top_k_counts_only_classes_with_votes() -> None:
+    """Issue 18: with every neighbour of one class, the other classes tie at zero votes; ranking
+    them by tie order gave top-5 0.5 on these two rows (accuracy_topk), as if a class nobody
+    voted for were a hit."""
+    train = torch.tensor([_unit(a) for a in (0, 5, 10, 200, 210)])
+    labels = torch.tensor([0, 0, 0, 1, 2])
+    test = torch.tensor([_unit(2), _unit(3)])
+    y = torch.tensor([0, 3])  # the second row's class has no train image near (or at all)
+    votes = knn_scores(train, labels, test, k=3, num_classes=5)  # top-5 = every class
+    assert (votes[:, 1:] == 0).all()  # all three neighbours are class 0
+    assert accuracy_topk(votes, y, ks=(5,))[5] == 1.0  # the old count: class 3 "in the top 5" by tie order
+    assert knn_accuracy(votes, y, ks=(1, 5)) == {1: 0.5, 5: 0.5}
+    # Among voted classes the rank is by votes: true class second of two voted -> top-1 miss, top-2 hit.
+    votes = torch.tensor([[0.0, 2.0, 3.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    assert knn_accuracy(votes, torch.tensor([1, 0]), ks=(1, 2, 5)) == {1: 0.0, 2: 1.0, 5: 1.0}  # tie: rank 2
 
 
 def test_knn_chunking_changes_nothing() -> None:

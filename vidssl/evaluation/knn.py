@@ -12,6 +12,7 @@ k = 20 and 200 as in DINO. No parameter is fitted, so it measures the feature sp
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,6 @@ import torch.nn.functional as F
 from vidssl.config import option, to_dict
 from vidssl.device import resolve_device
 from vidssl.evaluation.image_features import FeatureEvalConfig, split_features
-from vidssl.evaluation.linear import accuracy_topk
 from vidssl.evaluation.results import save_results
 
 
@@ -64,6 +64,35 @@ def knn_scores(
     return torch.cat(scores) if scores else torch.zeros(0, num_classes, device=device)
 
 
+def knn_accuracy(votes: torch.Tensor, y: torch.Tensor, *, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
+    """Fraction of rows whose true class is among the ``k`` classes with the most votes, counting
+    only classes that received a vote.
+
+    With k neighbours at most k classes get a vote; the others tie at 0, and ranking them would
+    make a zero-vote true class a "hit" by tie order (all 20 neighbours of one class would give
+    top-5 credit to 4 classes nobody voted for). DINO's ``knn_classifier`` avoids the same
+    artefact for k < 5 by counting top-``min(5, k)``; here a class needs a vote at any k.
+
+    Args:
+        votes: (M, C) summed vote weights from :func:`knn_scores` (0 = no neighbour of that class).
+        y: (M,) true class indices.
+        ks: the k values of top-k.
+
+    Returns:
+        ``{k: accuracy in [0, 1]}``; a true class tied with another counts at the lower rank.
+    """
+    if votes.shape[0] == 0:
+        raise ValueError("accuracy of an empty set")
+    y = y.to(votes.device).long()[:, None]
+    true = votes.gather(1, y)  # (M, 1)
+    # Rank of the true class counting every class with at least its votes, itself included: a
+    # tie is never a hit (tie order would be arbitrary; exact ties of exp-weighted votes arise
+    # only from degenerate features, where no credit is the honest answer).
+    rank = (votes >= true).sum(dim=1)
+    voted = true[:, 0] > 0
+    return {k: ((rank <= k) & voted).float().mean().item() for k in ks}
+
+
 @dataclass(frozen=True)
 class KnnEvalConfig(FeatureEvalConfig):
     """``vidssl eval knn``: every setting of the protocol, recorded in ``results.json``."""
@@ -91,7 +120,7 @@ def run_knn(cfg: KnnEvalConfig) -> dict:
     by_k = {}
     for k in cfg.ks:
         votes = knn_scores(x_train, y_train, x_val, k=k, temperature=cfg.temperature, num_classes=len(classes))
-        accuracy = accuracy_topk(votes, y_val, ks=(1, 5))
+        accuracy = knn_accuracy(votes, y_val, ks=(1, 5))
         by_k[str(k)] = {"top1": accuracy[1], "top5": accuracy[5], "k": min(k, len(y_train))}
     first = by_k[str(cfg.ks[0])]
     results = {
