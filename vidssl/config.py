@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -25,11 +26,30 @@ class ConfigError(ValueError):
     """A bad ``key=value`` override: unknown key, malformed pair, or a value of the wrong type."""
 
 
-def option(default: Any, help: str) -> Any:  # noqa: A002 - "help" reads best at call sites
-    """A dataclass field with its help text; mutable defaults are wrapped in a factory."""
+def option(default: Any, help: str, *, min: float | None = None) -> Any:  # noqa: A002 - read best at call sites
+    """A dataclass field with its help text; mutable defaults are wrapped in a factory.
+
+    ``min``: the smallest value the key accepts (checked by :func:`check_values` at parse time, so
+    ``steps=0`` is an error before any work, not a run that silently does nothing)."""
+    metadata = {"help": help} if min is None else {"help": help, "min": min}
     if isinstance(default, (list, dict, set)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def check_values(cfg: Any) -> Any:
+    """``cfg`` itself if every number in it is finite and every key with a ``min`` (see
+    :func:`option`) is at least that; else ConfigError naming the key, the value and the bound."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value):
+            raise ConfigError(f"{f.name}={value}: must be a finite number")
+        bound = f.metadata.get("min")
+        if bound is not None and value < bound:
+            raise ConfigError(f"{f.name}={value}: must be at least {bound}")
+    return cfg
 
 
 def _parse_literal(text: str) -> Any:
@@ -140,8 +160,8 @@ def parse_overrides(cls: type[C], pairs: list[str], *, base: C | None = None) ->
             raise ConfigError(f"unknown key '{key}'{hint}")
         values[key] = _coerce(key, _parse_literal(raw), hints[key], raw)
     if base is not None:
-        return dataclasses.replace(base, **values)  # type: ignore[type-var]
-    return cls(**values)
+        return check_values(dataclasses.replace(base, **values))  # type: ignore[type-var]
+    return check_values(cls(**values))
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -125,3 +126,14 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
     """Write ``obj`` as JSON (trailing newline) to ``path`` atomically; returns ``path``."""
     return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def stale_partials(folder: str | os.PathLike[str]) -> list[Path]:
+    """The temporary files and folders :func:`atomic_path` / :func:`atomic_folder` left directly in
+    ``folder`` when a process was killed mid-write (``kill -9`` runs no cleanup). Only the owner of
+    the folder should remove them: a live writer's temporary looks the same."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    pattern = re.compile(r"^\..+\.[0-9a-f]{8}\.partial(\.[^/]*)?$")
+    return sorted(p for p in folder.iterdir() if pattern.match(p.name))

@@ -1,12 +1,24 @@
-"""Atomic checkpoints that load without unpickling arbitrary objects.
+"""Atomic checkpoints that load without unpickling arbitrary objects, and survive faults.
 
 A checkpoint is a dict of tensors, numbers, strings and plain containers written with
-``torch.save`` to a temporary file in the same folder and moved into place with ``os.replace``:
-a run killed mid-write keeps its previous checkpoint intact. Loading uses ``weights_only=True``.
+``torch.save`` to a temporary file in the same folder and moved into place with ``os.replace``
+(:func:`vidssl.files.atomic_path`): a run killed mid-write keeps its previous checkpoint intact.
+Loading uses ``weights_only=True``.
+
+A run folder keeps two: ``checkpoints/last.pt`` and the one before it, ``checkpoints/previous.pt``
+(:func:`keep_previous`, then :func:`save_checkpoint`). :func:`load_latest` reads the newest one that loads and
+says loudly when it had to fall back, so one damaged file (a truncated copy, a bad sector) costs
+``save_every`` steps, not the run. Free space is checked before writing, and a failed write is one
+line naming the file and the cause (:class:`CheckpointWriteError`), never torch's
+``inline_container.cc`` message.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,14 +27,82 @@ import torch
 if TYPE_CHECKING:
     from vidssl.models.encoders import Encoder
 
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, permissions, ...); the previous one is kept."""
+
+
+def state_bytes(state: Any) -> int:
+    """Bytes of tensor data in a (nested) checkpoint dict: about what ``torch.save`` writes."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    return 0
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def keep_previous(path: Path, previous: Path) -> None:
+    """Make ``previous`` hold what ``path`` holds now, before ``path`` is overwritten.
+
+    A hard link (no copy, no space) made under a temporary name and moved over ``previous``: at
+    every moment both names hold a complete checkpoint. Where the file system has no hard links,
+    an atomic copy."""
+    from vidssl.files import atomic_path
+
+    path, previous = Path(path), Path(previous)
+    if not path.exists():
+        return
+    with atomic_path(previous) as tmp:
+        tmp.unlink()
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copyfile(path, tmp)
+
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
-    """Write ``state`` to ``path`` atomically (:func:`vidssl.files.atomic_path`); returns ``path``."""
+    """Write ``state`` to ``path`` atomically (:func:`vidssl.files.atomic_path`); returns ``path``.
+    (The trainer first keeps the one before with :func:`keep_previous`.)
+
+    Raises:
+        CheckpointWriteError: too little free space (checked first), or the write failed; the
+            message names the file and the cause, and the checkpoints already on disk are intact.
+    """
     from vidssl.files import atomic_path
 
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    need = state_bytes(state) + MiB  # pickled structure, zip headers
+    free = _free_bytes(path.parent)
+    if free is not None and free < need:
+        raise CheckpointWriteError(
+            f"{path}: not enough free space for the checkpoint (about {need / MiB:.0f} MiB needed, "
+            f"{free / MiB:.0f} MiB free); the previous checkpoint is kept")
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except (OSError, RuntimeError) as err:
+        free = _free_bytes(path.parent)
+        if getattr(err, "errno", None) == errno.ENOSPC or (free is not None and free < need):
+            left = 0 if free is None else free / MiB
+            cause = f"the disk is full ({left:.0f} MiB free, about {need / MiB:.0f} MiB needed)"
+        else:
+            cause = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else 'no detail'}"
+        note = "; the previous checkpoint is kept" if path.exists() else ""
+        raise CheckpointWriteError(f"{path}: could not write the checkpoint ({cause}){note}") from err
     return path
 
 
@@ -35,6 +115,36 @@ def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> 
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for damaged or foreign files
         raise ValueError(f"{path}: not a vidssl checkpoint ({type(err).__name__}: {err})") from err
+
+
+def load_latest(folder: Path, *, map_location: str | torch.device = "cpu",
+                names: tuple[str, ...] = ("last.pt", "previous.pt")) -> tuple[dict[str, Any], Path] | None:
+    """The newest readable checkpoint of a ``checkpoints/`` folder and its path; None if it holds
+    none. A damaged or missing ``last.pt`` falls back to ``previous.pt`` with a warning naming both.
+
+    Raises:
+        ValueError: checkpoints exist but none of them can be read (each one's cause named).
+    """
+    folder = Path(folder)
+    errors: list[str] = []
+    for name in names:
+        path = folder / name
+        if not path.exists():
+            continue
+        try:
+            state = load_checkpoint(path, map_location=map_location)
+            if not isinstance(state, dict) or "model" not in state or "step" not in state:
+                raise ValueError(f"{path}: not a vidssl training checkpoint (no model or step)")
+        except ValueError as err:
+            errors.append(str(err))
+            continue
+        if path.name != names[0]:
+            lost = "; ".join(errors) if errors else f"{folder / names[0]} is missing"
+            log.warning("checkpoint: %s; falling back to %s (step %s)", lost, path, state["step"])
+        return state, path
+    if errors:
+        raise ValueError(f"{folder}: no readable checkpoint ({'; '.join(errors)})")
+    return None
 
 
 def encoder_from_checkpoint(path: Path) -> Encoder:
@@ -59,9 +169,13 @@ def encoder_from_checkpoint(path: Path) -> Encoder:
     from vidssl.models.encoders import encoder_from_config
 
     path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    state = load_checkpoint(path)
+    if path.is_dir():  # a run folder: its newest readable checkpoint
+        found = load_latest(path / "checkpoints")
+        if found is None:
+            raise FileNotFoundError(f"{path}: no checkpoints/last.pt (not a run folder, or no checkpoint written yet)")
+        state, path = found
+    else:
+        state = load_checkpoint(path)
     if "model" not in state or ("encoder" not in state and "config" not in state):
         raise ValueError(f"{path}: not a vidssl training checkpoint (no model, or no encoder / config)")
     if isinstance(state.get("encoder"), dict):

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
-from vidssl.config import ConfigError, fields_help, option, parse_overrides, to_dict
+from vidssl.config import ConfigError, check_values, fields_help, option, parse_overrides, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -42,32 +42,35 @@ class TrainConfig:
         None, "output stride of the encoder: none = the architecture's own (32 ResNet, 16 ViT); 8 or 16 for dense tasks"
     )
     weights: str = option("", "initial encoder weights (local .safetensors or state_dict file)")
-    steps: int = option(1000, "optimizer steps")
-    batch_size: int = option(64, "samples per micro-batch per process")
-    accum: int = option(1, "micro-batches accumulated per optimizer step")
+    steps: int = option(1000, "optimizer steps (on resume: the run's own unless given, which extends it)", min=1)
+    batch_size: int = option(64, "samples per micro-batch per process", min=1)
+    accum: int = option(1, "micro-batches accumulated per optimizer step", min=1)
     out: str = option("runs/train", "run folder: config.yaml, checkpoints/, log.jsonl, tb/, encoder.safetensors")
-    resume: bool = option(False, "continue from OUT/checkpoints/last.pt")
+    resume: bool = option(False, "continue the run in OUT from its newest checkpoint (to its own steps unless "
+                                 "steps= is given)")
+    overwrite: bool = option(False, "replace the run already in OUT (without resume or overwrite, training "
+                                    "into a run folder is refused)")
     optimizer: Literal["sgd", "lars", "adamw"] = option("sgd", "sgd | lars | adamw")
-    lr: float = option(0.05, "peak learning rate (per optimizer step, not scaled by batch)")
-    min_lr: float = option(0.0, "final learning rate of the cosine schedule")
-    warmup_steps: int = option(0, "linear warmup steps")
-    weight_decay: float = option(1e-4, "weight decay (not on biases and norms)")
-    clip_grad: float = option(0.0, "clip the gradient norm to this (0: off)")
-    image_size: int = option(224, "crop size seen by the encoder")
+    lr: float = option(0.05, "peak learning rate (per optimizer step, not scaled by batch)", min=0)
+    min_lr: float = option(0.0, "final learning rate of the cosine schedule", min=0)
+    warmup_steps: int = option(0, "linear warmup steps", min=0)
+    weight_decay: float = option(1e-4, "weight decay (not on biases and norms)", min=0)
+    clip_grad: float = option(0.0, "clip the gradient norm to this (0: off)", min=0)
+    image_size: int = option(224, "crop size seen by the encoder", min=1)
     color_on: Literal["auto", "loader", "device"] = option(
         "auto", "where colour jitter / grayscale / blur run: loader workers, or batched on the device "
         "(auto: device on CUDA)"
     )
-    decode_size: int = option(256, "short side frames are resized to while decoding")
+    decode_size: int = option(256, "short side frames are resized to while decoding", min=1)
     backend: str = option("auto", "video backend: auto | decord | pyav | opencv | frames")
-    workers: int = option(4, "DataLoader workers per process")
+    workers: int = option(4, "DataLoader workers per process", min=0)
     device: str = option("auto", "auto | cpu | cuda")
     amp: bool = option(True, "bf16 autocast on CUDA")
     channels_last: bool = option(True, "channels_last memory format on CUDA")
     compile: bool = option(False, "torch.compile the method")
     seed: int = option(0, "seed of initialisation, sampling and augmentation")
-    save_every: int = option(500, "checkpoint every N steps (and at the end)")
-    log_every: int = option(10, "log every N steps")
+    save_every: int = option(500, "checkpoint every N steps (and at the end); the one before is kept too", min=1)
+    log_every: int = option(10, "log every N steps", min=1)
     export: bool = option(True, "write OUT/encoder.safetensors at the end")
 
 
@@ -166,26 +169,53 @@ def resolve(pairs: list[str], *, recipe: dict[str, Any] | None = None) -> tuple[
             raise ConfigError(f"expected key=value, got {pair!r}")
         given[key] = raw
     recipe = dict(recipe or {})
-    method = given.get("method", "").strip() or str(recipe.get("method", "")) or _resumed_method(given) or "fti"
+    resumed = _resumed_run(given)
+    method = (given.get("method", "").strip() or str(recipe.get("method", ""))
+              or (resumed.method if resumed else "") or "fti")
     recipe_engine, recipe_method = split_keys(method, {k: v for k, v in recipe.items() if k != "method"})
     cli_engine, cli_method = split_keys(method, given)
     base = dataclasses.replace(engine_defaults(method), **recipe_engine)
+    if resumed is not None and "steps" not in cli_engine and "steps" not in recipe_engine:
+        base = dataclasses.replace(base, steps=resumed.steps)  # resume = finish the run, not extend it
     train_cfg = parse_overrides(TrainConfig, [f"{k}={v}" for k, v in cli_engine.items() if k != "method"], base=base)
     train_cfg = dataclasses.replace(train_cfg, method=method)
     cls = method_class(method).Config
     method_cfg = parse_overrides(cls, [f"{k}={v}" for k, v in cli_method.items()], base=cls(**recipe_method))
+    return check_run(train_cfg, method_cfg)
+
+
+# Method keys checked by name, since the engine does not know a method's options: sizes of layers
+# (``proj_dim``, ``pred_hidden``, ``context_dim``) must be at least 1 and temperatures positive;
+# a method states any other bound with ``option(..., min=...)``.
+_SIZE_SUFFIXES = ("_dim", "_hidden")
+
+
+def check_run(train_cfg: TrainConfig, method_cfg: Any) -> tuple[TrainConfig, Any]:
+    """Both configs, checked: finite numbers, each key's ``min``, positive layer sizes and
+    temperatures of the method; a ConfigError naming the key otherwise."""
+    check_values(train_cfg)
+    check_values(method_cfg)
+    for f in dataclasses.fields(method_cfg):
+        value = getattr(method_cfg, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if f.name.endswith(_SIZE_SUFFIXES) and value < 1:
+            raise ConfigError(f"{f.name}={value}: a layer size must be at least 1")
+        if "temp" in f.name and value <= 0:
+            raise ConfigError(f"{f.name}={value}: a temperature must be positive")
     return train_cfg, method_cfg
 
 
-def _resumed_method(given: dict[str, str]) -> str | None:
-    """On ``resume=true out=RUN`` without ``method=``, the run's own method."""
+def _resumed_run(given: dict[str, str]) -> TrainConfig | None:
+    """On ``resume=true out=RUN``, the run's saved engine config (its method and steps fill in
+    what the command line does not give); None when there is no readable one."""
     if given.get("resume", "").strip().lower() not in ("true", "yes", "on", "1"):
         return None
     saved = Path(given.get("out", TrainConfig.out).strip()) / "config.yaml"
     if not saved.is_file():
         return None
     try:
-        return str(load_run_config(saved)[0].method)
+        return load_run_config(saved)[0]
     except (ConfigError, ValueError, OSError):
         return None
 
@@ -303,5 +333,5 @@ def upgrade_flat(flat: dict[str, Any]) -> dict[str, Any]:
     return {"train": engine, "method": mine}
 
 
-__all__ = ["TrainConfig", "config_dict", "from_dict", "help_rows", "load_run_config", "method_class", "read_recipe",
-           "resolve", "run_config", "split_keys", "upgrade_flat"]
+__all__ = ["TrainConfig", "check_run", "config_dict", "from_dict", "help_rows", "load_run_config", "method_class",
+           "read_recipe", "resolve", "run_config", "split_keys", "upgrade_flat"]

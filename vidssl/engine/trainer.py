@@ -10,6 +10,14 @@ are a function of (seed, sample number), so resuming at step s continues with th
 the uninterrupted run would have drawn, and the global RNG is reseeded from (seed, step, rank) at
 every step, so draws inside a step repeat too; the checkpoint holds model, optimizer and step.
 A non-finite loss stops the run before the update, keeping the last good checkpoint.
+
+The run folder is safe by construction (:func:`_open_run`): training into a folder that holds a
+run is refused unless ``resume=true`` (continue it) or ``overwrite=true`` (replace it); the folder
+given is the run folder wherever it was created (copies and moves resume in place); a resumed run
+goes to its own ``steps`` unless ``steps=`` extends it, and a finished one changes nothing;
+``log.jsonl`` and TensorBoard are cut back to the checkpoint's step; two checkpoints are kept
+(``last.pt``, ``previous.pt``) and the newest readable one is resumed; temporary files of killed
+writes are removed.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -34,13 +43,13 @@ from vidssl.data.gpu_augment import color_augment
 from vidssl.data.index import scan, scan_images
 from vidssl.data.transforms import random_crop, simclr_augment
 from vidssl.device import resolve_device
-from vidssl.engine.checkpoint import load_checkpoint, save_checkpoint
-from vidssl.engine.config import TrainConfig, config_dict, load_run_config, method_class, run_config
+from vidssl.engine.checkpoint import keep_previous, load_latest, save_checkpoint
+from vidssl.engine.config import TrainConfig, check_run, config_dict, load_run_config, method_class, run_config
 from vidssl.engine.distributed import DistInfo, init_distributed, shutdown_distributed
 from vidssl.engine.ema import ema_update
 from vidssl.engine.optim import build_optimizer
 from vidssl.engine.schedules import cosine_schedule, momentum_at
-from vidssl.files import atomic_write_text
+from vidssl.files import atomic_write_text, stale_partials
 from vidssl.methods.base import Method
 
 log = logging.getLogger(__name__)
@@ -90,7 +99,7 @@ def _resume_config(cfg: TrainConfig, method_cfg: Any) -> tuple[TrainConfig, Any]
     if not cfg.resume or not saved.exists():
         return cfg, method_cfg
     train_saved, method_saved = load_run_config(saved)
-    resumed = dataclasses.replace(train_saved, steps=cfg.steps, out=cfg.out, resume=True)
+    resumed = dataclasses.replace(train_saved, steps=cfg.steps, out=cfg.out, resume=True, overwrite=False)
     changed = [f.name for f in dataclasses.fields(resumed) if getattr(resumed, f.name) != getattr(cfg, f.name)]
     if train_saved.method == cfg.method:
         changed += [f.name for f in dataclasses.fields(method_saved)
@@ -98,6 +107,83 @@ def _resume_config(cfg: TrainConfig, method_cfg: Any) -> tuple[TrainConfig, Any]
     if changed:
         log.warning("resume: keeping the run's saved settings for %s", ", ".join(changed))
     return resumed, method_saved
+
+
+RUN_FILES = ("config.yaml", "log.jsonl", "encoder.safetensors", "checkpoints", "tb")
+"""What a run folder holds besides its data (``synth/``): ``overwrite=true`` removes exactly these."""
+
+
+def _holds_run(out: Path) -> bool:
+    return any((out / name).exists() for name in ("config.yaml", "log.jsonl", "checkpoints/last.pt",
+                                                  "checkpoints/previous.pt"))
+
+
+def _open_run(cfg: TrainConfig) -> dict[str, Any] | None:
+    """The checkpoint to resume from (None: a fresh run), after the run-folder rules.
+
+    Raises:
+        ConfigError: ``out`` is a file, holds a run and neither ``resume`` nor ``overwrite`` is
+            set, or ``steps`` is below the checkpoint's step.
+        ValueError: checkpoints exist but none can be read.
+    """
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out={out}: is a file, not a run folder")
+    if not cfg.resume:
+        if _holds_run(out) and not cfg.overwrite:
+            raise ConfigError(f"{out}: already holds a training run; continue it with resume=true, or replace it "
+                              f"with overwrite=true (or choose another out=)")
+        return None
+    found = load_latest(out / "checkpoints", map_location="cpu")
+    if found is None:
+        if _holds_run(out):
+            log.warning("resume: %s holds no checkpoint yet; starting the run from step 0", out)
+        else:
+            log.warning("resume: %s holds no run; starting a new one", out)
+        return None
+    state, _ = found
+    step = int(state["step"])
+    if step > cfg.steps:
+        raise ConfigError(f"{out}: the run is at step {step}, past steps={cfg.steps}; a run cannot be shortened "
+                          f"(give steps={step} or more, or resume without steps=)")
+    saved = state.get("config", {})
+    saved_steps = (saved.get("train", saved) if isinstance(saved, dict) else {}).get("steps")
+    if isinstance(saved_steps, int) and cfg.steps > saved_steps:
+        log.warning("resume: extending %s from %d to %d steps (the learning-rate schedule is recomputed over %d)",
+                    out, saved_steps, cfg.steps, cfg.steps)
+    return state
+
+
+def _clear_run(out: Path) -> None:
+    """Remove the files of the run in ``out`` (``overwrite=true``); data and other files stay."""
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    log.warning("overwrite: removed the previous run's files from %s", out)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the rows of ``log.jsonl`` up to ``step`` (the checkpoint being resumed): the steps after
+    it are trained again and logged again, and a row cut short by a kill is dropped."""
+    if not path.exists():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            row_step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            dropped += 1
+            continue
+        if isinstance(row_step, int) and row_step <= step:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+        log.info("%s: dropped %d rows after step %d (trained again now)", path, dropped, step)
 
 
 def build_run(cfg: TrainConfig, method_cfg: Any, device: torch.device) -> tuple[Method, torch.optim.Optimizer]:
@@ -122,32 +208,45 @@ def train(cfg: TrainConfig, method_cfg: Any = None) -> Path:
     method_cfg = cls.Config() if method_cfg is None else method_cfg
     if not isinstance(method_cfg, cls.Config):
         raise ConfigError(f"method={cfg.method} takes a {cls.__name__}.Config, got {type(method_cfg).__name__}")
+    check_run(cfg, method_cfg)
     cfg, method_cfg = _resume_config(cfg, method_cfg)
+    out = Path(cfg.out)
+    state = _open_run(cfg)  # before any process group or file: a refusal leaves everything as it was
+    if state is not None and int(state["step"]) == cfg.steps:
+        log.info("%s: the run is finished (step %d of %d); nothing to do (give steps= to extend it)",
+                 out, cfg.steps, cfg.steps)
+        return out
     probe_device = "cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     dist = init_distributed(probe_device)
     device = resolve_device(cfg.device, local_rank=dist.local_rank)
     cuda = device.type == "cuda"
-    out = Path(cfg.out)
-    last = out / "checkpoints" / "last.pt"
+    ckpt_dir = out / "checkpoints"
+    last, previous = ckpt_dir / "last.pt", ckpt_dir / "previous.pt"
     saved_config = config_dict(cfg, method_cfg)
+    step = int(state["step"]) if state is not None else 0
+    bar: tqdm | None = None
+    writer: _Logs | None = None
     try:
         if dist.is_main:
+            if cfg.overwrite and not cfg.resume:
+                _clear_run(out)
             out.mkdir(parents=True, exist_ok=True)
+            for folder in (out, ckpt_dir):
+                for stale in stale_partials(folder):  # left by a killed write (kill -9 runs no cleanup)
+                    log.info("removing %s, left by an interrupted write", stale)
+                    shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
             atomic_write_text(out / "config.yaml", yaml.safe_dump(saved_config, sort_keys=False))
+            _truncate_log(out / "log.jsonl", step)
         method, optimizer = build_run(cfg, method_cfg, device)
         spec = method.data()
         ema = method.ema()
         lrs = cosine_schedule(cfg.lr, cfg.min_lr, cfg.steps, warmup_steps=cfg.warmup_steps)
 
-        step = 0
-        if cfg.resume and last.exists():
-            state = load_checkpoint(last, map_location=device)
+        if state is not None:
             method.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            step = int(state["step"])
-            log.info("resumed %s at step %d", last, step)
-        elif cfg.resume:
-            log.warning("resume: %s does not exist, starting from step 0", last)
+            log.info("resumed %s at step %d of %d", out, step, cfg.steps)
+            del state
 
         model: torch.nn.Module = method
         if dist.world_size > 1:
@@ -192,7 +291,7 @@ def train(cfg: TrainConfig, method_cfg: Any = None) -> Path:
             prefetch_factor=4 if cfg.workers else None,
             worker_init_fn=_one_thread,
         )
-        writer = _Logs(out, enabled=dist.is_main)
+        writer = _Logs(out, enabled=dist.is_main, purge_step=step + 1 if step else None)
         bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.method}", unit="step", disable=not dist.is_main,
                    dynamic_ncols=True)
         batches = iter(loader)
@@ -201,6 +300,7 @@ def train(cfg: TrainConfig, method_cfg: Any = None) -> Path:
 
         def save() -> None:
             if dist.is_main:
+                keep_previous(last, previous)
                 save_checkpoint({"model": method.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                                  "config": saved_config, "encoder": method.encoder.config}, last)
 
@@ -255,14 +355,16 @@ def train(cfg: TrainConfig, method_cfg: Any = None) -> Path:
                 writer.write(step, logs)
             if step % cfg.save_every == 0 or step == cfg.steps:
                 save()
-        bar.close()
-        writer.close()
         if dist.is_main and cfg.export:
             from vidssl.export import save_encoder
 
             save_encoder(method.encoder, out / "encoder.safetensors", metadata={"method": cfg.method, "steps": step})
         return out
     finally:
+        if bar is not None:  # ends the progress line, so an error message starts a line of its own
+            bar.close()
+        if writer is not None:
+            writer.close()
         shutdown_distributed()
 
 
@@ -280,13 +382,14 @@ def _one_thread(worker_id: int) -> None:
 class _Logs:
     """JSONL and TensorBoard logs of the main process."""
 
-    def __init__(self, out: Path, *, enabled: bool) -> None:
+    def __init__(self, out: Path, *, enabled: bool, purge_step: int | None = None) -> None:
         self.enabled = enabled
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
             self.jsonl = (out / "log.jsonl").open("a")
-            self.tb = SummaryWriter(str(out / "tb"))
+            # purge_step: TensorBoard drops what an interrupted session logged from this step on
+            self.tb = SummaryWriter(str(out / "tb"), purge_step=purge_step)
 
     def write(self, step: int, logs: dict[str, float]) -> None:
         if self.enabled:
