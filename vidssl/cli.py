@@ -3,14 +3,20 @@
 Each subcommand is one typed config dataclass plus one library call, so everything the CLI does
 is also reachable (and tested) in-process through :func:`main`. ``vidssl SUBCOMMAND --help`` lists
 every key with its default and meaning; an unknown key is an error with a "did you mean" hint.
+
+Every failure is one line on stderr, ``vidssl SUBCOMMAND: <file>: <what is wrong>``, and a non-zero
+exit: 2 for bad input (keys, values, a run folder that already holds a run), 1 when the work
+failed (unreadable data, a full disk, a non-finite loss). ``VIDSSL_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from vidssl.config import ConfigError, fields_help, option, parse_overrides
@@ -348,16 +354,75 @@ def main(argv: list[str] | None = None) -> int:
             print(f"vidssl {argv[0]}: {err}", file=sys.stderr)
             return 2
         return 0
+    debug = os.environ.get("VIDSSL_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
     try:
         name, cfg = parse_command(argv)
+        _check_out(name, cfg)
     except FileNotFoundError as err:
         print(f"vidssl {argv[0]}: {err}", file=sys.stderr)
         return 2
     except ConfigError as err:
-        print(f"vidssl {argv[0]}: {err}\n(see 'vidssl {argv[0]} --help')", file=sys.stderr)
+        print(f"vidssl {argv[0]}: {_one_line(err)}\n(see 'vidssl {argv[0]} --help')", file=sys.stderr)
         return 2
     try:
         return COMMANDS[name].run(cfg)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
-        print(f"vidssl {name}: {err}", file=sys.stderr)
+    except ConfigError as err:  # bad input found once the files are read (a run folder that holds a run)
+        if debug:
+            raise
+        print(f"vidssl {name}: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - every failure is one line; VIDSSL_DEBUG=1 shows the traceback
+        if debug:
+            raise
+        print(f"vidssl {name}: {_describe(err)}", file=sys.stderr)
         return 1
+
+
+# Errors whose message already says what is wrong and where (vidssl's own, and the OS's, which
+# name the file); anything else is prefixed with its type so the line still means something.
+def _expected() -> tuple[type[BaseException], ...]:
+    expected: list[type[BaseException]] = [ConfigError, ValueError, OSError]
+    for module, name in (("vidssl.data.backends", "VideoReadError"), ("vidssl.engine.trainer", "NonFiniteLossError")):
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None:
+            expected.append(cls)
+    return tuple(expected)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(part.strip() for part in str(err).splitlines() if part.strip())
+    return text or type(err).__name__
+
+
+def _describe(err: BaseException) -> str:
+    """One line for ``err``: its own message when it is an expected error, else type and message,
+    with a pointer to the traceback switch."""
+    if isinstance(err, _expected()) and not isinstance(err, (KeyError, IndexError)):
+        text = _one_line(err)
+        if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
+            text = f"{err.filename}: {text}"
+        return text
+    return f"{type(err).__name__}: {_one_line(err)} (unexpected; VIDSSL_DEBUG=1 shows the traceback)"
+
+
+# Subcommands whose ``out`` is a single file; for every other one it is a folder.
+_OUT_IS_FILE = frozenset({"export"})
+
+
+def _check_out(name: str, cfg: Any) -> None:
+    """``out=`` must be usable before any work starts (``eval knn`` would otherwise extract every
+    feature first): a folder for the commands that write folders, not a folder for ``export``."""
+    cfgs = cfg if isinstance(cfg, tuple) else (cfg,)
+    out = next((c.out for c in cfgs if hasattr(c, "out")), None)
+    if not out:
+        return
+    path = Path(str(out)).expanduser()
+    if name in _OUT_IS_FILE:
+        if path.is_dir():
+            raise ConfigError(f"out={out}: is a folder; give a file name")
+    elif path.exists() and not path.is_dir():
+        raise ConfigError(f"out={out}: is a file, not a folder")
+    elif not path.exists():
+        parent = next((p for p in path.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise ConfigError(f"out={out}: {parent} is a file, not a folder")
