@@ -411,3 +411,16 @@ def test_cli_names_the_missing_tracks_folder_and_video(synth: Path, tmp_path: Pa
     assert len(err.splitlines()) == 1 and str(empty / "videos") in err and "not found" in err
     assert main(["eval", "invariance", "random:resnet18", "protocol=papers"]) == 1
     assert "unknown protocol 'papers'" in capsys.readouterr().err
+
+
+def test_comparison_chart_draws_one_bar_per_encoder(tmp_path: Path) -> None:
+    from vidssl.evaluation.invariance import plot_comparison
+
+    scores = {"a": {"viewpoint": {"top25": 80.0}, "instance": {"top25": math.nan}}, "b": {"viewpoint": {"top25": 20.0}}}
+    plot_comparison(scores, tmp_path / "chart.png", key="top25", title="t", ymax=100.0)
+    with Image.open(tmp_path / "chart.png") as chart:
+        pixels = np.asarray(chart.convert("RGB"))
+    blue, orange = (pixels == (31, 119, 180)).all(-1), (pixels == (255, 127, 14)).all(-1)
+    # Bars (beyond the legend swatches): encoder a's is 4 times as tall as b's.
+    bar_a, bar_b = blue[60:].any(axis=1).sum(), orange[60:].any(axis=1).sum()
+    assert bar_a == pytest.approx(4 * bar_b, rel=0.05)

@@ -31,7 +31,7 @@ from vidssl.evaluation.invariance.measure import (
     sets_features,
     top_k_mean,
 )
-from vidssl.evaluation.invariance.plot import plot_invariance
+from vidssl.evaluation.invariance.plot import plot_comparison, plot_invariance
 from vidssl.evaluation.invariance.sets import (
     ILLUMINATIONS,
     TRANSFORMATIONS,
@@ -63,6 +63,7 @@ __all__ = [
     "occlude",
     "paper_firing_percent",
     "paper_scores",
+    "plot_comparison",
     "plot_invariance",
     "run_invariance",
     "score_sets",

@@ -60,3 +60,52 @@ def plot_invariance(
         draw.text((x + 16, 49), f"top-{k}", fill="black", font=small, anchor="lm")
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
+
+
+def plot_comparison(
+    scores: Mapping[str, Mapping[str, Mapping[str, float | int]]],
+    path: Path,
+    *,
+    key: str,
+    title: str,
+    ymax: float = 1.0,
+) -> None:
+    """Several encoders side by side (PNG): transformations along x, one bar per encoder of
+    ``scores[encoder][transformation][key]`` on a 0-``ymax`` axis (missing or NaN: no bar)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+               (227, 119, 194), (127, 127, 127)]
+    encoders = list(scores)
+    names = list(dict.fromkeys(t for rows in scores.values() for t in rows))
+    width, height = max(150 * len(names) + 120, 620), 440
+    left, right, top, bottom = 70, 20, 80, 50
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    font, small = ImageFont.load_default(size=15), ImageFont.load_default(size=11)
+    plot_h = height - top - bottom
+
+    def y_of(value: float) -> float:
+        return top + plot_h * (1 - min(max(value / ymax, 0.0), 1.0))
+
+    for tick in (0.0, 0.25 * ymax, 0.5 * ymax, 0.75 * ymax, ymax):
+        draw.line([(left, y_of(tick)), (width - right, y_of(tick))], fill=(220, 220, 220))
+        draw.text((left - 8, y_of(tick)), f"{tick:.2f}" if ymax <= 1 else f"{tick:.0f}", fill="black", font=small,
+                  anchor="rm")
+    draw.line([(left, top), (left, top + plot_h), (width - right, top + plot_h)], fill="black")
+    draw.text((width / 2, 8), title, fill="black", font=font, anchor="mt")
+    group = (width - left - right) / len(names)
+    bar = group * 0.8 / len(encoders)
+    for g, name in enumerate(names):
+        for b, encoder in enumerate(encoders):
+            value = scores[encoder].get(name, {}).get(key)
+            xa = left + g * group + group * 0.1 + b * bar
+            if isinstance(value, (int, float)) and not math.isnan(value):
+                draw.rectangle([xa, y_of(value), xa + bar - 2, y_of(0)], fill=colours[b % len(colours)])
+        draw.text((left + (g + 0.5) * group, top + plot_h + 8), name, fill="black", font=font, anchor="mt")
+    for b, encoder in enumerate(encoders):  # legend, two rows under the title
+        x, y = left + (b % 4) * (width - left - right) / 4, 30 + 16 * (b // 4)
+        draw.rectangle([x, y, x + 12, y + 10], fill=colours[b % len(colours)])
+        draw.text((x + 16, y + 5), encoder, fill="black", font=small, anchor="lm")
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
