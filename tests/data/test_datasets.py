@@ -73,3 +73,25 @@ def test_too_short_videos_are_left_out(index_videos, cache_dir) -> None:
     videos = scan(index_videos["short_gop"], progress=False).videos
     ds = VideoFrameDataset([*videos, VideoInfo("/x/short.mp4", 3, 25.0, 96, 128)], SequenceSampler(length=4, stride=2))
     assert len(ds.videos) == 1 and ds.too_short == 1
+
+
+def test_a_failing_file_is_reported_once_per_run_not_per_worker(tmp_path: Path, index_videos, capfd) -> None:
+    """Issue 13: a file failing during sampling was reported by every DataLoader worker that met it."""
+    import sys
+
+    good = tmp_path / "good.mp4"
+    shutil.copy(index_videos["short_gop"], good)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 1000)  # damaged after indexing
+    videos = [VideoInfo(str(good), 70, 25.0, 96, 128), VideoInfo(str(bad), 70, 25.0, 96, 128)]
+    ds = VideoFrameDataset(videos, PairSampler(max_gap=5), samples_per_epoch=16, size=32)
+    handler = logging.StreamHandler(sys.stderr)  # workers write to the inherited stderr
+    logger = logging.getLogger("vidssl.data.datasets")
+    logger.addHandler(handler)
+    try:
+        batches = list(DataLoader(ds, batch_size=2, num_workers=2))  # each worker meets bad.mp4
+    finally:
+        logger.removeHandler(handler)
+    assert len(batches) == 8
+    err = capfd.readouterr().err
+    assert err.count(f"skipping {bad}") == 1, err

@@ -83,3 +83,48 @@ def test_scan_synthetic(synth_dir: Path, cache_dir: Path) -> None:
     assert len(index) == 3 and all(v.num_frames == 24 for v in index.videos)
     davis = scan(synth_dir / "davis", progress=False)  # frame folders; Annotations are skipped
     assert len(davis) == 3 and all(v.is_frames for v in davis.videos)
+
+
+def test_links_loops_and_damaged_files_are_reported_under_their_own_names(tmp_path: Path, index_videos,
+                                                                          cache_dir) -> None:
+    """Issue 13: a symlink loop aborted the scan with a traceback, a dangling link was reported
+    under its target's name with the wrong reason, a directory loop was walked 41 levels deep, and
+    a truncated mp4 with its index at the front counted the frames its header promised."""
+    import av
+
+    root = tmp_path / "videos"
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(index_videos["short_gop"], root / "good.mp4")
+    (root / "loop_a.mp4").symlink_to(root / "loop_b.mp4")
+    (root / "loop_b.mp4").symlink_to(root / "loop_a.mp4")
+    (root / "dangling.mp4").symlink_to(tmp_path / "elsewhere" / "gone.mp4")
+    (root / "sub" / "up").symlink_to("..")  # a directory loop
+    (root / "sub" / "again").symlink_to(root)
+    (root / "twin.mp4").symlink_to(root / "good.mp4")  # a second name for one video: one entry
+    # An mp4 with its index (moov) at the front, cut in half: the header promises 48 frames.
+    with av.open(str(tmp_path / "faststart.mp4"), "w", format="mp4", options={"movflags": "faststart"}) as c:
+        stream = c.add_stream("libx264", rate=24, options={"x264-params": "keyint=8:min-keyint=8:scenecut=0"})
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        for i in range(48):
+            frame = av.VideoFrame.from_ndarray(index_frame(i), format="rgb24")
+            frame.pts = i
+            c.mux(stream.encode(frame))
+        c.mux(stream.encode(None))
+    data = (tmp_path / "faststart.mp4").read_bytes()
+    (root / "cut.mp4").write_bytes(data[: len(data) // 2])
+
+    index = scan(root, progress=False)  # no traceback
+    reasons = {Path(p).name: why for p, why in index.unreadable}
+    assert reasons["loop_a.mp4"] == reasons["loop_b.mp4"] == "symbolic link loop"
+    assert reasons["dangling.mp4"] == f"broken symbolic link (to {tmp_path / 'elsewhere' / 'gone.mp4'})"
+    assert "gone.mp4" not in reasons
+    assert "dangling.mp4 (broken symbolic link" in index.summary()
+    cut = next(v for v in index.videos if v.name == "cut.mp4")
+    from vidssl.data.backends import open_video
+
+    reader = open_video(cut.path, backend="pyav")
+    assert 0 < cut.num_frames < 48
+    reader.get_frames([cut.num_frames - 1])  # the last frame counted decodes
+    assert sorted(v.name for v in index.videos) == ["cut.mp4", "good.mp4"]
+    walked = index_module.find_videos(root)
+    assert max(len(p.relative_to(root).parts) for p in walked) <= 2  # the loop was not followed

@@ -5,8 +5,9 @@ permutation, the frame indices from a sampler fed a generator seeded with that t
 augmentation draws from the same seed. So the same run gives the same samples with any number of
 DataLoader workers, and a resumed run picks up exactly where it stopped.
 
-A video that fails to decode is reported once (per worker process), excluded for the rest of the
-run, and replaced by another video: an epoch never crashes on one bad file.
+A video that fails to decode is excluded for the rest of the run and replaced by another video,
+so an epoch never crashes on one bad file; it is reported once per run, not once per DataLoader
+worker (the workers agree through :class:`ReportOnce`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
+import tempfile
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -74,6 +78,33 @@ class ReaderCache:
         return {**self.__dict__, "_readers": OrderedDict()}
 
 
+class ReportOnce:
+    """Which messages were already shown, shared by a process and every process it starts
+    (DataLoader workers, forked or spawned): one empty file per message in a private temporary
+    folder, created exclusively, so exactly one process wins. The folder goes when the process
+    that made it lets go of this object."""
+
+    def __init__(self) -> None:
+        self.folder = tempfile.mkdtemp(prefix="vidssl-reported-")
+        weakref.finalize(self, _remove_if_owner, self.folder, os.getpid())
+
+    def first(self, message_key: str) -> bool:
+        """True for the first caller with ``message_key`` in this run, False for every later one."""
+        name = hashlib.blake2b(message_key.encode(), digest_size=12).hexdigest()
+        try:
+            os.close(os.open(os.path.join(self.folder, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            return False
+        except OSError:
+            return True  # the folder vanished: better said twice than never
+        return True
+
+
+def _remove_if_owner(folder: str, owner: int) -> None:
+    if os.getpid() == owner:  # a forked worker exiting must not remove the parent's folder
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class VideoFrameDataset(Dataset):
     """Frames sampled from a list of videos.
 
@@ -124,6 +155,7 @@ class VideoFrameDataset(Dataset):
         self.epoch = 0
         self.readers = ReaderCache(backend=backend, size=size, capacity=reader_cache)
         self.excluded: set[int] = set()
+        self.reported = ReportOnce()
         self._order: tuple[int, torch.Tensor] | None = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -159,7 +191,8 @@ class VideoFrameDataset(Dataset):
     def _exclude(self, video: int, err: Exception) -> None:
         self.excluded.add(video)
         self.readers.drop(self.videos[video].path)
-        log.warning("vidssl: skipping %s for the rest of the run: %s", self.videos[video].path, err)
+        if self.reported.first(self.videos[video].path):
+            log.warning("vidssl: skipping %s for the rest of the run: %s", self.videos[video].path, err)
 
     def _load(self, video: int, generator: torch.Generator) -> dict[str, Any]:
         info = self.videos[video]

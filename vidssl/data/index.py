@@ -8,10 +8,17 @@ file. Unusable files (unreadable, no frames, shorter than the sampler's window) 
 summary line and left out; they never stop a scan.
 
 Folders named ``Annotations`` are skipped: in the DAVIS layout they hold label masks, not video.
+
+Links are followed, but never in circles: a folder reached twice (``dirloop/up -> ..``) is walked
+once, and a broken link or a link loop is reported under its own name with that reason. A damaged
+file whose header promises more frames than it holds (a truncated mp4 with its index at the front)
+is counted by the frames that really decode.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -24,7 +31,7 @@ from tqdm import tqdm
 from vidssl.data.backends import IMAGE_ERRORS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoReadError, list_frame_files
 from vidssl.files import atomic_write_json
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: damaged files counted by the frames that decode
 SKIP_FOLDERS = frozenset({"Annotations", "__MACOSX"})
 FRAME_FOLDER_FPS = 30.0  # frame folders carry no rate; DAVIS and JHMDB are 24 / 30 fps
 
@@ -84,19 +91,65 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vidssl"
 
 
+def walk(root: Path):
+    """``os.walk(root, followlinks=True)`` that enters every real folder once: a link back up
+    (``dirloop/up -> ..``) or a second link to the same folder is not followed again. Hidden
+    folders and :data:`SKIP_FOLDERS` are skipped; subfolders come sorted."""
+    seen: set[tuple[int, int]] = set()
+    with contextlib.suppress(OSError):
+        st = os.stat(root)
+        seen.add((st.st_dev, st.st_ino))
+    for folder, subdirs, files in os.walk(root, followlinks=True):
+        keep = []
+        for d in sorted(subdirs):
+            if d in SKIP_FOLDERS or d.startswith("."):
+                continue
+            try:
+                st = os.stat(os.path.join(folder, d))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                keep.append(d)
+        subdirs[:] = keep
+        yield folder, subdirs, files
+
+
 def find_videos(root: Path) -> list[Path]:
-    """Video files and frame folders below ``root`` (sorted); ``root`` itself may be either."""
+    """Video files and frame folders below ``root`` (sorted); ``root`` itself may be either.
+    Broken links and link loops with a video's name are listed too, so the scan reports them."""
     root = Path(root)
     if root.is_file():
         return [root]
     found = []
-    for folder, subdirs, files in os.walk(root, followlinks=True):
-        subdirs[:] = sorted(d for d in subdirs if d not in SKIP_FOLDERS and not d.startswith("."))
+    for folder, _, files in walk(root):
         here = Path(folder)
         found += [here / f for f in files if Path(f).suffix.lower() in VIDEO_EXTENSIONS]
         if any(Path(f).suffix.lower() in IMAGE_EXTENSIONS for f in files):
             found.append(here)
     return sorted(found)
+
+
+def _key(path: Path) -> str:
+    """A video's manifest key: its real path, or its own path when it cannot be resolved (a broken
+    link or a link loop is reported under its own name, not its target's)."""
+    try:
+        return str(path.resolve(strict=True))
+    except (OSError, RuntimeError):  # RuntimeError: a link loop on Python < 3.13
+        return str(path.absolute())
+
+
+def _link_problem(path: Path) -> str | None:
+    """Why a path that is a symbolic link cannot be read, or None."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "symbolic link loop"
+        return f"broken symbolic link (to {os.readlink(path)})"
+    return None
 
 
 def _signature(path: Path) -> list[int]:
@@ -137,16 +190,43 @@ def probe(path: Path) -> VideoInfo:
             if not container.streams.video:
                 raise VideoReadError(path, "no video stream")
             stream = container.streams.video[0]
-            num_frames = stream.frames or sum(1 for p in container.demux(stream) if p.pts is not None)
+            promised = stream.frames
+            num_frames = promised or sum(1 for p in container.demux(stream) if p.pts is not None)
             rate = stream.average_rate or stream.guessed_rate
             if num_frames:
                 container.seek(0)
                 next(container.decode(stream))  # the first frame must decode
+            if promised and path.stat().st_size < _bytes_promised(stream):
+                num_frames = _decodable_frames(container, stream)  # truncated: count what is there
     except (av.FFmpegError, StopIteration, UnicodeDecodeError) as err:
         raise VideoReadError(path, f"unreadable ({type(err).__name__}: {err})".replace("\n", " ")) from err
     if not num_frames:
         raise VideoReadError(path, "no frames")
     return VideoInfo(str(path.resolve()), int(num_frames), float(rate or 0.0), stream.height, stream.width)
+
+
+def _bytes_promised(stream: object) -> int:
+    """Where the last packet's data ends according to the container's index (0 if unknown): a file
+    shorter than this was cut off."""
+    end = 0
+    with contextlib.suppress(AttributeError, TypeError):  # PyAV < 17 has no index_entries: no check
+        entries = stream.index_entries  # the demuxer's sample table (mp4: from the moov box); nothing is read
+        for i in range(len(entries)):
+            if entries[i].pos >= 0:
+                end = max(end, entries[i].pos + entries[i].size)
+    return end
+
+
+def _decodable_frames(container: object, stream: object) -> int:
+    """Frames of a damaged file that decode (read to the first error): its honest length."""
+    import av
+
+    container.seek(0)
+    count = 0
+    with contextlib.suppress(av.FFmpegError):
+        for _ in container.decode(stream):
+            count += 1
+    return count
 
 
 def _manifest_path(root: Path, cache_dir: Path) -> Path:
@@ -198,11 +278,11 @@ def scan(
     entries: dict[str, dict] = {}
     todo: list[tuple[str, Path, list[int]]] = []
     for path in paths:
-        key = str(path.resolve())
+        key = _key(path)
         try:
             sig = _signature(path)
         except OSError as err:
-            entries[key] = {"sig": [], "error": str(err)}
+            entries[key] = {"sig": [], "error": _link_problem(path) or str(err)}
             continue
         if key in cached and cached[key].get("sig") == sig:
             entries[key] = cached[key]
@@ -251,7 +331,7 @@ def scan_images(root: str | Path, *, workers: int = 4, progress: bool = True) ->
         raise FileNotFoundError(f"{root}: no such folder")
     files = sorted(
         Path(folder) / f
-        for folder, subdirs, names in os.walk(root, followlinks=True)
+        for folder, _, names in walk(root)
         for f in names
         if Path(f).suffix.lower() in IMAGE_EXTENSIONS and not Path(f).name.startswith(".")
     )
