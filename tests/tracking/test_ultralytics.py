@@ -4,11 +4,11 @@ end (an untrained YOLO built offline), no network access, and the real OpenVINO 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -102,56 +102,112 @@ def test_untrained_yolo_end_to_end(
     assert "tracked 0 videos" in capsys.readouterr().out
 
 
+# Imported first by every interpreter of the test (sitecustomize): an audit hook sees every socket
+# operation made from Python, in any thread and in forked children (OpenVINO's telemetry sends from
+# one), however the library reached the socket module; each one is recorded and refused.
 GUARD = '''
-import os, socket
+import os, socket, sys
 
-def _record(what):
+_EVENTS = {"socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
+           "socket.sendto", "socket.sendmsg", "socket.getnameinfo"}
+
+def _hook(event, args):
+    if event not in _EVENTS:
+        return
+    on_socket = event in ("socket.connect", "socket.sendto", "socket.sendmsg")  # args[0]: the socket
+    if on_socket and args[0].family == socket.AF_UNIX:
+        return  # local IPC (multiprocessing), not the network
     with open(os.environ["NETGUARD_LOG"], "a") as f:
-        f.write(what + "\\n")
-    raise OSError(f"network access blocked by the test: {what}")
+        f.write(f"{event} {args[1:] if on_socket else args!r}\\n")
+    raise OSError(f"network access blocked by the test: {event}")
 
-_connect, _connect_ex = socket.socket.connect, socket.socket.connect_ex
-
-def _inet(sock):
-    return sock.family in (socket.AF_INET, socket.AF_INET6)
-
-def connect(self, address):
-    return _record(f"connect {address!r}") if _inet(self) else _connect(self, address)
-
-def connect_ex(self, address):
-    return _record(f"connect_ex {address!r}") if _inet(self) else _connect_ex(self, address)
-
-socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
-socket.create_connection = lambda address, *a, **k: _record(f"create_connection {address!r}")
-socket.getaddrinfo = lambda host, *a, **k: _record(f"getaddrinfo {host!r}")
-socket.gethostbyname = lambda host: _record(f"gethostbyname {host!r}")
+sys.addaudithook(_hook)
 '''
 
 
-def test_no_network_during_a_run(untrained_yolo: Path, synth_copy: Path, tmp_path: Path) -> None:
-    """A whole ``vidssl tracks`` run in a fresh interpreter whose sockets record and refuse every
-    connection and name lookup: nothing may be attempted (import, settings, model load, predict,
-    tracker), and no settings file may appear in ~/.config."""
+def guarded(tmp_path: Path) -> tuple[dict[str, str], Path, Path]:
+    """(environment, network log, home) of a fresh interpreter under the guard. ``$HOME`` exists
+    (OpenVINO's telemetry stays quiet when it does not, which hid it from the first version of this
+    test)."""
     guard = tmp_path / "guard"
-    guard.mkdir()
-    (guard / "sitecustomize.py").write_text(textwrap.dedent(GUARD))
+    guard.mkdir(exist_ok=True)
+    (guard / "sitecustomize.py").write_text(GUARD)
     log, home = tmp_path / "network.log", tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}
+    home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_", "ULTRALYTICS_"))}
     env.update(PYTHONPATH=os.pathsep.join([str(guard), str(REPO)]), NETGUARD_LOG=str(log), HOME=str(home),
                VIDSSL_CACHE_DIR=str(tmp_path / "cache"), XDG_CONFIG_HOME=str(home / ".config"))
-    out = tmp_path / "tracks"
-    cmd = [sys.executable, "-c", "import socket; assert socket.getaddrinfo.__name__ == '<lambda>';"
-           " from vidssl.cli import main; raise SystemExit(main())",
-           "tracks", str(synth_copy), f"out={out}", f"detector={untrained_yolo}", "tracker=botsort",
-           "imgsz=160", "max_frames=4", "device=cpu", "min_track=1"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert not log.exists(), log.read_text()
-    assert len(read_manifest(out)["videos"]) == 3
+    return env, log, home
+
+
+def run_guarded(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-c", "import sys; assert sys.modules['sitecustomize'].__file__;"
+           " from vidssl.cli import main; raise SystemExit(main())", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_guard_sees_a_lookup(tmp_path: Path) -> None:
+    """The guard itself: a name lookup from a library (urllib here) is recorded and refused."""
+    env, log, _ = guarded(tmp_path)
+    code = ("import urllib.request\ntry:\n    urllib.request.urlopen('https://example.com', timeout=1)\n"
+            "except OSError:\n    pass")
+    subprocess.run([sys.executable, "-c", code], env=env, timeout=60, check=True)
+    assert "socket.getaddrinfo ('example.com'" in log.read_text()
+
+
+def test_no_network_during_a_run(untrained_yolo: Path, synth_copy: Path, synth_dir: Path, tmp_path: Path) -> None:
+    """``vidssl tracks`` (a .pt detector and, when ../shared/data has them, an OpenVINO export),
+    ``train`` and ``propagate`` in fresh interpreters under the guard: no connection and no name
+    lookup may be attempted (import, settings, model load, predict, tracker, telemetry), and nothing
+    is written to ~/.config or ~/intel."""
+    env, log, home = guarded(tmp_path)
+    runs = [["tracks", str(synth_copy), f"out={tmp_path / 'tracks'}", f"detector={untrained_yolo}",
+             "tracker=botsort", "imgsz=160", "max_frames=4", "device=cpu", "min_track=1"]]
+    openvino = SHARED / "detectors" / "yolov8n_int8_openvino_model"
+    if openvino.is_dir() and importlib.util.find_spec("openvino") is not None:
+        runs.append(["tracks", str(synth_copy), f"out={tmp_path / 'tracks_ov'}", f"detector={openvino}",
+                     "max_frames=2", "device=cpu"])
+    runs.append(["train", str(synth_copy), f"out={tmp_path / 'run'}", "steps=1", "batch_size=2", "image_size=32",
+                 "decode_size=40", "workers=0", "proj_hidden=16", "proj_dim=8", "queue_size=8", "encoder=resnet18"])
+    seq = "synth_000"
+    runs.append(["propagate", str(synth_copy / f"{seq}.mp4"),
+                 f"labels={synth_dir / 'davis' / 'Annotations' / '480p' / seq / '00000.png'}",
+                 f"out={tmp_path / 'prop'}", "encoder=random", "device=cpu", "overlay=false"])
+    for args in runs:
+        proc = run_guarded(env, *args)
+        assert proc.returncode == 0, (args[0], proc.stderr[-3000:])
+        assert not log.exists(), (args, log.read_text())
+    assert len(read_manifest(tmp_path / "tracks")["videos"]) == 3
     assert list((tmp_path / "cache" / "ultralytics").rglob("settings.json"))
     settings = json.loads(next((tmp_path / "cache" / "ultralytics").rglob("settings.json")).read_text())
     assert settings["sync"] is False
-    assert not (home / ".config" / "Ultralytics").exists()
+    assert not (home / ".config" / "Ultralytics").exists() and not (home / "intel").exists()
+
+
+@pytest.mark.parametrize("zipped", [True, False], ids=["torch-zip", "raw-pickle"])
+def test_a_detector_pickle_never_runs_its_payload(zipped: bool, synth_dir: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """``detector=evil.pt`` whose pickle asks to call ``os.mkdir`` on loading: refused in one line,
+    and the folder never appears (ultralytics would unpickle it in full by default)."""
+    import pickle
+
+    import torch
+
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    evil = tmp_path / "evil.pt"
+    if zipped:
+        torch.save({"model": Payload(), "train_args": {}}, evil)
+    else:
+        evil.write_bytes(pickle.dumps({"model": Payload()}))
+    assert main(["tracks", str(synth_dir / "videos"), f"out={tmp_path / 'out'}", f"detector={evil}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not marker.exists()
+    assert len(err) == 1 and err[0].startswith(f"vidssl tracks: detector {evil}: cannot load"), err
 
 
 # bmx-bumps shows a rider on a bicycle from its first frame (bikes.mp4 only from frame ~105).

@@ -270,11 +270,21 @@ def load_detector(
         )
 
     if path.is_file() and path.suffix.lower() == ".pt":
+        from vidssl.tracking.offline import safe_load_supported
+
+        if not safe_load_supported():  # never unpickle a weights file in full: it can run any code
+            raise ValueError(f"detector {path}: this ultralytics / torch cannot load .pt files without running "
+                             "code they contain (ultralytics >= 8.4 with torch >= 2.6 can); export it to a folder "
+                             "(OpenVINO, ONNX) or upgrade")
         try:
             model = YOLO(str(path))
         except Exception as err:  # noqa: BLE001 - torch / pickle / ultralytics raise many types
+            detail = " ".join(str(err).replace("ERROR ❌️", "").split())
+            if "outside the supported Ultralytics checkpoint format" in detail:
+                detail = ("it references objects other than model classes and weights; refused without loading "
+                          "(a crafted .pt file can run code when unpickled)")
             raise ValueError(
-                f"detector {path}: cannot load as an ultralytics checkpoint ({type(err).__name__}: {err})"
+                f"detector {path}: cannot load as an ultralytics checkpoint ({type(err).__name__}: {detail})"
             ) from err
         if model.task != "detect":
             raise _not_a_detector(path, model.task)

@@ -1,15 +1,22 @@
-"""Import ultralytics so that it never touches the network or the user's ``~/.config``.
+"""Import ultralytics so that it never touches the network, the user's ``~/.config``, or code
+inside a weights file.
 
 Out of the box ultralytics checks DNS at import, writes a settings file into ``~/.config``, sends
 usage events when ``sync`` is on, downloads fonts for plots and weights for bare model names, and
-pip-installs missing requirements. :func:`import_ultralytics` is the single entry point every vidssl
-module uses: it sets the environment switches *before* the first import and turns the remaining
-settings off afterwards. Call it instead of ``import ultralytics``.
+pip-installs missing requirements; it loads ``.pt`` detectors by full unpickling, which runs
+whatever a crafted file asks for; and ``import openvino`` (its OpenVINO backend) sends a usage
+event to Google Analytics from a forked process and writes ``~/intel/`` whenever ``$HOME`` exists.
+:func:`import_ultralytics` is the single entry point every vidssl module uses: it sets the
+environment switches *before* the first import (including ultralytics' restricted
+``weights_only`` loading, ``ULTRALYTICS_SAFE_LOAD``), keeps ``openvino_telemetry`` from being
+imported (OpenVINO then uses its own no-op stub), and turns the remaining settings off afterwards.
+Call it instead of ``import ultralytics``.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -52,6 +59,8 @@ def import_ultralytics() -> ModuleType:
     """
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_AUTOINSTALL"] = "false"
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"  # .pt files: torch.load(weights_only=True) + known model classes
+    block_openvino_telemetry()
     os.environ.setdefault("YOLO_VERBOSE", "false")
     config_dir = ultralytics_config_dir()
     config_dir.mkdir(parents=True, exist_ok=True)
@@ -67,4 +76,26 @@ def import_ultralytics() -> ModuleType:
     changes = {key: False for key in _SETTINGS_OFF if key in SETTINGS and SETTINGS[key] is not False}
     if changes:
         SETTINGS.update(changes)  # writes the settings file once; later calls find nothing to change
+    import ultralytics.nn.tasks as tasks
+    import ultralytics.utils as utils
+
+    # Imported before the switch was set (by the user's own code): the flag is read at call time.
+    utils.SAFE_LOAD = tasks.SAFE_LOAD = True
     return ultralytics
+
+
+def safe_load_supported() -> bool:
+    """Whether this ultralytics (and torch) can load ``.pt`` checkpoints without full unpickling."""
+    try:
+        from ultralytics.nn.tasks import _SafeLoad
+    except ImportError:
+        return False
+    return bool(getattr(_SafeLoad, "SUPPORTED", False))
+
+
+def block_openvino_telemetry() -> None:
+    """Make ``import openvino_telemetry`` fail, so ``import openvino`` falls back to its bundled
+    no-op stub (``openvino.tools.ovc.telemetry_stub``) instead of sending a usage event. Has no
+    effect on a process that already imported OpenVINO."""
+    if "openvino_telemetry" not in sys.modules or sys.modules["openvino_telemetry"] is None:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import raises ImportError
