@@ -117,3 +117,87 @@ def test_console_entry_point_runs_as_a_module() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: vidssl index [DATA]")
     assert "min_frames" in proc.stdout and "refresh" in proc.stdout
+
+
+# --- issue 13: every bad input is one line, before any work ------------------------------------
+
+def _our_lines(err: str) -> list[str]:
+    return [line for line in err.replace("\r", "\n").splitlines() if line.startswith("vidssl")]
+
+
+@pytest.mark.parametrize("name", ["synth", "prepare", "tracks", "train", "eval linear", "eval knn",
+                                  "eval invariance", "propagate", "eval davis", "eval jhmdb"])
+def test_out_an_existing_file_fails_before_any_work(name: str, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setitem(COMMANDS, name, dataclasses.replace(COMMANDS[name], run=lambda cfg: pytest.fail("work began")))
+    file = tmp_path / "results.txt"
+    file.write_text("keep me\n")
+    args = [] if name == "synth" else [str(tmp_path)]
+    assert main([*name.split(), *args, f"out={file}"]) == 2
+    err = capsys.readouterr().err
+    assert f"out={file}: is a file, not a folder" in err and "Traceback" not in err
+    assert file.read_text() == "keep me\n"
+
+
+def test_export_out_a_folder_fails_before_loading(tmp_path: Path, capsys) -> None:
+    assert main(["export", str(tmp_path / "no-run"), f"out={tmp_path}"]) == 2
+    assert f"out={tmp_path}: is a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pair,message", [
+    ("steps=0", "steps=0: must be at least 1"), ("accum=0", "accum=0: must be at least 1"),
+    ("batch_size=-2", "batch_size=-2: must be at least 1"), ("lr=1e999", "lr=inf: must be a finite number"),
+    ("proj_dim=0", "proj_dim=0: a layer size must be at least 1"),
+    ("temperature=0", "temperature=0.0: a temperature must be positive"),
+    ("image_size=0", "image_size=0: must be at least 1"), ("save_every=0", "save_every=0: must be at least 1"),
+])
+def test_numeric_keys_are_checked_at_parse_time(pair: str, message: str, tmp_path: Path, capsys) -> None:
+    assert main(["train", pair, f"out={tmp_path / 'run'}"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_numeric_checks_hold_for_the_python_api_too(tmp_path: Path) -> None:
+    from vidssl.config import ConfigError
+    from vidssl.engine.trainer import run_config, train
+
+    with pytest.raises(ConfigError, match="steps=0"):
+        train(*run_config(steps=0, out=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()
+
+
+def test_damaged_weights_file_is_one_line_naming_it(tmp_path: Path, capsys) -> None:
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00not a safetensors file" * 10)
+    assert main(["train", f"weights={garbage}", f"out={tmp_path / 'run'}", "steps=1"]) == 1
+    lines = _our_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith(f"vidssl train: weights={garbage}: cannot load"), lines
+
+
+def test_a_truncated_video_is_one_line(tmp_path: Path, index_videos, cache_dir, capsys) -> None:
+    data = index_videos["long_gop"].read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 3])
+    from PIL import Image
+
+    mask = tmp_path / "mask.png"
+    image = Image.new("L", (128, 96))
+    image.paste(1, (40, 30, 80, 60))  # one object
+    image.save(mask)
+    code = main(["propagate", str(cut), f"labels={mask}", f"out={tmp_path / 'prop'}", "overlay=false"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    lines = _our_lines(err)
+    assert len(lines) == 1 and str(cut) in lines[0], err
+
+
+def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(monkeypatch, capsys) -> None:
+    def boom(cfg):
+        raise KeyError("some_key")
+
+    monkeypatch.setitem(COMMANDS, "index", dataclasses.replace(COMMANDS["index"], run=boom))
+    assert main(["index", "."]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "vidssl index: KeyError: 'some_key' (unexpected; VIDSSL_DEBUG=1 shows the traceback)"
+    monkeypatch.setenv("VIDSSL_DEBUG", "1")
+    with pytest.raises(KeyError):
+        main(["index", "."])

@@ -192,7 +192,13 @@ def build_run(cfg: TrainConfig, method_cfg: Any, device: torch.device) -> tuple[
     from vidssl.models.encoders import build_encoder
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    encoder = build_encoder(cfg.encoder, stride=cfg.encoder_stride, weights=cfg.weights or None)
+    try:
+        encoder = build_encoder(cfg.encoder, stride=cfg.encoder_stride, weights=cfg.weights or None)
+    except Exception as err:
+        if not cfg.weights or str(cfg.weights) in str(err):
+            raise
+        # safetensors / torch raise their own types for a damaged file, without its name
+        raise ValueError(f"weights={cfg.weights}: cannot load ({type(err).__name__}: {err})") from err
     method = method_class(cfg.method)(encoder, method_cfg, image_size=cfg.image_size, seed=cfg.seed)
     method.to(device)
     if device.type == "cuda" and cfg.channels_last:
