@@ -13,6 +13,8 @@ dense or pooled, from its own output or from a tapped layer.
     extractor = resolve_features("runs/fti", stride=8)   # dense, for propagation: any resolve_encoder spec
     extractor = resolve_features("random", stride=8)     # random-init ResNet-18, a baseline
     extractor = resolve_features("pixels", stride=8)     # Lab colour averaged per 8 x 8 cell
+    extractor = resolve_features("random", layer="res3") # CRW's trunk: ResNet-18 up to layer3, 256-d
+    extractor = resolve_features("copy")                 # no features: the first frame's labels repeated
     maps = extractor(frames)    # (B, H, W, 3) uint8 RGB -> (B, ceil(H / 8), ceil(W / 8), C), L2-normalized
 
 Every ``vidssl eval`` (:mod:`vidssl.evaluation`) and ``vidssl propagate``
@@ -46,8 +48,18 @@ from vidssl.data.transforms import normalize
 from vidssl.device import resolve_device
 from vidssl.models.encoders import Encoder
 
-BASELINES = ("pixels", "random")
-"""Dense feature names besides encoder specs: ``pixels`` (Lab colour) and ``random`` (random:resnet18)."""
+BASELINES = ("random", "pixels", "copy")
+"""Baselines every ``encoder=`` key takes besides files and ``random:NAME``: ``random`` (a random-init
+ResNet-18, ``random:resnet18``), ``pixels`` (CIE Lab colour averaged per cell: dense maps for
+propagation, their spatial mean for image tasks) and ``copy`` (propagation only: the first frame's
+labels repeated on every frame, the floor every encoder should beat)."""
+
+LAYERS = ("", "res3", "res4")
+"""Dense layers of a ResNet for propagation: ``res3`` = the trunk up to torchvision's ``layer3`` (CRW's
+ResNet with ``layer4`` removed; 256-d for ResNet-18, 1024-d for ResNet-50, at the encoder's stride
+or 16, whichever is finer), ``res4`` = up to ``layer4`` (the encoder's own output), ``''`` = the
+encoder's own output (any architecture). mmaction's configs (VFS, Spa-then-Temp) count stages from
+0, so their ``out_indices=(2,)`` is ``res3`` here."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -59,25 +71,32 @@ def resolve_encoder(spec: str, *, seed: int = 0, stride: int | None = None) -> E
 
     ``spec`` is a run folder (its ``checkpoints/last.pt``) or a ``.pt`` checkpoint of ``vidssl
     train`` (:func:`vidssl.engine.checkpoint.encoder_from_checkpoint`), an exported ``.safetensors``
-    (:func:`vidssl.export.load_encoder`), or ``random:NAME``: a random initialisation drawn with
-    ``seed``, a baseline.
+    (:func:`vidssl.export.load_encoder`), ``random:NAME``: a random initialisation drawn with
+    ``seed``, or a baseline of :data:`BASELINES` (``random``, ``pixels``; ``copy`` has no encoder).
 
     ``stride`` (None: as built or saved) rebuilds a loaded encoder at another output stride with
     the same weights (:func:`with_stride`): dense tasks read stride-8 maps of an encoder trained
     or exported at stride 32.
 
     Raises:
-        FileNotFoundError: ``spec`` is neither ``random:NAME`` nor an existing path.
-        ValueError: the architecture has no such stride (e.g. a ViT's is its patch size).
+        FileNotFoundError: ``spec`` is neither a baseline, ``random:NAME`` nor an existing path.
+        ValueError: ``copy``, or the architecture has no such stride (e.g. a ViT's is its patch size).
     """
     from vidssl.models.encoders import build_encoder
 
+    if spec == "copy":
+        raise ValueError("encoder=copy is a propagation baseline (the first frame's labels repeated); "
+                         "image tasks have no first frame: use random, pixels or an encoder")
+    if spec == "pixels":
+        return PixelEncoder(stride=stride or 8).eval()
+    if spec == "random":
+        spec = "random:resnet18"
     if spec.startswith("random:"):
         torch.manual_seed(seed)
         return build_encoder(spec.removeprefix("random:"), stride=stride).eval()
     path = Path(spec)
     if not path.exists():
-        raise FileNotFoundError(f"{spec}: no such encoder file or run folder (or use random:NAME)")
+        raise FileNotFoundError(f"{spec}: no such encoder file or run folder (or use random, random:NAME, pixels)")
     if path.is_dir() or path.suffix == ".pt":
         from vidssl.engine.checkpoint import encoder_from_checkpoint
 
@@ -103,6 +122,28 @@ def with_stride(encoder: Encoder, stride: int) -> Encoder:
     rebuilt = encoder_from_config({**encoder.config, "stride": stride})
     rebuilt.load_state_dict(encoder.state_dict(), strict=True)
     return rebuilt
+
+
+class PixelEncoder(Encoder):
+    """The ``pixels`` baseline as an encoder (image tasks): CIE Lab colour, scaled to about [-1, 1]
+    per channel ((L - 50) / 50, a / 50, b / 50), averaged over ``stride`` x ``stride`` cells; its
+    pooled output is the image's mean colour (3-d). Input: ImageNet-normalized RGB. No parameters."""
+
+    def __init__(self, *, stride: int = 8) -> None:
+        super().__init__()
+        self.stride = stride
+        self.out_dim = 3
+        self.config = {"name": "pixels", "stride": stride, "in_chans": 3, "kwargs": {}}
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        from vidssl.models.color import imagenet_to_rgb, rgb_to_lab
+
+        lab = rgb_to_lab(imagenet_to_rgb(x.float()).clamp(0, 1))
+        lab = (lab - torch.tensor([50.0, 0.0, 0.0], device=x.device).view(1, 3, 1, 1)) / 50
+        return F.avg_pool2d(lab, self.stride, ceil_mode=True)
+
+    def classifier_prefixes(self) -> tuple[str, ...]:
+        return ()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -255,18 +296,43 @@ class LabPixels:
         return F.normalize(x, dim=1).permute(0, 2, 3, 1).to(self.dtype)
 
 
+class CopyFirst:
+    """The ``copy`` baseline: no features; propagation repeats the first frame's labels (masks:
+    the annotation itself) on every frame. Called, it returns (B, h, w, 0) maps."""
+
+    def __init__(self, *, stride: int = 8, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+                 ) -> None:
+        self.stride = stride
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.name = "copy"
+
+    def __call__(self, frames: np.ndarray) -> torch.Tensor:
+        b, h, w = frames.shape[:3]
+        return torch.zeros(b, -(-h // self.stride), -(-w // self.stride), 0, dtype=self.dtype, device=self.device)
+
+
 class EncoderFeatures:
     """An encoder's ``forward_features`` on ImageNet-normalized frames (bf16 autocast on CUDA),
     L2-normalized over channels. ``gray``: the frames are first turned into the Lab-lightness
     input a colorization encoder was trained on (:func:`vidssl.models.color.gray_input`)."""
 
     def __init__(self, encoder: Encoder, *, name: str, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32, gray: bool = False) -> None:
+                 dtype: torch.dtype = torch.float32, gray: bool = False, layer: str = "") -> None:
+        from vidssl.models.encoders import ResNetEncoder
+
+        if layer not in LAYERS:
+            raise ValueError(f"layer must be one of {', '.join(repr(x) for x in LAYERS)}, got {layer!r}")
+        if layer == "res3" and not isinstance(encoder, ResNetEncoder):
+            raise ValueError(f"layer=res3 needs a ResNet encoder; {name!r} is a {type(encoder).__name__} "
+                             "(use layer='' for its own output)")
         self.device = torch.device(device)
         self.encoder = encoder.to(self.device).eval()
-        self.stride = int(encoder.stride)
+        self.layer = layer
+        # layer3 keeps its stride of 2 only in a stride-32 ResNet: then res3 is at 16.
+        self.stride = min(int(encoder.stride), 16) if layer == "res3" else int(encoder.stride)
         self.dtype = dtype
-        self.name = name
+        self.name = name if not layer else f"{name}@{layer}"
         self.gray = gray
         in_chans = encoder.config.get("in_chans", 3)
         if in_chans != 3:
@@ -280,7 +346,7 @@ class EncoderFeatures:
 
             x = gray_input(x)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            maps = self.encoder.forward_features(x)
+            maps = _res3_of(self.encoder, x) if self.layer == "res3" else self.encoder.forward_features(x)
         height, width = x.shape[2:]
         allowed = {(-(-height // self.stride), -(-width // self.stride)), (height // self.stride, width // self.stride)}
         if tuple(maps.shape[2:]) not in allowed:
@@ -291,12 +357,19 @@ class EncoderFeatures:
         return F.normalize(maps.float(), dim=1).permute(0, 2, 3, 1).to(self.dtype)
 
 
+def _res3_of(encoder: Encoder, x: torch.Tensor) -> torch.Tensor:
+    """A torchvision-named ResNet run up to ``layer3`` (``layer4`` not run)."""
+    x = encoder.maxpool(encoder.relu(encoder.bn1(encoder.conv1(x))))
+    return encoder.layer3(encoder.layer2(encoder.layer1(x)))
+
+
 def resolve_features(spec: str, *, stride: int | None = 8, device: str = "auto", precision: str = "auto",
-                     seed: int = 0, gray: bool = False) -> FeatureExtractor:
+                     seed: int = 0, gray: bool = False, layer: str = "") -> FeatureExtractor:
     """The dense feature extractor named by ``spec``: ``pixels``, ``random`` (= ``random:resnet18``),
-    or anything :func:`resolve_encoder` takes (a run folder, an exported ``.safetensors``,
-    ``random:NAME``), rebuilt at ``stride`` (weights fit every stride; None keeps the encoder's own,
-    and means 8 for ``pixels``), on ``device``, storing maps in ``storage_dtype(precision)``.
+    ``copy`` (:class:`CopyFirst`), or anything :func:`resolve_encoder` takes (a run folder, an
+    exported ``.safetensors``, ``random:NAME``), rebuilt at ``stride`` (weights fit every stride;
+    None keeps the encoder's own, and means 8 for ``pixels``), read at ``layer`` (:data:`LAYERS`),
+    on ``device``, storing maps in ``storage_dtype(precision)``.
 
     Raises:
         ValueError: an empty ``spec``, an unknown precision or device, or a stride the
@@ -307,8 +380,11 @@ def resolve_features(spec: str, *, stride: int | None = 8, device: str = "auto",
     dtype = storage_dtype(precision, dev)
     if spec == "pixels":
         return LabPixels(stride=stride or 8, device=dev, dtype=dtype)
+    if spec == "copy":
+        return CopyFirst(stride=stride or 8, device=dev, dtype=dtype)
     if not spec:
-        raise ValueError("no encoder given: encoder=pixels | random | RUN_FOLDER | FILE.safetensors | random:NAME")
+        raise ValueError("no encoder given: encoder=random | pixels | copy | RUN_FOLDER | FILE.safetensors | "
+                         "random:NAME")
     name = "random:resnet18" if spec == "random" else spec
     encoder = resolve_encoder(name, seed=seed, stride=stride)
-    return EncoderFeatures(encoder, name=name, device=dev, dtype=dtype, gray=gray)
+    return EncoderFeatures(encoder, name=name, device=dev, dtype=dtype, gray=gray, layer=layer)

@@ -111,7 +111,7 @@ def test_streaming_local_equals_streaming_naive_and_keeps_a_bounded_context() ->
     assert not dense_is_cheaper(TileGrid.make(12, 16, tile=4, radius=2.0), frames=4, chunk_mb=settings.chunk_mb)
     local = [labels for _, labels in propagate(_frames(9), first, extractor, settings=settings)]
     naive = [labels for _, labels in propagate(_frames(9), first, extractor, settings=PropagationConfig(
-        context=3, radius=2.0, tile=4, batch=2, naive=True))]
+        context=3, radius=2.0, tile=4, batch=2, impl="naive"))]
     assert len(local) == 9
     torch.testing.assert_close(local[0], first)
     for a, b in zip(local, naive, strict=True):

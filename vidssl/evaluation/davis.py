@@ -29,10 +29,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vidssl.config import ConfigError, option, to_dict
+from vidssl.config import ConfigError, option
 from vidssl.evaluation.davis_metrics import BOUND_TH, boundary_f_measure, region_similarity
 from vidssl.evaluation.results import save_results
-from vidssl.propagation.propagate import PropagationConfig, extractor_for, propagate_masks
+from vidssl.propagation.propagate import (
+    PropagationConfig,
+    extractor_for,
+    processing_size,
+    propagate_masks,
+    protocol_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +149,14 @@ def evaluate_davis(cfg: DavisEvalConfig, *, progress: bool = True) -> dict:
     per_sequence: dict[str, dict] = {}
     total_frames = 0
 
+    sizes: set[tuple[int, int]] = set()
+
     def record(complete: bool) -> dict:
         seconds = time.perf_counter() - started
+        size = sorted(sizes)[0] if len(sizes) == 1 else None  # per sequence otherwise
         return {**summarize(per_sequence), "per_sequence": per_sequence, "frames": total_frames,
                 "seconds": seconds, "fps": total_frames / seconds if seconds else 0.0, "features": extractor.name,
-                "complete": complete, "settings": to_dict(cfg)}
+                "complete": complete, **protocol_record(cfg, size)}
 
     for name in tqdm(sequences, desc="davis", unit="seq", disable=not progress):
         frames = images / name
@@ -162,7 +171,9 @@ def evaluate_davis(cfg: DavisEvalConfig, *, progress: bool = True) -> dict:
         count = propagate_masks(frames, first, out, extractor, settings=cfg, name=name, overlay=cfg.overlay,
                                 backend="frames", on_mask=scorer, progress=progress)
         total_frames += count
-        per_sequence[name] = {**score_sequence(scorer.j, scorer.f), "frames": count}
+        seen = processing_size(*read_mask(first).shape, cfg.size, cfg.size_multiple)
+        sizes.add(seen)
+        per_sequence[name] = {**score_sequence(scorer.j, scorer.f), "frames": count, "frame_size": list(seen)}
         save_results(out, record(complete=False))
     results = record(complete=True)
     save_results(out, results)

@@ -30,11 +30,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vidssl.config import ConfigError, option, to_dict
+from vidssl.config import ConfigError, option
 from vidssl.evaluation.jhmdb_metrics import joint_distances, pck
 from vidssl.evaluation.results import save_results
 from vidssl.propagation.keypoints import read_jhmdb_mat
-from vidssl.propagation.propagate import PropagationConfig, extractor_for, propagate_keypoints
+from vidssl.propagation.propagate import (
+    PropagationConfig,
+    extractor_for,
+    propagate_keypoints,
+    protocol_record,
+    seen_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +145,7 @@ def evaluate_jhmdb(cfg: JhmdbEvalConfig, *, progress: bool = True) -> dict:
         "seconds": seconds,
         "fps": total_frames / seconds,
         "features": extractor.name,
-        "settings": to_dict(cfg),
+        **protocol_record(cfg, seen_size(root / "Rename_Images" / clips[0], cfg, backend="frames")),
     }
     save_results(out, results)
     return results

@@ -1,30 +1,42 @@
 """One step of label propagation: a target frame's soft labels from its context frames.
 
-The step of CRW (Jabri et al., 2020, arXiv:2006.14613) and DINO (Caron et al., 2021,
-arXiv:2104.14294): for every position of the target's L2-normalized feature map, the affinity
-(cosine similarity) to every context position within ``radius`` feature cells, the ``topk``
-largest over all context frames together, a softmax of those divided by ``temperature``, and the
-weighted sum of the context's soft labels::
+The step of CRW (Jabri et al., 2020, arXiv:2006.14613), VFS (Xu & Wang, 2021, arXiv:2103.17263),
+DINO (Caron et al., 2021, arXiv:2104.14294) and their successors: for every position of the
+target's L2-normalized feature map, the affinity (cosine similarity) to every context position in
+its spatial neighbourhood, the ``topk`` largest over all context frames together, a softmax of
+those divided by ``temperature``, and the weighted sum of the context's soft labels::
 
-    labels = propagate_labels_local(query, keys, context_labels, radius=12, topk=10, temperature=0.05)
+    labels = propagate_labels_naive(query, keys, context_labels, radius=12, topk=10, temperature=0.05)
     # query (C, h, w), keys (T, C, h, w), context_labels (T, L, h, w) -> labels (L, h, w)
 
-:func:`propagate_labels_local` never builds the full target x context affinity. The target grid is
-cut into ``tile`` x ``tile`` tiles; a tile only needs the context inside its window, the tile grown
-by the largest in-radius offset on every side. The context is kept padded and channels-last, so a
-window is a strided slice of it (what ``unfold`` would give); a chunk of tiles stacks its windows
-(the only copy of context features) and one batched matmul gives each tile's
-(tile^2, T * window^2) affinities. The radius mask, the same for every tile, and the padding mask
-are applied inside the window, then top-k over all context frames together, softmax and the
-weighted label sum. Chunks are sized so the working set stays under ``chunk_mb``: peak memory
-does not depend on the video's length and grows only linearly with the frame's area (the context
-itself).
+The neighbourhood (:class:`Neighbourhood`) is the codebases' main difference: ``circle``
+(offsets with ``dy^2 + dx^2 < radius^2``: CRW's ``MaskedAttention``, VFS's ``spatial_neighbor``),
+``closed_circle`` (``<= radius^2``: the DINOv3 tracking notebook), ``square`` (``|dy|, |dx| <=
+radius``: DINO's ``restrict_neighborhood``, Spa-then-Temp's ``mode='square'``); ``radius <= 0``
+lifts it; ``first_unrestricted`` leaves the first context frame (the annotated one) unrestricted,
+as CRW's code does (``A[0, :, len(long_mem):] += D`` masks every frame but the first).
 
-:func:`propagate_labels_naive` is the straightforward version (full affinity, then mask, top-k,
-softmax): the reference for tests and the baseline of ``tools/bench_propagation.py``.
+Implementations, all giving :func:`propagate_labels_naive`'s result up to float rounding and the
+order of ties (tested), held by one :class:`Context` that streams frames through a ring:
 
-Unlike CRW's code, which leaves the first frame unrestricted, the radius applies to every context
-frame, as in DINO's ``restrict_neighborhood``; ``radius=0`` lifts the restriction everywhere.
+``local`` (the default): the target grid is cut into ``tile`` x ``tile`` tiles; a tile needs only
+    the context inside its window (the tile grown by the neighbourhood's reach on every side).
+    Context frames are stored once, when they enter the ring, as overlapping column bands of the
+    window's width, so that every tile's window of every frame is a contiguous block: one batched
+    matmul per context frame and row of tiles reads it in place, without copying windows per
+    target. Of each window only the in-neighbourhood offsets are gathered (about 440 of 1,156
+    cells at radius 12), top-k runs over those of all frames together, and the padding around the
+    map is masked only in the tiles that touch it. The first frame of ``first_unrestricted`` is a
+    plain (h*w, C) matrix scored against whole rows of tiles, its top-k merged with the rest.
+``dense``: chunks of target positions against the whole context, then mask, top-k: small maps
+    (JHMDB's 40 x 30), where every window covers most of the map, and ``radius <= 0``.
+``tiled``: the previous implementation (every window of every frame copied per target, the mask
+    applied to the whole window, top-k over all of it), kept for ``tools/bench_propagation.py``.
+``naive``: :func:`propagate_labels_naive` on the whole context (memory grows with area^2).
+
+Memory: the ring is allocated once (``local`` stores keys about window / tile, 2.8x at tile 12
+and radius 12, the plain size; labels plainly); each step's working set is capped by ``chunk_mb``,
+so peak memory does not grow with the video's length.
 """
 
 from __future__ import annotations
@@ -32,32 +44,72 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+Shape = Literal["circle", "closed_circle", "square"]
+SHAPES: tuple[str, ...] = ("circle", "closed_circle", "square")
+Impl = Literal["local", "dense", "tiled", "naive"]
+IMPLS: tuple[str, ...] = ("local", "dense", "tiled", "naive")
+
+
+@dataclass(frozen=True)
+class Neighbourhood:
+    """Which context positions a target position may use (module docstring).
+
+    Attributes:
+        radius: in feature cells; <= 0: every position.
+        shape: ``circle`` (d < radius), ``closed_circle`` (d <= radius) or ``square`` (Chebyshev
+            distance <= radius).
+        first_unrestricted: the first context frame ignores the neighbourhood (CRW).
+    """
+
+    radius: float = 12.0
+    shape: Shape = "circle"
+    first_unrestricted: bool = False
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES:
+            raise ValueError(f"neighbourhood shape must be one of {', '.join(SHAPES)}, got {self.shape!r}")
+
+    @property
+    def unrestricted(self) -> bool:
+        return self.radius <= 0
+
+    def allows(self, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+        """Bool tensor: offset (dy, dx) (broadcast integer tensors) lies in the neighbourhood."""
+        if self.unrestricted:
+            return torch.ones(torch.broadcast_shapes(dy.shape, dx.shape), dtype=torch.bool, device=dy.device)
+        if self.shape == "square":
+            return (dy.abs() <= self.radius) & (dx.abs() <= self.radius)
+        d2 = dy**2 + dx**2
+        return d2 < self.radius**2 if self.shape == "circle" else d2 <= self.radius**2
+
+    def reach(self, height: int, width: int) -> int:
+        """Largest offset per axis (feature cells) in the neighbourhood, at most the map's extent."""
+        whole = max(height, width) - 1
+        if self.unrestricted:
+            return whole
+        reach = math.ceil(self.radius) - 1 if self.shape == "circle" else math.floor(self.radius)
+        return max(0, min(reach, whole))
+
 
 def window_reach(radius: float, height: int, width: int) -> int:
-    """Largest offset ``d`` (feature cells, per axis) of a context position kept for ``radius``:
-    integer offsets with ``dy^2 + dx^2 < radius^2`` have ``|dy|, |dx| <= ceil(radius) - 1``.
-    ``radius <= 0`` (no restriction) reaches the whole ``height`` x ``width`` map."""
-    whole = max(height, width) - 1
-    if radius <= 0:
-        return whole
-    return min(math.ceil(radius) - 1, whole)
+    """Largest offset ``d`` per axis of CRW's circle ``dy^2 + dx^2 < radius^2``
+    (``ceil(radius) - 1``); the whole map for ``radius <= 0``."""
+    return Neighbourhood(radius).reach(height, width)
 
 
 @functools.lru_cache(maxsize=4)
-def radius_mask(height: int, width: int, radius: float, *, device: torch.device | None = None) -> torch.Tensor:
-    """(h*w, h*w) bool: position i may attend to position j (``dy^2 + dx^2 < radius^2``, CRW's
-    ``MaskedAttention``); all True for ``radius <= 0``. Row-major positions (``y * w + x``).
+def radius_mask(height: int, width: int, radius: float, *, device: torch.device | None = None,
+                shape: Shape = "circle") -> torch.Tensor:
+    """(h*w, h*w) bool: position i may attend to position j; row-major positions (``y * w + x``).
     Cached: a video asks for the same mask every frame (do not modify the result)."""
     yy, xx = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
     yy, xx = yy.flatten(), xx.flatten()
-    if radius <= 0:
-        return torch.ones(yy.numel(), yy.numel(), dtype=torch.bool, device=device)
-    d2 = (yy[:, None] - yy[None]) ** 2 + (xx[:, None] - xx[None]) ** 2
-    return d2 < radius**2
+    return Neighbourhood(radius, shape).allows(yy[None] - yy[:, None], xx[None] - xx[:, None])
 
 
 def _check(query: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor, topk: int, temperature: float) -> None:
@@ -82,6 +134,8 @@ def propagate_labels_naive(
     radius: float,
     topk: int,
     temperature: float,
+    shape: Shape = "circle",
+    first_unrestricted: bool = False,
 ) -> torch.Tensor:
     """Reference propagation: the full (h*w, T*h*w) affinity, then mask, top-k, softmax, label sum.
 
@@ -89,7 +143,7 @@ def propagate_labels_naive(
         query: (C, h, w) L2-normalized target features.
         keys: (T, C, h, w) L2-normalized context features.
         labels: (T, L, h, w) soft labels of the context.
-        radius: context positions at distance >= radius (feature cells) are excluded; <= 0: none.
+        radius, shape, first_unrestricted: the :class:`Neighbourhood`.
         topk: neighbours kept per target position (over all context frames together).
         temperature: softmax temperature of the kept affinities.
 
@@ -102,13 +156,18 @@ def propagate_labels_naive(
     q = query.reshape(channels, n).T
     k = keys.reshape(frames, channels, n).permute(1, 0, 2).reshape(channels, frames * n)
     affinity = q @ k  # (n, T * n): the whole thing, which is what this reference is for
-    allowed = radius_mask(height, width, radius, device=query.device)
-    affinity.view(n, frames, n).masked_fill_(~allowed[:, None, :], float("-inf"))
+    allowed = radius_mask(height, width, radius, device=query.device, shape=shape)
+    masked = affinity.view(n, frames, n)[:, 1:] if first_unrestricted else affinity.view(n, frames, n)
+    masked.masked_fill_(~allowed[:, None, :], float("-inf"))
     values, index = affinity.topk(min(topk, frames * n), dim=1)
     weights = torch.softmax(values.float() / temperature, dim=1)
     context = labels.float().permute(0, 2, 3, 1).reshape(frames * n, -1)
     out = (context[index] * weights[..., None]).sum(dim=1)  # (n, L)
     return out.T.reshape(-1, height, width)
+
+
+# ------------------------------------------------------------------------------------------------
+# tiled: the previous implementation (windows copied per target), kept for the benchmark
 
 
 @dataclass(frozen=True)
@@ -118,8 +177,7 @@ class TileGrid:
 
     Buffers are channels-last, (..., rows * tile + 2 * reach, cols * tile + 2 * reach, C), with the
     map at offset (reach, reach): the window of tile (r, c) is then the slice
-    ``[r * tile : r * tile + window, c * tile : c * tile + window]``, whose rows are contiguous runs
-    of ``window * C`` values, so gathering it is a cheap copy.
+    ``[r * tile : r * tile + window, c * tile : c * tile + window]``.
     """
 
     height: int
@@ -128,10 +186,10 @@ class TileGrid:
     reach: int
 
     @staticmethod
-    def make(height: int, width: int, *, tile: int, radius: float) -> TileGrid:
+    def make(height: int, width: int, *, tile: int, radius: float, shape: Shape = "circle") -> TileGrid:
         if tile < 1:
             raise ValueError(f"tile must be >= 1, got {tile}")
-        return TileGrid(height, width, tile, window_reach(radius, height, width))
+        return TileGrid(height, width, tile, Neighbourhood(radius, shape).reach(height, width))
 
     @property
     def rows(self) -> int:
@@ -159,23 +217,21 @@ class TileGrid:
         """(*padded_shape) bool: True on the map, False on the padding."""
         return self.pad(torch.ones(self.height, self.width, 1, dtype=torch.bool, device=device))[..., 0]
 
-    def offsets_mask(self, radius: float, device: torch.device | None = None) -> torch.Tensor:
+    def offsets_mask(self, radius: float, device: torch.device | None = None, shape: Shape = "circle") -> torch.Tensor:
         """(tile^2, window^2) bool, shared by every tile: query (i, j) of the tile may use window
-        position (u, v), i.e. offset (u - reach - i, v - reach - j), when it lies within ``radius``."""
-        if radius <= 0:
-            return torch.ones(self.tile**2, self.window**2, dtype=torch.bool, device=device)
+        position (u, v), i.e. offset (u - reach - i, v - reach - j)."""
         t = torch.arange(self.tile, device=device)
         u = torch.arange(self.window, device=device)
         dy = u[None, :] - self.reach - t[:, None]  # (tile, window): the same for columns
-        d2 = dy[:, None, :, None] ** 2 + dy[None, :, None, :] ** 2  # (i, j, u, v)
-        return (d2 < radius**2).reshape(self.tile**2, self.window**2)
+        allowed = Neighbourhood(radius, shape).allows(dy[:, None, :, None], dy[None, :, None, :])  # (i, j, u, v)
+        return allowed.reshape(self.tile**2, self.window**2)
 
 
 def chunk_tiles(
     grid: TileGrid, *, frames: int, channels: int, num_labels: int, element_size: int, chunk_mb: float
 ) -> int:
-    """Tiles per batched matmul so one chunk's working set (gathered keys and labels, affinities)
-    stays under ``chunk_mb`` MiB; at least 1."""
+    """Tiles per batched matmul of the ``tiled`` step so one chunk's working set (gathered keys and
+    labels, affinities) stays under ``chunk_mb`` MiB; at least 1."""
     per_key = frames * grid.window**2
     per_tile = per_key * (channels * element_size + grid.tile**2 * element_size + num_labels * 4)
     return max(1, int(chunk_mb * 2**20 // per_tile))
@@ -193,29 +249,19 @@ def propagate_tiles(
     chunk_mb: float = 256.0,
     offsets: torch.Tensor | None = None,
     valid: torch.Tensor | None = None,
+    shape: Shape = "circle",
 ) -> torch.Tensor:
-    """:func:`propagate_labels_local` on channels-last buffers already padded by ``grid`` (the
-    streaming loop keeps its context that way, so nothing is re-laid out per frame).
-
-    Args:
-        query: (h, w, C) target features.
-        keys: (T, *grid.padded_shape, C) context features, zero padding.
-        labels: (T, *grid.padded_shape, L) context soft labels.
-        offsets, valid: ``grid.offsets_mask(radius)`` and ``grid.valid()``, when the caller caches them.
-
-    Returns:
-        (L, h, w) float32.
-    """
+    """The ``tiled`` step on channels-last buffers padded by ``grid``: query (h, w, C), keys
+    (T, *grid.padded_shape, C), labels (T, *grid.padded_shape, L) -> (L, h, w) float32."""
     frames, channels = keys.shape[0], keys.shape[-1]
     num_labels = labels.shape[-1]
     device = query.device
     tile, window, cols = grid.tile, grid.window, grid.cols
     num_tiles = grid.rows * cols
-    offsets = grid.offsets_mask(radius, device) if offsets is None else offsets
+    offsets = grid.offsets_mask(radius, device, shape) if offsets is None else offsets
     valid = grid.valid(device) if valid is None else valid
     k = min(topk, frames * window**2)
 
-    # Queries per tile: (tiles, tile^2, C), zero rows past the map's edge (dropped at the end).
     q = F.pad(query, (0, 0, 0, cols * tile - grid.width, 0, grid.rows * tile - grid.height))
     q = q.reshape(grid.rows, tile, cols, tile, channels).transpose(1, 2).reshape(num_tiles, tile**2, channels)
 
@@ -225,7 +271,6 @@ def propagate_tiles(
     for start in range(0, num_tiles, step):
         corners = [(t // cols * tile, t % cols * tile) for t in range(start, min(start + step, num_tiles))]
         n = len(corners)
-        # The only copy of context per chunk: each tile's window (a strided view of the buffer).
         context = torch.stack([keys[:, y : y + window, x : x + window] for y, x in corners])
         context_labels = torch.stack([labels[:, y : y + window, x : x + window] for y, x in corners])
         inside = torch.stack([valid[y : y + window, x : x + window] for y, x in corners])  # (n, win, win)
@@ -243,6 +288,258 @@ def propagate_tiles(
     return out.reshape(num_labels, grid.rows * tile, cols * tile)[:, : grid.height, : grid.width]
 
 
+# ------------------------------------------------------------------------------------------------
+# The context ring and its steps
+
+
+class Context:
+    """The first frame and a ring of the ``context`` most recent frames, stored for one step
+    implementation, and the step itself::
+
+        ctx = Context(h, w, context=20, channels=C, num_labels=L, neighbourhood=Neighbourhood(12.0))
+        ctx.set_first(features0, labels0)           # (h, w, C), (L, h, w)
+        labels = ctx.step(features, topk=10, temperature=0.05)   # (L, h, w) float32
+        ctx.push(features, labels)                  # drops the oldest once ``context`` are held
+
+    ``fill_with_first(copies)`` puts the first frame (with its labels) into the ring ``copies``
+    times, for the protocols whose early context repeats it (CRW fills the whole ring; VFS's
+    "previous frames" include frame 0). Buffers are allocated once.
+    """
+
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        *,
+        context: int,
+        channels: int,
+        num_labels: int,
+        neighbourhood: Neighbourhood,
+        impl: Impl = "local",
+        tile: int = 12,
+        chunk_mb: float = 256.0,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+        if impl == "tiled" and neighbourhood.first_unrestricted:
+            raise ValueError("impl=tiled has no unrestricted first frame; use local, dense or naive")
+        if tile < 1 or context < 0:
+            raise ValueError(f"need tile >= 1 and context >= 0, got tile={tile}, context={context}")
+        device = torch.device(device)
+        self.height, self.width, self.context = height, width, context
+        self.neighbourhood, self.impl, self.chunk_mb = neighbourhood, impl, chunk_mb
+        self.filled, self.next = 0, 1  # frames in the ring after slot 0; the slot the next one goes to
+        slots = 1 + context
+        self.grid = TileGrid(height, width, tile, neighbourhood.reach(height, width))
+        grid = self.grid
+        if impl in ("dense", "naive"):
+            self.keys = torch.zeros(slots, height, width, channels, dtype=dtype, device=device)
+            self.labels = torch.zeros(slots, height, width, num_labels, dtype=torch.float32, device=device)
+            return
+        padded = (slots, *grid.padded_shape)
+        self.labels = torch.zeros(*padded, num_labels, dtype=torch.float32, device=device)
+        self.valid = grid.valid(device)
+        if impl == "tiled":
+            self.keys = torch.zeros(*padded, channels, dtype=dtype, device=device)
+            self.offsets = grid.offsets_mask(neighbourhood.radius, device, neighbourhood.shape)
+            return
+        # local: keys as column bands (slots, cols, Hp, window, C); band c holds padded columns
+        # [c * tile, c * tile + window), so tile (r, c)'s window is band c's rows [r * tile, + window).
+        # Small features (pixels) whose every tile window fits chunk_mb are stored per tile instead,
+        # (tiles, slots, window^2, C): one matmul per row of tiles for all frames at once.
+        element = torch.empty(0, dtype=dtype).element_size()
+        per_window = grid.rows * grid.cols * slots * grid.window**2 * channels * element
+        self.windows = (torch.zeros(grid.rows * grid.cols, slots, grid.window**2, channels, dtype=dtype,
+                                    device=device) if per_window <= chunk_mb * 2**20 else None)
+        self.bands = (torch.zeros(slots, grid.cols, grid.padded_shape[0], grid.window, channels, dtype=dtype,
+                                  device=device) if self.windows is None else None)
+        self.first = (torch.zeros(height * width, channels, dtype=dtype, device=device)
+                      if neighbourhood.first_unrestricted else None)
+        # The in-neighbourhood window cells of each tile position: (tile^2, R), R the same for all.
+        allowed = grid.offsets_mask(neighbourhood.radius, device, neighbourhood.shape)
+        counts = allowed.sum(dim=1)
+        self.cells = allowed.nonzero()[:, 1].view(grid.tile**2, int(counts[0]))
+        self._outside: dict[tuple[int, int], list[tuple[int, torch.Tensor]]] = {}
+        if not bool((counts == counts[0]).all()):  # cannot happen: every tile position sees the same offsets
+            raise AssertionError("neighbourhood sizes differ across a tile")
+
+    # -- the ring --------------------------------------------------------------------------------
+
+    def _write(self, slot: int, features: torch.Tensor, labels: torch.Tensor) -> None:
+        h, w = self.height, self.width
+        if self.impl in ("dense", "naive"):
+            self.keys[slot] = features
+            self.labels[slot] = labels.permute(1, 2, 0)
+            return
+        r = self.grid.reach
+        self.labels[slot, r : r + h, r : r + w] = labels.permute(1, 2, 0)
+        if self.impl == "tiled":
+            self.keys[slot, r : r + h, r : r + w] = features
+            return
+        padded = self.grid.pad(features)  # (Hp, Wp, C)
+        tile, window = self.grid.tile, self.grid.window
+        if self.windows is not None:
+            tiles = padded.unfold(0, window, tile).unfold(1, window, tile)  # (rows, cols, C, win, win)
+            self.windows[:, slot] = tiles.permute(0, 1, 3, 4, 2).reshape(self.windows.shape[0], window**2, -1)
+        else:
+            for c in range(self.grid.cols):
+                self.bands[slot, c] = padded[:, c * tile : c * tile + window]
+        if slot == 0 and self.first is not None:
+            self.first.copy_(features.reshape(h * w, -1))
+
+    def set_first(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """(h, w, C) features and (L, h, w) labels of frame 0."""
+        self._write(0, features, labels)
+        self._first = (features, labels)
+
+    def fill_with_first(self, copies: int) -> None:
+        """Push the first frame ``copies`` times (at most ``context``)."""
+        for _ in range(min(copies, self.context)):
+            self.push(*self._first)
+
+    def push(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add a frame, dropping the oldest one once ``context`` frames are held."""
+        if self.context == 0:
+            return
+        self._write(self.next, features, labels)
+        self.filled = min(self.filled + 1, self.context)
+        self.next = 1 + self.next % self.context
+
+    @property
+    def used(self) -> int:
+        """Slots holding frames: 0 and 1..filled (the ring fills slots in order before it wraps)."""
+        return 1 + self.filled
+
+    # -- the step --------------------------------------------------------------------------------
+
+    def step(self, query: torch.Tensor, *, topk: int, temperature: float) -> torch.Tensor:
+        """(h, w, C) target features -> (L, h, w) float32 soft labels from the frames held."""
+        if topk < 1 or temperature <= 0:
+            raise ValueError(f"topk must be >= 1 and temperature > 0, got topk={topk}, temperature={temperature}")
+        nb, used = self.neighbourhood, self.used
+        if self.impl == "naive":
+            return propagate_labels_naive(
+                query.permute(2, 0, 1), self.keys[:used].permute(0, 3, 1, 2), self.labels[:used].permute(0, 3, 1, 2),
+                radius=nb.radius, topk=topk, temperature=temperature, shape=nb.shape,
+                first_unrestricted=nb.first_unrestricted)
+        if self.impl == "dense":
+            return self._step_dense(query, used, topk, temperature)
+        if self.impl == "tiled":
+            return propagate_tiles(query, self.keys[:used], self.labels[:used], self.grid, radius=nb.radius,
+                                   topk=topk, temperature=temperature, chunk_mb=self.chunk_mb, offsets=self.offsets,
+                                   valid=self.valid, shape=nb.shape)
+        return self._step_local(query, used, topk, temperature)
+
+    def _step_dense(self, query: torch.Tensor, used: int, topk: int, temperature: float) -> torch.Tensor:
+        """Chunks of target positions against every context position, then mask, top-k."""
+        h, w = self.height, self.width
+        n, channels = h * w, query.shape[-1]
+        nb, device = self.neighbourhood, query.device
+        keys = self.keys[:used].reshape(used * n, channels)
+        labels = self.labels[:used].reshape(used * n, -1)
+        k = min(topk, used * n)
+        rows = max(1, int(self.chunk_mb * 2**20 // (used * n * 4 * 2)))
+        yy, xx = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+        yy, xx = yy.flatten(), xx.flatten()
+        q = query.reshape(n, channels)
+        out = torch.empty(n, labels.shape[1], dtype=torch.float32, device=device)
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            affinity = (q[start:stop] @ keys.T).view(stop - start, used, n)
+            if not nb.unrestricted:
+                allowed = nb.allows(yy[None] - yy[start:stop, None], xx[None] - xx[start:stop, None])
+                masked = affinity[:, 1:] if nb.first_unrestricted else affinity
+                masked.masked_fill_(~allowed[:, None, :], float("-inf"))
+            values, index = affinity.view(stop - start, used * n).topk(k, dim=1)
+            weights = torch.softmax(values.float() / temperature, dim=1)
+            out[start:stop] = (labels[index] * weights[..., None]).sum(dim=1)
+        return out.T.reshape(-1, h, w)
+
+    def _step_local(self, query: torch.Tensor, used: int, topk: int, temperature: float) -> torch.Tensor:
+        """Rows of tiles against their column bands (class docstring and module docstring)."""
+        grid, nb = self.grid, self.neighbourhood
+        tile, window, reach, cols, rows = grid.tile, grid.window, grid.reach, grid.cols, grid.rows
+        (hp, wp), channels = grid.padded_shape, query.shape[-1]
+        num_labels = self.labels.shape[-1]
+        cells = self.cells  # (t2, R)
+        t2, per_frame = cells.shape
+        device = query.device
+        restricted = range(1, used) if nb.first_unrestricted else range(used)
+        frames = len(restricted)
+        k = min(topk, frames * per_frame) if frames else 0
+        kf = min(topk, self.height * self.width) if nb.first_unrestricted else 0
+        labels_flat = self.labels.view(-1, num_labels)
+
+        # Queries by tile: (rows, cols, t2, C), zero past the map's edge (dropped at the end).
+        q = F.pad(query, (0, 0, 0, cols * tile - grid.width, 0, rows * tile - grid.height))
+        q = q.reshape(rows, tile, cols, tile, channels).transpose(1, 2).reshape(rows, cols, t2, channels)
+        # Tiles per batch: affinities (frames, n, t2, window^2) and their gathered cells, 4 bytes each.
+        whole = self.height * self.width if nb.first_unrestricted else 0
+        per_tile = t2 * (frames * (window**2 + 2 * per_frame) + whole) * 4
+        step = max(1, min(cols, int(self.chunk_mb * 2**20 // per_tile)))
+        ti = torch.arange(t2, device=device)
+        cell_y, cell_x = cells // window, cells % window  # window coordinates of each kept cell
+        out = torch.empty(rows, cols, t2, num_labels, dtype=torch.float32, device=device)
+        for r in range(rows):
+            y = r * tile
+            for c0 in range(0, cols, step):
+                c1 = min(c0 + step, cols)
+                n = c1 - c0
+                qt = q[r, c0:c1]  # (n, t2, C)
+                candidates, positions = [], []  # values (n, t2, *) and flat label indices
+                if frames:
+                    index = cells[None, :, None, :].expand(n, t2, frames, per_frame)
+                    if self.windows is not None:
+                        first = r * cols
+                        block = self.windows[first + c0 : first + c1, restricted.start : used]
+                        affinity = torch.bmm(qt, block.reshape(n, frames * window**2, channels).transpose(1, 2))
+                        kept = affinity.view(n, t2, frames, window**2).gather(3, index)  # (n, t2, frames, R)
+                    else:
+                        affinity = torch.empty(frames, n, t2, window**2, dtype=query.dtype, device=device)
+                        for i, s in enumerate(restricted):
+                            block = self.bands[s, c0:c1, y : y + window].reshape(n, window**2, channels)
+                            torch.bmm(qt, block.transpose(1, 2), out=affinity[i])
+                        kept = affinity.permute(1, 2, 0, 3).gather(3, index)  # (n, t2, frames, R)
+                    x0 = torch.arange(c0, c1, device=device) * tile
+                    if (r, c0) not in self._outside:  # cells on the padding, for the tiles that have any
+                        inside = self.valid[y + cell_y[None], x0[:, None, None] + cell_x[None]]  # (n, t2, R)
+                        self._outside[r, c0] = [(j, ~inside[j][:, None, :]) for j in range(n)
+                                                if not bool(inside[j].all())]
+                    for j, outside in self._outside[r, c0]:
+                        kept[j].masked_fill_(outside, float("-inf"))
+                    values, index = kept.view(n, t2, frames * per_frame).topk(k, dim=2)
+                    slot = torch.as_tensor(list(restricted), device=device)[index // per_frame]
+                    cell = cells[ti[None, :, None], index % per_frame]  # (n, t2, k) window cells
+                    py = y + cell // window
+                    px = x0[:, None, None] + cell % window
+                    candidates.append(values)
+                    positions.append((slot * hp + py) * wp + px)
+                if kf:
+                    whole = (qt.reshape(n * t2, channels) @ self.first.T).view(n, t2, -1)
+                    values, index = whole.topk(kf, dim=2)
+                    candidates.append(values)
+                    positions.append((index // self.width + reach) * wp + index % self.width + reach)  # slot 0
+                values = torch.cat(candidates, dim=2) if len(candidates) > 1 else candidates[0]
+                position = torch.cat(positions, dim=2) if len(positions) > 1 else positions[0]
+                if len(candidates) > 1:
+                    values, index = values.topk(min(topk, values.shape[2]), dim=2)
+                    position = position.gather(2, index)
+                weights = torch.softmax(values.float() / temperature, dim=2)
+                out[r, c0:c1] = (labels_flat[position] * weights[..., None]).sum(dim=2)
+        out = out.view(rows, cols, tile, tile, num_labels).permute(4, 0, 2, 1, 3)
+        return out.reshape(num_labels, rows * tile, cols * tile)[:, : grid.height, : grid.width]
+
+
+def dense_is_cheaper(grid: TileGrid, *, frames: int, chunk_mb: float) -> bool:
+    """Whether the full affinity of a map is no larger than the local step's windows (small maps,
+    where every window covers most of the map) and fits ``chunk_mb``: then ``dense`` is used."""
+    dense = (grid.height * grid.width) ** 2
+    tiled = grid.rows * grid.cols * grid.tile**2 * grid.window**2
+    return dense <= tiled and dense * frames * 4 <= chunk_mb * 2**20
+
+
 def propagate_labels_local(
     query: torch.Tensor,
     keys: torch.Tensor,
@@ -251,23 +548,25 @@ def propagate_labels_local(
     radius: float,
     topk: int,
     temperature: float,
+    shape: Shape = "circle",
+    first_unrestricted: bool = False,
     tile: int = 12,
     chunk_mb: float = 256.0,
+    impl: Impl = "local",
 ) -> torch.Tensor:
-    """Propagation restricted to a radius, computed tile by tile (module docstring).
-
-    Same arguments and result as :func:`propagate_labels_naive` (up to float rounding and the
-    order of ties), plus:
+    """:func:`propagate_labels_naive`'s result (same arguments, up to float rounding and the order
+    of ties) by the ``impl`` of :class:`Context` (``local``: the fast step).
 
     Args:
-        tile: side of the square target tiles (feature cells). Each tile reads a window of
-            ``tile + 2 * (ceil(radius) - 1)`` cells: small tiles waste less of it on positions out
-            of radius, large tiles make larger matmuls.
-        chunk_mb: working-set budget of one batched matmul (MiB); bounds peak memory.
+        tile: side of the square target tiles (feature cells).
+        chunk_mb: working-set budget of one batch of tiles (MiB); bounds peak memory.
     """
     _check(query, keys, labels, topk, temperature)
-    grid = TileGrid.make(query.shape[1], query.shape[2], tile=tile, radius=radius)
-    return propagate_tiles(
-        query.permute(1, 2, 0), grid.pad(keys.permute(0, 2, 3, 1)), grid.pad(labels.permute(0, 2, 3, 1)), grid,
-        radius=radius, topk=topk, temperature=temperature, chunk_mb=chunk_mb,
-    )
+    frames, channels, height, width = keys.shape
+    ctx = Context(height, width, context=frames - 1, channels=channels, num_labels=labels.shape[1],
+                  neighbourhood=Neighbourhood(radius, shape, first_unrestricted), impl=impl, tile=tile,
+                  chunk_mb=chunk_mb, dtype=keys.dtype, device=keys.device)
+    ctx.set_first(keys[0].permute(1, 2, 0), labels[0])
+    for t in range(1, frames):
+        ctx.push(keys[t].permute(1, 2, 0), labels[t])
+    return ctx.step(query.permute(1, 2, 0), topk=topk, temperature=temperature)

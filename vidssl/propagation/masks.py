@@ -120,10 +120,21 @@ def to_pixels(
     return x[0]
 
 
+def min_max(labels: torch.Tensor) -> torch.Tensor:
+    """(L, H, W) -> each label's map scaled to [0, 1] by its own min and max; maps whose max is not
+    above 0 are left as they are (DINO's ``norm_mask``, VFS's normalization before argmax)."""
+    flat = labels.flatten(1)
+    low, high = flat.amin(dim=1), flat.amax(dim=1)
+    scaled = (labels - low[:, None, None]) / (high - low).clamp_min(1e-12)[:, None, None]
+    return torch.where((high > 0)[:, None, None], scaled, labels)
+
+
 def to_mask(soft: torch.Tensor, ids: tuple[int, ...], size: tuple[int, int], *, stride: int,
-            frame: tuple[int, int] | None = None) -> np.ndarray:
-    """(L, h, w) soft labels -> (H, W) uint8 map of ``ids`` (argmax after upsampling)."""
-    index = to_pixels(soft, size, stride=stride, frame=frame).argmax(dim=0).cpu().numpy()
+            frame: tuple[int, int] | None = None, norm: bool = False) -> np.ndarray:
+    """(L, h, w) soft labels -> (H, W) uint8 map of ``ids`` (argmax after upsampling; with ``norm``
+    after :func:`min_max` of the upsampled maps)."""
+    pixels = to_pixels(soft, size, stride=stride, frame=frame)
+    index = (min_max(pixels) if norm else pixels).argmax(dim=0).cpu().numpy()
     return np.asarray(ids, dtype=np.uint8)[index]
 
 

@@ -1,25 +1,23 @@
-"""Label propagation through a video, streamed: CRW / DINO's protocol with bounded memory.
+"""Label propagation through a video, streamed, under the protocol of a published codebase.
 
-    extractor = resolve_features("runs/fti", stride=8)
-    for frame, soft in propagate(frames, first_labels, extractor, settings=PropagationConfig()):
+    extractor = extractor_for(PropagationConfig(preset="crw", encoder="runs/fti"))
+    for frame, soft in propagate(frames, first_labels, extractor, settings=PropagationConfig(preset="crw")):
         ...   # frame (H, W, 3) uint8; soft (L, h, w) labels on the feature grid, frame 0 first
 
-The protocol (CRW, Jabri et al. 2020, arXiv:2006.14613; DINO, Caron et al. 2021,
-arXiv:2104.14294): L2-normalized dense features at stride 8; the context of frame t is the first
-frame (with its given labels) and the ``context`` frames before t (with their predicted soft
-labels); each target position takes the ``topk`` most similar context positions within
-``radius`` feature cells, softmax of similarity / ``temperature``, and their labels' weighted sum.
-The defaults are CRW's DAVIS settings: stride 8, 20 previous frames + the first, top-k 10,
-temperature 0.05, radius 12.
+The protocol: L2-normalized dense features; the context of frame t is the first frame (with its
+given labels) and the ``context`` frames before t (with their predicted soft labels); each target
+position takes the ``topk`` most similar context positions within its neighbourhood, a softmax of
+similarity / ``temperature``, and their labels' weighted sum (:mod:`vidssl.propagation.affinity`).
+
+Published numbers are comparable only under the codebase's own protocol, so ``preset=`` sets every
+key in which they differ (:data:`PRESETS`; explicit keys still override). Without a preset the
+defaults are vidssl's own: CRW's numbers (stride 8, 20 + first, top-k 10, temperature 0.05, circle
+of radius 12) with DINO's handling of the first frame (restricted like the others) and of the
+start (only frames that exist).
 
 Memory does not grow with the video: frames are read ``batch`` at a time, and the context is a
-fixed ring of (1 + ``context``) feature maps and soft labels at feature resolution, kept padded
-and channels-last for the tiled step of :mod:`vidssl.propagation.affinity`, whose working set is
-capped by ``chunk_mb``. Maps so small that every window covers most of them (JHMDB's 40 x 30)
-take the direct full-affinity computation instead, when it is cheaper and fits ``chunk_mb``: the
-same result. Differences from CRW's code: early frames use only the frames that exist (CRW
-repeats the first frame to fill the context), and the radius applies to the first frame too (as
-in DINO).
+fixed ring of (1 + ``context``) feature maps and soft labels at feature resolution, allocated once
+(:class:`vidssl.propagation.affinity.Context`), with each step's working set capped by ``chunk_mb``.
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
@@ -37,37 +35,123 @@ from tqdm import tqdm
 
 from vidssl.config import ConfigError, option, to_dict
 from vidssl.data.backends import VideoReader
-from vidssl.features import FeatureExtractor, resolve_features
+from vidssl.features import CopyFirst, FeatureExtractor, resolve_features
 from vidssl.files import atomic_write_json
-from vidssl.propagation.affinity import TileGrid, propagate_labels_naive, propagate_tiles
+from vidssl.propagation.affinity import Context, Neighbourhood, TileGrid, dense_is_cheaper
 from vidssl.propagation.keypoints import Keypoints
 
 log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, object] = {
+    "stride": 8, "layer": "", "context": 20, "topk": 10, "temperature": 0.05, "radius": 12.0,
+    "neighbourhood": "circle", "first_unrestricted": False, "fill": "none", "size": 0, "size_multiple": 1,
+    "norm_mask": False, "first_mask": "area",
+}
+"""The protocol keys without a preset (vidssl's own protocol: module docstring)."""
+
+PRESETS: dict[str, dict[str, object]] = {
+    # ajabri/videowalk code/test.py, README command (--topk 10 --videoLen 20 --radius 12
+    # --temperature 0.05 --cropSize -1); utils.MaskedAttention: dist < radius; test.py adds the mask
+    # to every key frame but long_mem (the first): A[0, :, len(long_mem):] += D; data/vos.py repeats
+    # frame 0 videoLen times before the video (test_utils.context_index_bank), so the early context
+    # is copies of the first frame; --remove-layers layer4: the trunk ends at layer3 (res3 here).
+    # Deviations: first-frame labels are cell averages (CRW: cv2 INTER_LINEAR of the one-hot) and
+    # predictions are upsampled on the grid's geometry (CRW: cv2.resize to the frame size).
+    "crw": {"stride": 8, "layer": "res3", "context": 20, "topk": 10, "temperature": 0.05, "radius": 12.0,
+            "neighbourhood": "circle", "first_unrestricted": True, "fill": "repeat", "size": 0,
+            "size_multiple": 1, "norm_mask": False, "first_mask": "area"},
+    # xvjiarui/VFS configs/r18_sgd_cos_100e_r2_1xNx8_k400.py test_cfg (precede_frames=20, topk=10,
+    # temperature=0.07, strides=(1, 2, 1, 1), out_indices=(2,), neighbor_range=24, with_first,
+    # with_first_neighbor) and the test pipeline Resize(scale=(-1, 480)); mmaction/models/trackers/
+    # vanilla_tracker.py: keys = frames max(0, t - 20) .. t - 1 plus the first (frame 0 twice early),
+    # spatial_neighbor(mode='circle'): dist < neighbor_range // 2, applied to every frame; ref_seg_map
+    # nearest-resized to the grid; predictions min-max normalized per label before argmax.
+    # out_indices=(2,) is torchvision's layer3 (mmaction counts stages from 0), i.e. res3 here, not
+    # the res4 the issue's table says. Deviation: predictions are upsampled on the grid's geometry.
+    "vfs": {"stride": 8, "layer": "res3", "context": 20, "topk": 10, "temperature": 0.07, "radius": 12.0,
+            "neighbourhood": "circle", "first_unrestricted": False, "fill": "include_first", "size": 480,
+            "size_multiple": 1, "norm_mask": True, "first_mask": "nearest"},
+    # facebookresearch/dino eval_video_segmentation.py: --n_last_frames 7, --topk 5,
+    # --size_mask_neighborhood 12 (restrict_neighborhood: a (2*12+1)^2 square, every frame), exp(aff /
+    # 0.1) normalized over the kept top-k (= softmax at 0.1), a queue of frames after the first;
+    # read_frame: short side 480, long side floored to a multiple of 64; read_seg: nearest resize to
+    # the patch grid; norm_mask before argmax. Deviations: exactly k neighbours (DINO keeps every
+    # value tied with the k-th); predictions upsampled bilinearly on the grid's geometry at the
+    # processing size, then resized bilinearly (DINO: nearest) to the frame size.
+    "dino": {"stride": 0, "layer": "", "context": 7, "topk": 5, "temperature": 0.1, "radius": 12.0,
+             "neighbourhood": "square", "first_unrestricted": False, "fill": "none", "size": 480,
+             "size_multiple": 64, "norm_mask": True, "first_mask": "nearest"},
+    # The DINOv3 segmentation-tracking notebook (paper App. D.5): max_context_length 7,
+    # neighborhood_size 12 with shape "circle" (make_neighborhood_mask: norm <= size, every frame),
+    # topk 5 (values >= the k-th kept), softmax at temperature 0.2, probabilities upsampled
+    # bilinearly to full resolution and min-max normalized per label (postprocess_probs) before
+    # argmax. Deviations: the notebook's own frame resizing was not available to check; frames are
+    # used at their size floored to a multiple of the 16-pixel patch; exactly k neighbours kept.
+    "dinov3": {"stride": 0, "layer": "", "context": 7, "topk": 5, "temperature": 0.2, "radius": 12.0,
+               "neighbourhood": "closed_circle", "first_unrestricted": False, "fill": "none", "size": 0,
+               "size_multiple": 16, "norm_mask": True, "first_mask": "area"},
+    # qianduoduolr/Spa-then-Temp configs/test/res18_d8.py test_cfg_davis (precede_frames=20, topk=10,
+    # temperature=0.07, out_indices=(2,), neighbor_range=24, mode='square', with_first,
+    # with_first_neighbor) and base_data.py (Resize(scale=(-1, 480))); vcl/models/trackers/
+    # vanilla_tracker.py as VFS's (frame 0 twice early, min-max before argmax). Square of side
+    # 2 * (24 // 2) + 1. Deviations: its encoders read Lab input (Normalize mean [50, 0, 0], std
+    # [50, 127, 127]), vidssl feeds RGB; the d8 stride tuple is read as stride 8 (the config's name).
+    "spa-then-temp": {"stride": 8, "layer": "res3", "context": 20, "topk": 10, "temperature": 0.07,
+                      "radius": 12.0, "neighbourhood": "square", "first_unrestricted": False,
+                      "fill": "include_first", "size": 480, "size_multiple": 1, "norm_mask": True,
+                      "first_mask": "nearest"},
+}
+"""Every protocol key of each published codebase (comments: the files followed and what differs)."""
 
 
 @dataclass(frozen=True)
 class PropagationConfig:
     """How labels are propagated; shared by ``vidssl propagate``, ``eval davis`` and ``eval jhmdb``
-    and recorded with their results."""
+    and recorded with their results. Keys left at None take the preset's value (or
+    :data:`DEFAULTS`): after construction every key holds its resolved value."""
 
-    encoder: str = option(
-        "pixels", "pixels (Lab colour) | random (random-init resnet18) | run folder | .safetensors | random:NAME"
+    preset: Literal["", "crw", "vfs", "dino", "dinov3", "spa-then-temp"] = option(
+        "", "protocol of a published codebase: crw | vfs | dino | dinov3 | spa-then-temp (explicit keys override)"
     )
-    stride: int | None = option(8, "feature stride: ResNets are rebuilt at it (8, 16, 32); None = the encoder's own")
-    context: int = option(20, "previous frames in the context, besides the first frame (CRW: 20)")
-    topk: int = option(10, "context positions kept per target position (CRW: 10)")
-    temperature: float = option(0.05, "softmax temperature of the kept affinities (CRW: 0.05)")
-    radius: float = option(12.0, "context positions farther than this (feature cells) are ignored; 0 = none (CRW: 12)")
-    size: int | None = option(None, "short side the frames are resized to before the encoder (None = as they are)")
+    encoder: str = option(
+        "pixels", "random (random-init resnet18) | pixels (Lab colour) | copy (first labels repeated) | run folder "
+        "| .safetensors | random:NAME"
+    )
+    stride: int | None = option(None, "feature stride: ResNets are rebuilt at it (8, 16, 32); 0 = the encoder's own "
+                                "(default 8)")
+    layer: Literal["", "res3", "res4"] | None = option(
+        None, "ResNet layer: res3 (trunk up to layer3, CRW) | res4 (layer4) | '' = the encoder's output (default '')"
+    )
+    context: int | None = option(None, "previous frames in the context, besides the first frame (default 20)")
+    topk: int | None = option(None, "context positions kept per target position (default 10)")
+    temperature: float | None = option(None, "softmax temperature of the kept affinities (default 0.05)")
+    radius: float | None = option(None, "neighbourhood radius in feature cells; 0 = none (default 12)")
+    neighbourhood: Literal["circle", "closed_circle", "square"] | None = option(
+        None, "circle: d < radius | closed_circle: d <= radius | square: |dy|, |dx| <= radius (default circle)"
+    )
+    first_unrestricted: bool | None = option(None, "the first frame ignores the neighbourhood (CRW; default false)")
+    fill: Literal["none", "repeat", "include_first"] | None = option(
+        None, "early context: none (frames that exist) | repeat (copies of frame 0, CRW) | include_first "
+        "(the previous frames counting frame 0, VFS) (default none)"
+    )
+    size: int | None = option(None, "short side the frames are resized to before the encoder; 0 = as they are "
+                              "(default 0)")
+    size_multiple: int | None = option(None, "then each side floored to a multiple of this (DINO: 64; default 1)")
+    norm_mask: bool | None = option(None, "masks: min-max normalize each label's map before argmax (default false)")
+    first_mask: Literal["area", "nearest"] | None = option(
+        None, "masks: first mask on the grid by cell averages (area) or nearest pixel (default area)"
+    )
     sigma: float = option(0.5, "keypoints: Gaussian heatmap sigma in feature cells (CRW: 0.5)")
     peak_topk: int = option(3, "keypoints: a joint is the value-weighted mean of its heatmap's top cells (CRW: 3)")
     input: Literal["rgb", "gray"] = option(
         "rgb", "what the encoder sees: rgb | gray (Lab lightness, for colorization encoders)"
     )
-    tile: int = option(12, "side of the target tiles of the local affinity (feature cells)")
-    chunk_mb: float = option(256.0, "working-set cap of one batched affinity matmul (MiB)")
+    impl: Literal["auto", "local", "dense", "tiled", "naive"] = option(
+        "auto", "step: auto (local, or dense for small maps) | local | dense | tiled (previous) | naive (reference)"
+    )
+    tile: int = option(0, "side of the target tiles of the local step (feature cells); 0 = 12, or 3 for < 32 channels")
+    chunk_mb: float = option(256.0, "working-set cap of one batch of tiles (MiB)")
     batch: int = option(4, "frames per encoder forward pass")
-    naive: bool = option(False, "use the full-affinity reference implementation (slow, memory grows with frame area^2)")
     device: str = option("auto", "auto (CUDA when available) | cpu | cuda:N")
     precision: Literal["auto", "float32", "float16", "bfloat16"] = option(
         "auto", "stored features: auto = float16 on CUDA, float32 on CPU"
@@ -75,14 +159,32 @@ class PropagationConfig:
     seed: int = option(0, "seed of a random encoder")
 
     def __post_init__(self) -> None:
-        if self.context < 0 or self.topk < 1 or self.temperature <= 0 or self.batch < 1 or self.tile < 1:
-            raise ConfigError(f"need context >= 0, topk >= 1, temperature > 0, batch >= 1, tile >= 1: {self}")
+        if self.preset and self.preset not in PRESETS:
+            raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        chosen = PRESETS.get(self.preset, DEFAULTS)
+        for key, value in chosen.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
+        if self.context < 0 or self.topk < 1 or self.temperature <= 0 or self.batch < 1 or self.tile < 0:
+            raise ConfigError(f"need context >= 0, topk >= 1, temperature > 0, batch >= 1, tile >= 0: {self}")
+        if self.size < 0 or self.size_multiple < 1 or self.stride < 0:
+            raise ConfigError(f"need size >= 0, size_multiple >= 1, stride >= 0: {self}")
+
+    @property
+    def neighbourhood_spec(self) -> Neighbourhood:
+        return Neighbourhood(self.radius, self.neighbourhood, self.first_unrestricted)
+
+
+PROTOCOL_KEYS = tuple(DEFAULTS)
+assert all(set(p) == set(DEFAULTS) for p in PRESETS.values())  # every preset sets every protocol key
+assert set(PROTOCOL_KEYS) <= {f.name for f in fields(PropagationConfig)}
 
 
 def extractor_for(settings: PropagationConfig) -> FeatureExtractor:
-    """The feature extractor ``settings`` name (encoder, stride, device, precision, input)."""
-    return resolve_features(settings.encoder, stride=settings.stride, device=settings.device,
-                            precision=settings.precision, seed=settings.seed, gray=settings.input == "gray")
+    """The feature extractor ``settings`` name (encoder, stride, layer, device, precision, input)."""
+    return resolve_features(settings.encoder, stride=settings.stride or None, device=settings.device,
+                            precision=settings.precision, seed=settings.seed, gray=settings.input == "gray",
+                            layer=settings.layer)
 
 
 def read_frames(reader: VideoReader, *, batch: int = 4) -> Iterator[np.ndarray]:
@@ -91,50 +193,19 @@ def read_frames(reader: VideoReader, *, batch: int = 4) -> Iterator[np.ndarray]:
         yield from reader.get_frames(range(start, min(start + batch, reader.num_frames)))
 
 
-class ContextBank:
-    """The first frame and a ring of the ``context`` most recent frames: features (T, Hp, Wp, C)
-    and soft labels (T, Hp, Wp, L), padded by ``grid`` and allocated once."""
-
-    def __init__(self, grid: TileGrid, *, context: int, channels: int, num_labels: int, dtype: torch.dtype,
-                 device: torch.device) -> None:
-        self.grid = grid
-        shape = (1 + context, *grid.padded_shape)
-        self.keys = torch.zeros(*shape, channels, dtype=dtype, device=device)
-        self.labels = torch.zeros(*shape, num_labels, dtype=torch.float32, device=device)
-        self.context = context
-        self.filled = 0  # frames after the first in the ring
-        self.next = 1  # slot the next frame goes to
-
-    def _write(self, slot: int, features: torch.Tensor, labels: torch.Tensor) -> None:
-        r, (h, w) = self.grid.reach, (self.grid.height, self.grid.width)
-        self.keys[slot, r : r + h, r : r + w] = features
-        self.labels[slot, r : r + h, r : r + w] = labels.permute(1, 2, 0)
-
-    def set_first(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        """(h, w, C) features and (L, h, w) labels of frame 0."""
-        self._write(0, features, labels)
-
-    def push(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        """Add a frame, dropping the oldest one once ``context`` frames are held."""
-        if self.context == 0:
-            return
-        self._write(self.next, features, labels)
-        self.filled = min(self.filled + 1, self.context)
-        self.next = 1 + self.next % self.context
-
-    def view(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and labels of the frames held (slot order; the step does not depend on it)."""
-        used = 1 + self.filled  # slots 1..filled fill up before the ring wraps
-        return self.keys[:used], self.labels[:used]
-
-
-def dense_is_cheaper(grid: TileGrid, *, frames: int, chunk_mb: float) -> bool:
-    """Whether the full affinity of a map is smaller than the tiled windows' (small maps, where
-    every window covers most of the map) and fits the ``chunk_mb`` budget: then it is computed
-    directly, with the same result."""
-    dense = (grid.height * grid.width) ** 2
-    tiled = grid.rows * grid.cols * grid.tile**2 * grid.window**2
-    return dense <= tiled and dense * frames * 4 <= chunk_mb * 2**20
+def make_context(height: int, width: int, *, channels: int, num_labels: int, settings: PropagationConfig,
+                 dtype: torch.dtype, device: torch.device) -> Context:
+    """The context ring for ``settings`` on an (h, w) grid: ``impl=auto`` is ``local``, or ``dense``
+    where the full affinity is no larger than the windows' (small maps) or there is no radius."""
+    tile = settings.tile or (12 if channels >= 32 else 3)
+    nb = settings.neighbourhood_spec
+    impl = settings.impl
+    if impl == "auto":
+        grid = TileGrid(height, width, tile, nb.reach(height, width))
+        small = dense_is_cheaper(grid, frames=1 + settings.context, chunk_mb=settings.chunk_mb)
+        impl = "dense" if nb.unrestricted or small else "local"
+    return Context(height, width, context=settings.context, channels=channels, num_labels=num_labels,
+                   neighbourhood=nb, impl=impl, tile=tile, chunk_mb=settings.chunk_mb, dtype=dtype, device=device)
 
 
 def propagate(
@@ -150,55 +221,78 @@ def propagate(
         frames: (H, W, 3) uint8 RGB frames in order, frame 0 first; consumed lazily.
         first_labels: (L, h, w) soft labels of frame 0 on its feature grid (see
             :func:`vidssl.propagation.masks.to_grid`, :func:`vidssl.propagation.keypoints.heatmaps`).
-        extractor: maps (B, H, W, 3) uint8 frames to (B, h, w, C) L2-normalized features.
-        settings: context, topk, temperature, radius, tile, chunk_mb, batch, naive.
+        extractor: maps (B, H, W, 3) uint8 frames to (B, h, w, C) L2-normalized features
+            (:class:`vidssl.features.CopyFirst`: every frame gets ``first_labels``).
+        settings: the protocol keys, impl, tile, chunk_mb, batch.
 
     Yields:
         (frame, labels): each frame with its (L, h, w) float32 soft labels on ``extractor``'s
         device; frame 0 comes with ``first_labels``.
     """
-    bank: ContextBank | None = None
+    ctx: Context | None = None
+    labels0 = first_labels.to(extractor.device, torch.float32)
+    copy = isinstance(extractor, CopyFirst)
     iterator = iter(frames)
     while batch := [f for _, f in zip(range(settings.batch), iterator, strict=False)]:
         features = extractor(np.stack(batch))  # (B, h, w, C)
         for frame, feats in zip(batch, features, strict=True):
-            if bank is None:
-                labels = first_labels.to(extractor.device, torch.float32)
-                if labels.shape[1:] != feats.shape[:2]:
-                    raise ValueError(
-                        f"first-frame labels are on a {tuple(labels.shape[1:])} grid, the features "
-                        f"{tuple(feats.shape[:2])}; build them for the grid of the frames the encoder sees"
-                    )
-                grid = TileGrid.make(*feats.shape[:2], tile=settings.tile, radius=settings.radius)
-                bank = ContextBank(grid, context=settings.context, channels=feats.shape[2],
-                                   num_labels=labels.shape[0], dtype=feats.dtype, device=feats.device)
-                bank.set_first(feats, labels)
-                offsets, valid = grid.offsets_mask(settings.radius, feats.device), grid.valid(feats.device)
-                cheaper = dense_is_cheaper(grid, frames=1 + settings.context, chunk_mb=settings.chunk_mb)
-                dense = settings.naive or cheaper
-                yield frame, labels
-                continue
-            keys, context_labels = bank.view()
-            if dense:
-                r, h, w = grid.reach, grid.height, grid.width
-                labels = propagate_labels_naive(
-                    feats.permute(2, 0, 1), keys[:, r : r + h, r : r + w].permute(0, 3, 1, 2),
-                    context_labels[:, r : r + h, r : r + w].permute(0, 3, 1, 2), radius=settings.radius,
-                    topk=settings.topk, temperature=settings.temperature,
+            if labels0.shape[1:] != feats.shape[:2]:
+                raise ValueError(
+                    f"first-frame labels are on a {tuple(labels0.shape[1:])} grid, the features "
+                    f"{tuple(feats.shape[:2])}; build them for the grid of the frames the encoder sees"
                 )
-            else:
-                labels = propagate_tiles(feats, keys, context_labels, grid, radius=settings.radius,
-                                         topk=settings.topk, temperature=settings.temperature,
-                                         chunk_mb=settings.chunk_mb, offsets=offsets, valid=valid)
-            bank.push(feats, labels)
+            if copy:
+                yield frame, labels0
+                continue
+            if ctx is None:
+                ctx = make_context(*feats.shape[:2], channels=feats.shape[2], num_labels=labels0.shape[0],
+                                   settings=settings, dtype=feats.dtype, device=feats.device)
+                ctx.set_first(feats, labels0)
+                if settings.fill == "repeat":
+                    ctx.fill_with_first(settings.context)
+                elif settings.fill == "include_first":
+                    ctx.fill_with_first(1)
+                yield frame, labels0
+                continue
+            labels = ctx.step(feats, topk=settings.topk, temperature=settings.temperature)
+            ctx.push(feats, labels)
             yield frame, labels
 
 
-def processing_size(height: int, width: int, size: int | None) -> tuple[int, int]:
-    """(H', W') the encoder sees for a ``height`` x ``width`` video and the ``size`` setting."""
+def processing_size(height: int, width: int, size: int | None, multiple: int = 1) -> tuple[int, int]:
+    """(H', W') the encoder sees for a ``height`` x ``width`` video: short side ``size`` (0 or None:
+    as it is), then each side floored to a multiple of ``multiple`` (DINO's read_frame: 64)."""
     from vidssl.data.backends import output_size
 
-    return output_size(height, width, size)
+    h, w = output_size(height, width, size or None)
+    return max(multiple, h // multiple * multiple), max(multiple, w // multiple * multiple)
+
+
+def nearest_grid(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(H, W) label map -> (h, w) by nearest pixel at cell centres (PIL's NEAREST resize, as DINO's
+    read_seg and VFS's pil_nearest_interpolate put the first mask on the patch grid)."""
+    height, width = mask.shape
+    rows = np.minimum(((np.arange(grid[0]) + 0.5) * height / grid[0]).astype(np.int64), height - 1)
+    cols = np.minimum(((np.arange(grid[1]) + 0.5) * width / grid[1]).astype(np.int64), width - 1)
+    return mask[rows][:, cols]
+
+
+def seen_size(video: Path, settings: PropagationConfig, *, backend: str = "auto") -> tuple[int, int]:
+    """(H', W') the encoder sees for ``video`` under ``settings``."""
+    from vidssl.data.backends import open_video
+
+    reader = open_video(video, backend=backend)
+    try:
+        return processing_size(reader.height, reader.width, settings.size, settings.size_multiple)
+    finally:
+        reader.close()
+
+
+def protocol_record(settings: PropagationConfig, frame_size: tuple[int, int] | None) -> dict:
+    """What every result file records besides its figures: every resolved key (preset included),
+    the frame size the encoder saw ([H, W]) and the torch version."""
+    return {"settings": to_dict(settings), "frame_size": list(frame_size) if frame_size else None,
+            "torch": torch.__version__}
 
 
 @dataclass(frozen=True)
@@ -260,12 +354,17 @@ def propagate_masks(
         reader.close()
         raise ValueError(f"{annotation}: mask is {first.mask.shape[1]}x{first.mask.shape[0]}, "
                          f"video {video} is {size[1]}x{size[0]}")
-    seen = processing_size(*size, settings.size)
+    seen = processing_size(*size, settings.size, settings.size_multiple)
     if seen != size:
         reader.close()
         reader = open_video(video, backend=backend, size=seen)
     stride = extractor.stride
-    labels = to_grid(one_hot(first.mask, first.ids), grid_size(*seen, stride), stride=stride, frame=seen)
+    grid = grid_size(*seen, stride)
+    if settings.first_mask == "nearest":
+        labels = one_hot(nearest_grid(first.mask, grid), first.ids)
+    else:
+        labels = to_grid(one_hot(first.mask, first.ids), grid, stride=stride, frame=seen)
+    copy = isinstance(extractor, CopyFirst)
     name = name or video.stem
     names = frame_names(video, reader.num_frames)
     stream = propagate(read_frames(reader, batch=settings.batch), labels, extractor, settings=settings)
@@ -273,7 +372,10 @@ def propagate_masks(
     def frames_done() -> Iterator[np.ndarray]:
         for index, (frame, soft) in enumerate(tqdm(stream, total=reader.num_frames, desc=name, unit="frame",
                                                    disable=not progress, leave=False)):
-            mask = first.mask if index == 0 else to_mask(soft, first.ids, size, stride=stride, frame=seen)
+            if index == 0 or copy:
+                mask = first.mask
+            else:
+                mask = to_mask(soft, first.ids, size, stride=stride, frame=seen, norm=settings.norm_mask)
             write_mask(out / name / f"{names[index]}.png", mask, first.palette)
             if on_mask is not None:
                 on_mask(index, names[index], mask)
@@ -317,7 +419,7 @@ def propagate_keypoints(
 
     reader = open_video(video, backend=backend)
     size = (reader.height, reader.width)
-    seen = processing_size(*size, settings.size)
+    seen = processing_size(*size, settings.size, settings.size_multiple)
     if seen != size:
         reader.close()
         reader = open_video(video, backend=backend, size=seen)
@@ -334,7 +436,7 @@ def propagate_keypoints(
     def frames_done() -> Iterator[np.ndarray]:
         for index, (frame, soft) in enumerate(tqdm(stream, total=reader.num_frames, desc=name, unit="frame",
                                                    disable=not progress, leave=False)):
-            if index == 0:
+            if index == 0 or isinstance(extractor, CopyFirst):
                 xy = np.where(first_visible[:, None], first_xy, np.nan)
                 score = labels.flatten(1).amax(dim=1).numpy()
             else:
@@ -390,6 +492,7 @@ def run_propagate(cfg: PropagateConfig) -> dict:
         raise ValueError(f"{labels}: first-frame labels must be a mask .png or keypoints .json / .mat")
     seconds = time.perf_counter() - started
     record = {"kind": kind, "video": str(video), "labels": str(labels), "frames": frames, "seconds": seconds,
-              "fps": frames / seconds, "outputs": outputs, "features": extractor.name, "settings": to_dict(cfg)}
+              "fps": frames / seconds, "outputs": outputs, "features": extractor.name,
+              **protocol_record(cfg, seen_size(video, cfg, backend=cfg.backend))}
     atomic_write_json(out / "propagation.json", record, indent=1)
     return record
