@@ -5,8 +5,9 @@ is also reachable (and tested) in-process through :func:`main`. ``vidssl SUBCOMM
 every key with its default and meaning; an unknown key is an error with a "did you mean" hint.
 
 Every failure is one line on stderr, ``vidssl SUBCOMMAND: <file>: <what is wrong>``, and a non-zero
-exit: 2 for bad input (keys, values, a run folder that already holds a run), 1 when the work
-failed (unreadable data, a full disk, a non-finite loss). ``VIDSSL_DEBUG=1`` shows the traceback.
+exit: 2 for what parsing finds (keys, values, ``out=``), 1 for what the command finds once it reads
+files (a run folder that already holds a run, unreadable data, a full disk, a non-finite loss).
+``VIDSSL_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -366,11 +367,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[name].run(cfg)
-    except ConfigError as err:  # bad input found once the files are read (a run folder that holds a run)
-        if debug:
-            raise
-        print(f"vidssl {name}: {_one_line(err)}", file=sys.stderr)
-        return 2
     except Exception as err:  # noqa: BLE001 - every failure is one line; VIDSSL_DEBUG=1 shows the traceback
         if debug:
             raise

@@ -68,7 +68,7 @@ def test_resume_without_steps_finishes_the_run_and_a_finished_run_changes_nothin
     assert files_of(run) == before  # config, checkpoints, logs untouched
     assert main(["train", f"out={run}", "resume=true", "steps=5"]) == 0  # an explicit extension, said so
     assert "extending" in caplog.text and load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 5
-    assert main(["train", f"out={run}", "resume=true", "steps=3"]) == 2  # never shortened
+    assert main(["train", f"out={run}", "resume=true", "steps=3"]) == 1  # never shortened
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 5
 
 
@@ -93,7 +93,7 @@ def test_training_into_a_run_folder_is_refused_unless_overwrite(tmp_path, synth_
     assert main(cli_args(synth_dir, run, steps=2)) == 0
     before = files_of(run)
     capsys.readouterr()
-    assert main(cli_args(synth_dir, run, steps=1)) == 2
+    assert main(cli_args(synth_dir, run, steps=1)) == 1
     err = capsys.readouterr().err
     assert f"{run}: already holds a training run" in err and "resume=true" in err and "overwrite=true" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
