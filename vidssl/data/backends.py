@@ -10,6 +10,11 @@ only matters when it is asked for.
 
 ``size`` resizes on decode where the backend can (decord scales inside its decoder, PyAV in the
 colour conversion, JPEG folders through the JPEG draft mode); OpenCV resizes after decoding.
+
+Frames come out as the video is meant to be shown: a rotation in the file's display matrix (phone
+videos) is applied (PyAV rotates itself, OpenCV's own auto-rotation is kept on), so masks and boxes
+drawn on the displayed video line up. decord ignores display matrices: it refuses a rotated file
+with a message naming the backends that handle it.
 """
 
 from __future__ import annotations
@@ -109,6 +114,24 @@ def _pyav_frame_table(path: str, mtime_ns: int) -> tuple[tuple[int, ...], tuple[
     return pts_sorted, keyframes
 
 
+def display_rotation(path: str | Path) -> int:
+    """The counter-clockwise rotation (0, 90, 180, 270) a video's display matrix asks for; 0 when
+    there is none or PyAV cannot tell."""
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            frame = next(container.decode(container.streams.video[0]))
+            return int(round(getattr(frame, "rotation", 0) or 0)) % 360
+    except Exception:  # noqa: BLE001 - no PyAV, no video stream, undecodable: the reader reports those
+        return 0
+
+
+def _rotate(frame: np.ndarray, degrees: int) -> np.ndarray:
+    """``frame`` (H, W, C) turned ``degrees`` counter-clockwise, as a display matrix means it."""
+    return np.ascontiguousarray(np.rot90(frame, (degrees // 90) % 4)) if degrees else frame
+
+
 class PyAVReader:
     """PyAV (FFmpeg) decoding with keyframe-aware seeking.
 
@@ -134,15 +157,22 @@ class PyAVReader:
             raise VideoReadError(self.path, "no video frames")
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate else 0.0
-        self.height, self.width = output_size(self._stream.height, self._stream.width, size)
-        self._resize = (self.height, self.width) != (self._stream.height, self._stream.width)
+        self.rotation = display_rotation(self.path)
+        turned = self.rotation in (90, 270)
+        shown = (self._stream.width, self._stream.height) if turned else (self._stream.height, self._stream.width)
+        self.height, self.width = output_size(*shown, size)
+        self._decode_hw = (self.width, self.height) if turned else (self.height, self.width)  # before rotating
+        self._resize = self._decode_hw != (self._stream.height, self._stream.width)
         self._frames = None  # decode iterator positioned after frame self._position
         self._position = -1
 
     def _to_array(self, frame: object) -> np.ndarray:
         if self._resize:
-            return frame.to_ndarray(format="rgb24", width=self.width, height=self.height, interpolation="AREA")
-        return frame.to_ndarray(format="rgb24")
+            height, width = self._decode_hw
+            array = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+        else:
+            array = frame.to_ndarray(format="rgb24")
+        return _rotate(array, self.rotation)
 
     def _keyframe_before(self, index: int) -> int:
         return self._keyframes[max(0, bisect.bisect_right(self._keyframes, index) - 1)] if self._keyframes else 0
@@ -200,6 +230,10 @@ class DecordReader:
                 self._vr = decord.VideoReader(str(self.path), num_threads=threads, width=ow, height=oh)
         except (decord.DECORDError, RuntimeError) as err:
             raise VideoReadError(self.path, f"cannot open as video ({err})") from err
+        rotation = display_rotation(self.path)
+        if rotation:
+            raise VideoReadError(self.path, f"its display matrix rotates it by {rotation} degrees, which decord "
+                                            "ignores; use backend=pyav or backend=opencv")
         self.num_frames = len(self._vr)
         if self.num_frames == 0:
             raise VideoReadError(self.path, "no video frames")
@@ -236,6 +270,7 @@ class OpenCVReader:
         self._cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
         if not self._cap.isOpened():
             raise VideoReadError(self.path, "cannot open as video (OpenCV)")
+        self._cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)  # display matrix applied, as the other backends do
         self.num_frames = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
         if self.num_frames <= 0:
             raise VideoReadError(self.path, "no video frames")

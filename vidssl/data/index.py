@@ -31,7 +31,7 @@ from tqdm import tqdm
 from vidssl.data.backends import IMAGE_ERRORS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoReadError, list_frame_files
 from vidssl.files import atomic_write_json
 
-MANIFEST_VERSION = 2  # 2: damaged files counted by the frames that decode
+MANIFEST_VERSION = 2  # 2: damaged files counted by the frames that decode, rotated videos' shown size
 SKIP_FOLDERS = frozenset({"Annotations", "__MACOSX"})
 FRAME_FOLDER_FPS = 30.0  # frame folders carry no rate; DAVIS and JHMDB are 24 / 30 fps
 
@@ -202,7 +202,12 @@ def probe(path: Path) -> VideoInfo:
         raise VideoReadError(path, f"unreadable ({type(err).__name__}: {err})".replace("\n", " ")) from err
     if not num_frames:
         raise VideoReadError(path, "no frames")
-    return VideoInfo(str(path.resolve()), int(num_frames), float(rate or 0.0), stream.height, stream.width)
+    from vidssl.data.backends import display_rotation
+
+    height, width = stream.height, stream.width
+    if display_rotation(path) in (90, 270):  # the size it is shown at, which every backend returns
+        height, width = width, height
+    return VideoInfo(str(path.resolve()), int(num_frames), float(rate or 0.0), height, width)
 
 
 def _bytes_promised(stream: object) -> int:
