@@ -68,4 +68,4 @@ def test_every_config_is_typed_frozen_and_documented() -> None:
 
 def test_two_view_methods_share_the_pair_source() -> None:
     pair_methods = sorted(n for n, c in METHODS.items() if issubclass(c, PairMethod))
-    assert pair_methods == ["byol", "fti", "mocov2", "simclr", "simsiam"]
+    assert pair_methods == ["byol", "fti", "mocov2", "simclr", "simsiam", "vfs"]

@@ -79,3 +79,35 @@ class MultiCrop:
         if self.local_crops:
             views["local"] = torch.cat([self.local(frame) for _ in range(self.local_crops)])
         return views
+
+
+class PatchGrid:
+    """CRW's ``grid`` frame augmentation (Jabri et al. 2020, arXiv:2006.14613; videowalk
+    ``utils/augs.py``): each frame independently gets a random resized crop to ``size`` (area
+    ``frame_scale``, aspect ``frame_ratio``), is cut into ``patch``-px windows ``stride`` px apart,
+    and each window gets its own random resized crop back to ``patch`` px (area ``jitter_scale``).
+
+    uint8 frames (T, 3, H, W) -> uint8 (T * P, 3, patch, patch), frame-major, P = :attr:`per_frame`
+    patches per frame in row-major order (49 at the defaults).
+    """
+
+    def __init__(self, *, size: int = 256, patch: int = 64, stride: int = 32,
+                 frame_scale: tuple[float, float] = (0.8, 0.95), frame_ratio: tuple[float, float] = (0.7, 1.3),
+                 jitter_scale: tuple[float, float] = (0.7, 0.9)) -> None:
+        if not 0 < patch <= size or stride < 1:
+            raise ValueError(f"need 0 < patch <= size and stride >= 1, got patch={patch}, size={size}, stride={stride}")
+        self.patch, self.stride = patch, stride
+        self.side = (size - patch) // stride + 1
+        self.frame = v2.RandomResizedCrop(size, scale=frame_scale, ratio=frame_ratio, antialias=True)
+        self.jitter = v2.RandomResizedCrop(patch, scale=jitter_scale, antialias=True)
+
+    @property
+    def per_frame(self) -> int:
+        return self.side * self.side
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        patches = []
+        for frame in frames:
+            grid = self.frame(frame).unfold(1, self.patch, self.stride).unfold(2, self.patch, self.stride)
+            patches += [self.jitter(w) for w in grid.permute(1, 2, 0, 3, 4).reshape(-1, 3, self.patch, self.patch)]
+        return torch.stack(patches)

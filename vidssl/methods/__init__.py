@@ -10,12 +10,14 @@ from vidssl.methods.base import Method, PairMethod, StepOutput
 from vidssl.methods.byol import BYOL
 from vidssl.methods.colorization import Colorization
 from vidssl.methods.cpc import CPC
+from vidssl.methods.crw import CRW
 from vidssl.methods.dino import DINO
 from vidssl.methods.fti import FTI, MoCoV2, SimCLR
 from vidssl.methods.jigsaw import Jigsaw
 from vidssl.methods.relpatch import RelPatch
 from vidssl.methods.rotation import Rotation
 from vidssl.methods.simsiam import SimSiam
+from vidssl.methods.vfs import VFS
 
 METHODS: dict[str, type[Method]] = {
     "fti": FTI,
@@ -26,6 +28,8 @@ METHODS: dict[str, type[Method]] = {
     "dino": DINO,
     "cpc": CPC,
     "colorization": Colorization,
+    "crw": CRW,
+    "vfs": VFS,
     "rotation": Rotation,
     "jigsaw": Jigsaw,
     "relpatch": RelPatch,

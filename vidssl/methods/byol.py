@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from vidssl.config import option
 from vidssl.data.pairs import PairOptions
@@ -76,8 +77,7 @@ class BYOL(PairMethod):
     def __init__(self, encoder: Encoder, cfg: Any = None, *, image_size: int = 224, seed: int = 0) -> None:
         super().__init__(encoder, cfg, image_size=image_size, seed=seed)
         cfg = self.cfg
-        self.projector = projection_mlp(encoder.out_dim, cfg.proj_hidden, cfg.proj_dim)
-        self.predictor = projection_mlp(cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim)
+        self.projector, self.predictor = byol_heads(encoder.out_dim, cfg.proj_hidden, cfg.proj_dim, cfg.pred_hidden)
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
 
@@ -89,18 +89,32 @@ class BYOL(PairMethod):
         return byol_views(self.image_size) if self.cfg.augment == "byol" else None
 
     def pair_loss(self, pairs: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        if pairs.shape[1] != 2:
-            raise ValueError(f"BYOL needs two views per sample, got {pairs.shape[1]}")
-        views = [self.normalize(pairs[:, v]) for v in (0, 1)]
-        # One forward per view, as the paper's code: BatchNorm statistics are per view.
-        z1, z2 = (self.projector(self.encoder(v)) for v in views)  # (B, d) each
-        q1, q2 = self.predictor(z1), self.predictor(z2)
-        with torch.no_grad():
-            t1, t2 = (self.target_projector(self.target_encoder(v)) for v in views)
-        loss = normalized_mse(q1, t2) + normalized_mse(q2, t1)  # each view predicts the other's target
-        std = embedding_std(z1)
-        return loss, {"embed_std": std, "embed_std_ratio": std * math.sqrt(z1.shape[1])}
+        return byol_loss(self.encoder, self.target_encoder, self.projector, self.predictor, self.target_projector,
+                         self.normalize(pairs))
 
     def ema(self) -> EMA:
         pairs = [(self.target_encoder, self.encoder), (self.target_projector, self.projector)]
         return EMA(pairs, self.cfg.momentum, "cosine")
+
+
+def byol_heads(in_dim: int, proj_hidden: int, proj_dim: int, pred_hidden: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """BYOL's projector and predictor (Linear - BN - ReLU - Linear), shared with
+    :mod:`vidssl.methods.vfs`."""
+    return projection_mlp(in_dim, proj_hidden, proj_dim), projection_mlp(proj_dim, pred_hidden, proj_dim)
+
+
+def byol_loss(encoder: nn.Module, target_encoder: nn.Module, projector: nn.Module, predictor: nn.Module,
+              target_projector: nn.Module, pairs: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """BYOL's symmetric loss on (B, 2, 3, H, W) normalized pairs: each view's prediction against the
+    other's target projection, ``2 - 2 cos`` each; returns (loss, collapse logs)."""
+    if pairs.shape[1] != 2:
+        raise ValueError(f"BYOL needs two views per sample, got {pairs.shape[1]}")
+    views = [pairs[:, v] for v in (0, 1)]
+    # One forward per view, as the paper's code: BatchNorm statistics are per view.
+    z1, z2 = (projector(encoder(v)) for v in views)  # (B, d) each
+    q1, q2 = predictor(z1), predictor(z2)
+    with torch.no_grad():
+        t1, t2 = (target_projector(target_encoder(v)) for v in views)
+    loss = normalized_mse(q1, t2) + normalized_mse(q2, t1)  # each view predicts the other's target
+    std = embedding_std(z1)
+    return loss, {"embed_std": std, "embed_std_ratio": std * math.sqrt(z1.shape[1])}

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from vidssl.config import option
 from vidssl.data.pairs import PairOptions
@@ -61,20 +62,32 @@ class SimSiam(PairMethod):
 
     def __init__(self, encoder: Encoder, cfg: Any = None, *, image_size: int = 224, seed: int = 0) -> None:
         super().__init__(encoder, cfg, image_size=image_size, seed=seed)
-        proj_dim = self.cfg.proj_dim
-        self.projector = projection_mlp(encoder.out_dim, proj_dim, proj_dim, num_layers=3, last_bn=True)
-        self.predictor = projection_mlp(proj_dim, self.cfg.pred_hidden, proj_dim)
+        self.projector, self.predictor = simsiam_heads(encoder.out_dim, self.cfg.proj_dim, self.cfg.pred_hidden)
 
     @classmethod
     def smoke(cls) -> dict[str, Any]:
         return {"proj_dim": 32, "pred_hidden": 16}
 
     def pair_loss(self, pairs: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        if pairs.shape[1] != 2:
-            raise ValueError(f"SimSiam needs two views per sample, got {pairs.shape[1]}")
-        # One forward per view, as the official code: BatchNorm statistics are per view.
-        z1, z2 = (self.projector(self.encoder(self.normalize(pairs[:, v]))) for v in (0, 1))  # (B, d) each
-        p1, p2 = self.predictor(z1), self.predictor(z2)
-        loss = negative_cosine(p1, z2) / 2 + negative_cosine(p2, z1) / 2  # z detached inside
-        std = embedding_std(z1)
-        return loss, {"embed_std": std, "embed_std_ratio": std * math.sqrt(z1.shape[1])}
+        return simsiam_loss(self.encoder, self.projector, self.predictor, self.normalize(pairs))
+
+
+def simsiam_heads(in_dim: int, proj_dim: int, pred_hidden: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """SimSiam's projector (3 layers of ``proj_dim``, output BN) and predictor (bottleneck
+    ``pred_hidden``), shared with :mod:`vidssl.methods.vfs`."""
+    projector = projection_mlp(in_dim, proj_dim, proj_dim, num_layers=3, last_bn=True)
+    return projector, projection_mlp(proj_dim, pred_hidden, proj_dim)
+
+
+def simsiam_loss(encoder: nn.Module, projector: nn.Module, predictor: nn.Module,
+                 pairs: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """SimSiam's symmetric negative cosine with stop-gradient on (B, 2, 3, H, W) normalized pairs;
+    returns (loss, collapse logs)."""
+    if pairs.shape[1] != 2:
+        raise ValueError(f"SimSiam needs two views per sample, got {pairs.shape[1]}")
+    # One forward per view, as the official code: BatchNorm statistics are per view.
+    z1, z2 = (projector(encoder(pairs[:, v])) for v in (0, 1))  # (B, d) each
+    p1, p2 = predictor(z1), predictor(z2)
+    loss = negative_cosine(p1, z2) / 2 + negative_cosine(p2, z1) / 2  # z detached inside
+    std = embedding_std(z1)
+    return loss, {"embed_std": std, "embed_std_ratio": std * math.sqrt(z1.shape[1])}

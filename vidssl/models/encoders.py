@@ -31,6 +31,7 @@ import torchvision
 from torch import nn
 
 TIMM_PREFIX = "timm:"
+RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
 class Encoder(nn.Module):
@@ -101,8 +102,23 @@ class ResNetEncoder(Encoder):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> (B, out_dim, H / stride, W / stride) (rounded up for odd sizes)."""
+        return self.forward_stage(x, "layer4")
+
+    def forward_stage(self, x: torch.Tensor, stage: str) -> torch.Tensor:
+        """(B, in_chans, H, W) -> the dense output of ``stage`` (``layer1`` .. ``layer4``), later
+        stages not run: CRW's trunk is ``layer3`` (res4 in mmaction's counting, 256-d for ResNet-18
+        at stride 8 when built with ``stride=8``). Channels: :meth:`stage_dim`."""
+        if stage not in RESNET_STAGES:
+            raise ValueError(f"stage must be one of {', '.join(RESNET_STAGES)}, got {stage!r}")
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        for name in RESNET_STAGES[: RESNET_STAGES.index(stage) + 1]:
+            x = getattr(self, name)(x)
+        return x
+
+    def stage_dim(self, stage: str) -> int:
+        """Channels of :meth:`forward_stage`'s output for ``stage``."""
+        block = getattr(self, stage)[-1]
+        return (block.conv3 if hasattr(block, "conv3") else block.conv2).out_channels
 
     def classifier_prefixes(self) -> tuple[str, ...]:
         return ("fc.",)

@@ -1,0 +1,164 @@
+"""Contrastive random walk (CRW: Jabri, Owens & Efros, "Space-Time Correspondence as a Contrastive
+Random Walk", NeurIPS 2020, arXiv:2006.14613).
+
+A clip of T frames becomes a graph: each frame is cut into a grid of patches (the nodes), each patch
+embedded by the encoder and a linear head and L2-normalized. The transition from frame t to t+1 is
+the row-softmax of the patch similarities over a temperature, with edge dropout; walking forward
+along the clip and back (a palindrome) should return every patch to itself, so the loss is the
+cross-entropy of the round-trip matrix against the identity, for each palindrome length. Nothing
+tells the walk where a patch went in between: correspondence emerges because it must be consistent.
+
+Released recipe and how it maps here (videowalk ``code/train.py``, ``code/model.py``,
+``code/utils/augs.py``; README command ``--frame-aug grid --dropout 0.1 --clip-len 4 --temp 0.05
+--model-type scratch --batch-size 20 --lr 0.0001``, Adam):
+
+* clip: ``clip_len`` 4 frames, ``frame_gap`` frames apart (the released code samples Kinetics at
+  8 fps: 4 frames is that at 30 fps); each frame a random resized crop to 256 px (area 0.8-0.95,
+  aspect 0.7-1.3, per frame), cut into 64 px patches 32 px apart (7 x 7 = 49 nodes), each patch
+  jittered by its own random resized crop (area 0.7-0.9): :class:`vidssl.data.views.PatchGrid`.
+  No colour augmentation.
+* encoder: ResNet-18 with layer3 and layer4 at stride 1 (``encoder_stride=8``, vidssl's stride-8
+  ResNet-18 is exactly CRW's trick) and layer4 removed: the walk uses ``layer3``'s 256-d map
+  (``stage``), which is what label propagation reads with ``layer=res3``. The exported encoder still
+  holds an untrained layer4.
+* node: the mean of the patch's map, a linear head 256 -> 128 (``head_depth=0``), L2 norm.
+* transitions: softmax(A / ``temperature``) row-wise (0.05), ``edge_dropout`` 0.1: an edge is cut
+  (set to -1e20) before the softmax with that probability, independently for each direction.
+* cycles: the palindromes of k = 2 .. T-1 steps out and back (the released code starts at 2: a
+  one-step round trip is not in its cycle set); the loss is the mean over k of the cross-entropy of
+  log(P_k + 1e-20) against the identity, averaged over every node of the batch.
+* logged: ``loss``, ``xent_k`` and ``acc_k`` (how often the round trip of k steps returns to the
+  start: CRW's cycle accuracy) for each k.
+
+Deviations: zero padding in the convolutions (the released scratch model uses reflect padding; its
+comment notes zero padding wants a lower temperature), ImageNet normalization (the released code
+uses CIFAR's mean and std), and the trainer's own optimiser and schedule (recipe: AdamW lr 1e-4,
+weight decay 0, constant lr).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidssl.config import option
+from vidssl.data.samplers import SequenceSampler
+from vidssl.data.spec import DataSpec
+from vidssl.data.views import PatchGrid
+from vidssl.methods.base import Method, StepOutput
+from vidssl.models.encoders import Encoder, ResNetEncoder
+
+EPS = 1e-20  # added before the log, as the released code
+
+
+def transitions(nodes: torch.Tensor, *, temperature: float, edge_dropout: float = 0.0,
+                training: bool = True) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Forward and backward transition matrices between consecutive frames.
+
+    Args:
+        nodes: (B, T, N, D) L2-normalized node embeddings.
+
+    Returns:
+        forward[t]: (B, N, N), row i the probabilities of stepping from node i of frame t to each
+        node of frame t+1; backward[t]: (B, N, N), from frame t+1 back to frame t. Each is the
+        row-softmax of the similarities / ``temperature``, edges cut with probability
+        ``edge_dropout`` (drawn from torch's global RNG) when ``training``.
+    """
+    affinity = torch.einsum("btnd,btmd->btnm", nodes[:, :-1], nodes[:, 1:])  # (B, T-1, N, N)
+
+    def stochastic(a: torch.Tensor) -> torch.Tensor:
+        if training and edge_dropout > 0:
+            a = a.masked_fill(torch.rand_like(a) < edge_dropout, -1e20)
+        return F.softmax(a / temperature, dim=-1)
+
+    steps = affinity.shape[1]
+    return ([stochastic(affinity[:, t]) for t in range(steps)],
+            [stochastic(affinity[:, t].transpose(-1, -2)) for t in range(steps)])
+
+
+def palindromes(forward: list[torch.Tensor], backward: list[torch.Tensor]) -> dict[int, torch.Tensor]:
+    """Round-trip matrices ``{k: P_k}`` for k = 2 .. len(forward) steps: P_k = F_1 ... F_k B_k ... B_1,
+    (B, N, N), row i the probability that a walk from node i of the first frame ends at each node."""
+    cycles = {}
+    for k in range(2, len(forward) + 1):
+        walk = forward[0]
+        for step in [*forward[1:k], *backward[:k][::-1]]:
+            walk = walk @ step
+        cycles[k] = walk
+    return cycles
+
+
+def cycle_loss(cycles: dict[int, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean over cycle lengths of the cross-entropy of returning to the start, and per-length logs."""
+    losses, logs = [], {}
+    for k, walk in cycles.items():
+        logits = torch.log(walk + EPS).flatten(0, 1)  # (B*N, N)
+        target = torch.arange(walk.shape[-1], device=walk.device).repeat(walk.shape[0])
+        loss = F.cross_entropy(logits, target)
+        losses.append(loss)
+        logs[f"xent_{k}"] = loss.item()
+        logs[f"acc_{k}"] = (logits.argmax(-1) == target).float().mean().item()
+    return torch.stack(losses).mean(), logs
+
+
+class CRW(Method):
+    """Contrastive random walk on a grid of patches per frame.
+
+    Config (:class:`CRW.Config`): ``clip_len`` T, ``frame_gap``, ``patch`` / ``patch_stride`` (the
+    grid), ``stage`` (encoder stage the nodes are pooled from), ``embed_dim`` (head output),
+    ``temperature``, ``edge_dropout``. ``training_step`` takes ``batch["frames"]``: uint8
+    (B, T * P, 3, patch, patch), frame-major, P patches per frame.
+    """
+
+    train_defaults: ClassVar[dict[str, Any]] = {"encoder_stride": 8, "image_size": 256}
+
+    @dataclass(frozen=True)
+    class Config:
+        clip_len: int = option(4, "frames per clip T (>= 3: the shortest palindrome is 2 steps out and back)")
+        frame_gap: int = option(4, "frames between consecutive clip frames (released: 8 fps, about 4 at 30 fps)")
+        patch: int = option(64, "patch side in px, cut from frames resized to image_size (released: 64 of 256)")
+        patch_stride: int = option(32, "px between neighbouring patches (released: half a patch)")
+        stage: str = option("layer3", "encoder stage the nodes are pooled from (released: layer3, layer4 removed)")
+        embed_dim: int = option(128, "node embedding width after the linear head (released: 128)")
+        temperature: float = option(0.05, "softmax temperature of the transitions (released recipe: 0.05)")
+        edge_dropout: float = option(0.1, "probability of cutting an edge before the softmax (released: 0.1)")
+
+    def __init__(self, encoder: Encoder, cfg: Any = None, *, image_size: int = 256, seed: int = 0) -> None:
+        super().__init__(encoder, cfg, image_size=image_size, seed=seed)
+        cfg = self.cfg
+        if not isinstance(encoder, ResNetEncoder):
+            raise ValueError(f"method=crw walks on a ResNet stage ({cfg.stage}); encoder is {type(encoder).__name__}")
+        if cfg.clip_len < 3 or cfg.frame_gap < 1:
+            raise ValueError(f"need clip_len >= 3 and frame_gap >= 1, got {cfg.clip_len} and {cfg.frame_gap}")
+        if cfg.temperature <= 0 or not 0 <= cfg.edge_dropout < 1:
+            raise ValueError(f"need temperature > 0 and 0 <= edge_dropout < 1, got {cfg.temperature}, "
+                             f"{cfg.edge_dropout}")
+        self.grid = PatchGrid(size=image_size, patch=cfg.patch, stride=cfg.patch_stride)
+        self.head = nn.Linear(encoder.stage_dim(cfg.stage), cfg.embed_dim)
+
+    @classmethod
+    def smoke(cls) -> dict[str, Any]:
+        return {"clip_len": 3, "frame_gap": 2, "patch": 24, "patch_stride": 12}
+
+    def data(self) -> DataSpec:
+        """Clips of ``clip_len`` frames ``frame_gap`` apart, cut into patch grids per frame."""
+        return DataSpec(SequenceSampler(length=self.cfg.clip_len, stride=self.cfg.frame_gap), transform=self.grid,
+                        color=False)
+
+    def embed(self, patches: torch.Tensor) -> torch.Tensor:
+        """(..., 3, h, w) patches (pixels) -> (..., D) L2-normalized node embeddings."""
+        maps = self.encoder.forward_stage(self.normalize(patches.flatten(0, -4)), self.cfg.stage)
+        return F.normalize(self.head(maps.mean(dim=(2, 3))), dim=-1).view(*patches.shape[:-3], -1)
+
+    def training_step(self, batch: dict[str, Any]) -> StepOutput:
+        frames = batch["frames"]  # (B, T * P, 3, p, p)
+        b, t = frames.shape[0], self.cfg.clip_len
+        nodes = self.embed(frames.view(b, t, -1, *frames.shape[2:]))  # (B, T, P, D)
+        forward, backward = transitions(nodes, temperature=self.cfg.temperature, edge_dropout=self.cfg.edge_dropout,
+                                        training=self.training)
+        loss, logs = cycle_loss(palindromes(forward, backward))
+        return StepOutput(loss, {"loss": loss.item(), **logs})
