@@ -91,3 +91,42 @@ def test_pixels_baseline_and_bad_specs() -> None:
         resolve_features("", device="cpu")
     with pytest.raises(ValueError, match="precision"):
         resolve_features("pixels", device="cpu", precision="int8")
+
+
+def test_baselines_by_one_name() -> None:
+    """random, pixels and copy mean the same everywhere: resolve_encoder (image tasks) and
+    resolve_features (propagation)."""
+    from vidssl.features import CopyFirst, PixelEncoder
+
+    random = resolve_encoder("random", seed=3)
+    named = resolve_encoder("random:resnet18", seed=3)
+    pairs = zip(random.state_dict().values(), named.state_dict().values(), strict=True)
+    assert all(torch.equal(x, y) for x, y in pairs)
+    pixels = resolve_encoder("pixels")
+    assert isinstance(pixels, PixelEncoder)
+    images = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    images[1] = 255
+    pooled = pooled_features(pixels, images, device="cpu")
+    assert pooled.shape == (2, 3)  # mean Lab: black is L = 0 -> -1, white L = 100 -> 1
+    torch.testing.assert_close(pooled[:, 0], torch.tensor([-1.0, 1.0]), atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="copy is a propagation baseline"):
+        resolve_encoder("copy")
+    copy = resolve_features("copy", device="cpu")
+    assert isinstance(copy, CopyFirst) and copy(np.zeros((2, 20, 17, 3), np.uint8)).shape == (2, 3, 3, 0)
+
+
+def test_res3_is_the_trunk_up_to_layer3() -> None:
+    extractor = resolve_features("random", stride=8, device="cpu", layer="res3")
+    frames = np.random.default_rng(0).integers(0, 256, (1, 32, 48, 3), dtype=np.uint8)
+    encoder = extractor.encoder
+    x = normalize(torch.from_numpy(frames).permute(0, 3, 1, 2))
+    with torch.no_grad():
+        expected = encoder.layer3(encoder.layer2(encoder.layer1(encoder.maxpool(encoder.relu(encoder.bn1(
+            encoder.conv1(x)))))))
+    maps = extractor(frames)
+    assert maps.shape == (1, 4, 6, 256) and extractor.stride == 8 and extractor.name == "random:resnet18@res3"
+    torch.testing.assert_close(maps, torch.nn.functional.normalize(expected, dim=1).permute(0, 2, 3, 1))
+    assert resolve_features("random", stride=32, device="cpu", layer="res3").stride == 16
+    assert resolve_features("random", stride=8, device="cpu", layer="res4")(frames).shape[-1] == 512
+    with pytest.raises(ValueError, match="needs a ResNet"):
+        resolve_features("random:vit_tiny", stride=None, device="cpu", layer="res3")

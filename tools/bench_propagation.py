@@ -1,23 +1,27 @@
-"""Mask propagation speed and memory: the tiled local affinity against the full-affinity baseline.
+"""Mask propagation speed and memory: the local step against the previous tiled step and the naive reference.
 
-    python tools/bench_propagation.py [data=../shared/data/davis2016] [seq=blackswan] [encoder=random:resnet18]
-        [frames=6] [naive_frames=2] [wide_encoder=pixels] [wide_frames=(4, 12)] [out=FILE]
+    python tools/bench_propagation.py [data=../shared/data/davis2016] [seq=blackswan]
+        [encoders=(random, pixels)] [layer=res3] [frames=4] [tiled_frames=2] [naive_frames=1]
+        [wide_encoder=pixels] [wide_frames=(4, 12)] [out=FILE]
 
-At 480p (a DAVIS sequence's JPEGs, 854x480) with CRW's settings (stride 8, 20 context frames + the
-first, top-k 10, radius 12, temperature 0.05): the encoder's features of 1 + 20 + ``frames``
-frames are computed once (timed: encoder frames/s), the context is filled with the first 21 frames
-and their ground-truth masks, then one propagation step per target frame is timed for the tiled
-implementation (``frames`` targets) and for the naive one (``naive_frames`` targets: it builds the
-whole (h*w, 21*h*w) affinity, then masks, top-k, softmax), on the same features and context, and
-their outputs are compared. Reported per implementation: step frames/s, end-to-end frames/s
-(encoder + step), and peak memory during the steps (CUDA max allocated on GPU, the process's
-peak RSS on CPU, sampled every 10 ms).
+At 480p (a DAVIS sequence's JPEGs, 854x480), for each of ``encoders`` (``random``: a random-init
+ResNet-18 at stride 8 read at ``layer``, res3 = CRW's 256-d trunk; ``pixels``: Lab colour): the
+features of 1 + 20 + ``frames`` frames are computed once (timed: encoder frames/s), a context of
+the first frame and 20 frames with their ground-truth masks is filled, then one propagation step
+per target frame is timed for the three implementations of
+:class:`vidssl.propagation.affinity.Context` on the same features and context: ``local`` (the
+default), ``tiled`` (the previous step: every window copied per target, masked and ranked whole)
+and ``naive`` (the whole (h*w, 21*h*w) affinity, then mask, top-k, softmax), with CRW's settings
+(circle of radius 12, top-k 10, temperature 0.05). Outputs are compared; reported per
+implementation: step frames/s, end-to-end frames/s (encoder + step), peak memory during the steps
+(CUDA max allocated on GPU, the process's peak RSS on CPU, sampled every 10 ms), and the ratios
+local / naive and local / tiled measured in this run.
 
-Wide-video check: ``wide_frames`` counts of 1920x1080 frames (the sequence's frames upscaled, made
-one at a time) stream through :func:`vidssl.propagation.propagate.propagate` with
-``wide_encoder``; peak memory for each count shows it does not grow with the number of frames.
-On a CPU the default is ``pixels`` features (a ResNet-18 at stride 8 on 1080p takes minutes a
-frame there); on a GPU use ``wide_encoder=random:resnet18 wide_frames=(20, 200)``.
+Wide-video check: ``wide_frames`` counts of 1920x1080 frames (the sequence's first frame
+upscaled, panned, made one at a time) stream through :func:`vidssl.propagation.propagate.propagate`
+with ``wide_encoder``; peak memory for each count shows it does not grow with the number of
+frames. On a CPU the default is ``pixels`` (a ResNet-18 at stride 8 on 1080p takes many seconds a
+frame there); on a GPU use ``wide_encoder=random wide_frames=(20, 200)``.
 The last line printed is one JSON object with every figure.
 """
 
@@ -38,11 +42,12 @@ import torch
 
 from vidssl.config import option, parse_overrides, to_dict
 from vidssl.features import resolve_features
-from vidssl.propagation.affinity import TileGrid, propagate_labels_naive, propagate_tiles
+from vidssl.propagation.affinity import Context, Neighbourhood
 from vidssl.propagation.masks import grid_size, one_hot, read_mask, to_grid
-from vidssl.propagation.propagate import ContextBank, PropagationConfig, propagate
+from vidssl.propagation.propagate import PropagationConfig, propagate
 
 REPO = Path(__file__).resolve().parents[1]
+IMPLS = ("local", "tiled", "naive")
 
 
 @dataclass(frozen=True)
@@ -51,14 +56,16 @@ class BenchConfig:
         str(REPO / ".." / "shared" / "data" / "davis2016"), "DAVIS-layout folder ('' = a synthetic 854x480 video)"
     )
     seq: str = option("blackswan", "sequence (at least 1 + context + frames frames)")
-    encoder: str = option("random:resnet18", "features of the 480p comparison (pixels | random | random:NAME | file)")
-    frames: int = option(6, "target frames timed for the tiled implementation (0: skip the 480p comparison)")
-    naive_frames: int = option(2, "target frames timed for the naive implementation (it is slow)")
+    encoders: tuple[str, ...] = option(("random", "pixels"), "features of the 480p comparison, one run each")
+    layer: str = option("res3", "ResNet layer of a ResNet encoder: res3 (CRW, 256-d) | res4 (512-d)")
+    frames: int = option(4, "target frames timed for the local step (0: skip the 480p comparison)")
+    tiled_frames: int = option(2, "target frames timed for the previous tiled step")
+    naive_frames: int = option(1, "target frames timed for the naive step (it is slow)")
     context: int = option(20, "previous frames in the context (CRW: 20)")
     topk: int = option(10, "CRW: 10")
     radius: float = option(12.0, "CRW: 12")
-    tile: int = option(12, "tile side of the local affinity")
-    chunk_mb: float = option(256.0, "working-set cap of one batched matmul (MiB)")
+    tile: int = option(0, "tile side of the local step (0: its default, 12 or 3 for < 32 channels)")
+    chunk_mb: float = option(256.0, "working-set cap of one batch of tiles (MiB)")
     wide_encoder: str = option("pixels", "features of the 1920x1080 memory check")
     wide_frames: tuple[int, ...] = option((4, 12), "frame counts of the 1920x1080 memory check (empty: skip)")
     device: str = option("auto", "auto | cpu | cuda")
@@ -136,10 +143,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def compare_480p(cfg: BenchConfig, device: torch.device) -> dict:
-    count = 1 + cfg.context + max(cfg.frames, cfg.naive_frames)
+def compare_480p(cfg: BenchConfig, device: torch.device, encoder: str) -> dict:
+    count = 1 + cfg.context + max(cfg.frames, cfg.tiled_frames, cfg.naive_frames)
     frames, masks = load_sequence(cfg, count)
-    extractor = resolve_features(cfg.encoder, stride=8, device=str(device))
+    extractor = resolve_features(encoder, stride=8, device=str(device),
+                                 layer=cfg.layer if encoder not in ("pixels", "copy") else "")
     extractor(np.stack(frames[:1]))  # warm-up (allocations, kernels)
     sync(device)
     started = time.perf_counter()
@@ -150,56 +158,40 @@ def compare_480p(cfg: BenchConfig, device: torch.device) -> dict:
     grid_hw = grid_size(height, width, 8)
     ids = tuple(int(i) for i in np.unique(masks[0]))
     labels = [to_grid(one_hot(m, ids), grid_hw, stride=8).to(device) for m in masks]
-    grid = TileGrid.make(*grid_hw, tile=cfg.tile, radius=cfg.radius)
-    bank = ContextBank(grid, context=cfg.context, channels=features.shape[-1], num_labels=len(ids),
-                       dtype=features.dtype, device=device)
-    bank.set_first(features[0], labels[0])
-    for t in range(1, 1 + cfg.context):
-        bank.push(features[t], labels[t])
-    keys, context_labels = bank.view()
-    targets = range(1 + cfg.context, count)
-    print(f"480p: {width}x{height}, grid {grid_hw[1]}x{grid_hw[0]}, {features.shape[-1]} channels "
-          f"({extractor.name}), context {keys.shape[0]} frames; encoder {encoder_fps:.2f} frames/s", flush=True)
-
-    offsets, valid = grid.offsets_mask(cfg.radius, device), grid.valid(device)
-
-    def local(t: int) -> torch.Tensor:
-        return propagate_tiles(features[t], keys, context_labels, grid, radius=cfg.radius, topk=cfg.topk,
-                               temperature=0.05, chunk_mb=cfg.chunk_mb, offsets=offsets, valid=valid)
-
-    r, (h, w) = grid.reach, grid_hw
-    dense_keys = keys[:, r : r + h, r : r + w].permute(0, 3, 1, 2)
-    dense_labels = context_labels[:, r : r + h, r : r + w].permute(0, 3, 1, 2)
-
-    def naive(t: int) -> torch.Tensor:
-        return propagate_labels_naive(features[t].permute(2, 0, 1), dense_keys, dense_labels, radius=cfg.radius,
-                                      topk=cfg.topk, temperature=0.05)
+    channels = int(features.shape[-1])
+    tile = cfg.tile or (12 if channels >= 32 else 3)
+    targets = list(range(1 + cfg.context, count))
+    print(f"480p: {width}x{height}, grid {grid_hw[1]}x{grid_hw[0]}, {channels} channels ({extractor.name}), "
+          f"context 1 + {cfg.context} frames, tile {tile}; encoder {encoder_fps:.2f} frames/s", flush=True)
 
     rows, outputs = {}, {}
-    for name, step, n in (("local", local, cfg.frames), ("naive", naive, cfg.naive_frames)):
+    for impl, n in zip(IMPLS, (cfg.frames, cfg.tiled_frames, cfg.naive_frames), strict=True):
+        ctx = Context(*grid_hw, context=cfg.context, channels=channels, num_labels=len(ids),
+                      neighbourhood=Neighbourhood(cfg.radius), impl=impl, tile=tile if impl == "local" else 12,
+                      chunk_mb=cfg.chunk_mb, dtype=features.dtype, device=device)
+        ctx.set_first(features[0], labels[0])
+        for t in range(1, 1 + cfg.context):
+            ctx.push(features[t], labels[t])
         with PeakMemory(device) as memory:
             sync(device)
             started = time.perf_counter()
-            outputs[name] = [step(t) for t in list(targets)[:n]]
+            outputs[impl] = [ctx.step(features[t], topk=cfg.topk, temperature=0.05) for t in targets[:n]]
             sync(device)
             seconds = time.perf_counter() - started
         step_fps = n / seconds
-        rows[name] = {"step_fps": step_fps, "end_to_end_fps": 1 / (1 / encoder_fps + 1 / step_fps),
-                      "frames": n, "peak_mib": memory.mib}
-        print(f"  {name:<6} step {step_fps:7.3f} frames/s   end-to-end {rows[name]['end_to_end_fps']:7.3f} frames/s   "
-              f"peak {memory.mib:8.0f} MiB   ({n} frames)", flush=True)
-    shared = min(cfg.frames, cfg.naive_frames)
-    pairs = zip(outputs["local"][:shared], outputs["naive"][:shared], strict=True)
-    max_diff = max((a - b).abs().max().item() for a, b in pairs)
-    return {
-        "size": [width, height], "grid": [grid_hw[1], grid_hw[0]], "channels": int(features.shape[-1]),
-        "features": extractor.name, "context_frames": int(keys.shape[0]), "encoder_fps": encoder_fps,
-        "local": rows["local"], "naive": rows["naive"],
-        "step_speedup": rows["local"]["step_fps"] / rows["naive"]["step_fps"],
-        "end_to_end_speedup": rows["local"]["end_to_end_fps"] / rows["naive"]["end_to_end_fps"],
-        "max_abs_difference": max_diff,
-        "context_bank_mib": (bank.keys.numel() * bank.keys.element_size() + bank.labels.numel() * 4) / 2**20,
-    }
+        rows[impl] = {"step_fps": step_fps, "end_to_end_fps": 1 / (1 / encoder_fps + 1 / step_fps), "frames": n,
+                      "peak_mib": memory.mib}
+        print(f"  {impl:<6} step {step_fps:7.3f} frames/s   end-to-end {rows[impl]['end_to_end_fps']:7.3f} frames/s"
+              f"   peak {memory.mib:8.0f} MiB   ({n} frames)", flush=True)
+        del ctx
+    diffs = {impl: max(((a - b).abs().max().item() for a, b in zip(outputs["local"], outputs[impl], strict=False)),
+                       default=float("nan")) for impl in ("tiled", "naive")}
+    ratios = {f"local/{impl}": rows["local"]["step_fps"] / rows[impl]["step_fps"] for impl in ("tiled", "naive")}
+    print(f"  step ratios: local / tiled {ratios['local/tiled']:.2f}x, local / naive {ratios['local/naive']:.2f}x; "
+          f"max |local - tiled| {diffs['tiled']:.2e}, |local - naive| {diffs['naive']:.2e}", flush=True)
+    return {"size": [width, height], "grid": [grid_hw[1], grid_hw[0]], "channels": channels,
+            "features": extractor.name, "tile": tile, "context_frames": 1 + cfg.context, "encoder_fps": encoder_fps,
+            **rows, "step_ratio": ratios, "max_abs_difference": diffs}
 
 
 def wide_check(cfg: BenchConfig, device: torch.device) -> dict:
@@ -210,7 +202,8 @@ def wide_check(cfg: BenchConfig, device: torch.device) -> dict:
     size = (1920, 1080)
     base = cv2.resize(frames[0], size, interpolation=cv2.INTER_LINEAR)
     mask = cv2.resize(masks[0], size, interpolation=cv2.INTER_NEAREST)
-    extractor = resolve_features(cfg.wide_encoder, stride=8, device=str(device))
+    extractor = resolve_features(cfg.wide_encoder, stride=8, device=str(device),
+                                 layer=cfg.layer if cfg.wide_encoder not in ("pixels", "copy") else "")
     settings = PropagationConfig(context=cfg.context, topk=cfg.topk, radius=cfg.radius, tile=cfg.tile,
                                  chunk_mb=cfg.chunk_mb, batch=1)
     ids = tuple(int(i) for i in np.unique(mask))
@@ -240,10 +233,12 @@ def main(argv: list[str]) -> dict:
                           "cpu" if cfg.device == "auto" else cfg.device)
     cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
-    print(f"device {device}: {machine}", flush=True)
-    figures = {"machine": machine, "device": str(device), "config": to_dict(cfg)}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"device {device}: {machine}; load average {load:.1f} at the start; torch {torch.__version__}", flush=True)
+    figures = {"machine": machine, "device": str(device), "load_average": load, "torch": torch.__version__,
+               "config": to_dict(cfg)}
     if cfg.frames:
-        figures["480p"] = compare_480p(cfg, device)
+        figures["480p"] = {encoder: compare_480p(cfg, device, encoder) for encoder in cfg.encoders}
     if cfg.wide_frames:
         figures["wide"] = wide_check(cfg, device)
     if cfg.out:

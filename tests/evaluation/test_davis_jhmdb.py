@@ -74,6 +74,17 @@ def test_eval_cli_davis_and_jhmdb(synth_dir: Path, tmp_path: Path, capsys: pytes
     results = json.loads((tmp_path / "davis" / "results.json").read_text())
     assert set(results) >= {"J&F", "J", "F", "per_sequence", "settings"} and list(results["per_sequence"]) == [SEQ]
     assert results["settings"]["split"] == str(split) and (tmp_path / "davis" / f"{SEQ}.mp4").exists()
+    assert results["frame_size"] == [120, 160] and results["torch"] and results["settings"]["preset"] == ""
+
+    # A preset and a baseline: every resolved key is recorded; copy repeats the first mask exactly.
+    assert main(["eval", "davis", str(synth_dir / "davis"), f"split={split}", "encoder=copy", "preset=dino",
+                 f"out={tmp_path / 'copy'}"]) == 0
+    capsys.readouterr()
+    results = json.loads((tmp_path / "copy" / "results.json").read_text())
+    assert results["settings"]["neighbourhood"] == "square" and results["settings"]["topk"] == 5
+    assert results["frame_size"] == [480, 640] and results["features"] == "copy"  # short side 480, long // 64
+    first = read_mask(synth_dir / "davis" / "Annotations" / "480p" / SEQ / "00000.png")
+    assert np.array_equal(read_mask(tmp_path / "copy" / SEQ / "00017.png"), first)
 
     _fake_jhmdb(synth_dir, tmp_path / "jhmdb")
     assert main(["eval", "jhmdb", str(tmp_path / "jhmdb"), "encoder=pixels", f"out={tmp_path / 'j'}"]) == 0

@@ -86,7 +86,8 @@ PRESETS: dict[str, dict[str, object]] = {
     # topk 5 (values >= the k-th kept), softmax at temperature 0.2, probabilities upsampled
     # bilinearly to full resolution and min-max normalized per label (postprocess_probs) before
     # argmax. Deviations: the notebook's own frame resizing was not available to check; frames are
-    # used at their size floored to a multiple of the 16-pixel patch; exactly k neighbours kept.
+    # used at their size, the long side floored to a multiple of the 16-pixel patch (the ViT drops
+    # a partial patch of the short side); exactly k neighbours kept.
     "dinov3": {"stride": 0, "layer": "", "context": 7, "topk": 5, "temperature": 0.2, "radius": 12.0,
                "neighbourhood": "closed_circle", "first_unrestricted": False, "fill": "none", "size": 0,
                "size_multiple": 16, "norm_mask": True, "first_mask": "area"},
@@ -136,7 +137,7 @@ class PropagationConfig:
     )
     size: int | None = option(None, "short side the frames are resized to before the encoder; 0 = as they are "
                               "(default 0)")
-    size_multiple: int | None = option(None, "then each side floored to a multiple of this (DINO: 64; default 1)")
+    size_multiple: int | None = option(None, "then the long side floored to a multiple of this (DINO: 64; default 1)")
     norm_mask: bool | None = option(None, "masks: min-max normalize each label's map before argmax (default false)")
     first_mask: Literal["area", "nearest"] | None = option(
         None, "masks: first mask on the grid by cell averages (area) or nearest pixel (default area)"
@@ -261,11 +262,13 @@ def propagate(
 
 def processing_size(height: int, width: int, size: int | None, multiple: int = 1) -> tuple[int, int]:
     """(H', W') the encoder sees for a ``height`` x ``width`` video: short side ``size`` (0 or None:
-    as it is), then each side floored to a multiple of ``multiple`` (DINO's read_frame: 64)."""
+    as it is), then the long side floored to a multiple of ``multiple`` (DINO's read_frame: 64)."""
     from vidssl.data.backends import output_size
 
     h, w = output_size(height, width, size or None)
-    return max(multiple, h // multiple * multiple), max(multiple, w // multiple * multiple)
+    if h <= w:
+        return h, max(multiple, w // multiple * multiple)
+    return max(multiple, h // multiple * multiple), w
 
 
 def nearest_grid(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
