@@ -361,7 +361,7 @@ class Context:
         allowed = grid.offsets_mask(neighbourhood.radius, device, neighbourhood.shape)
         counts = allowed.sum(dim=1)
         self.cells = allowed.nonzero()[:, 1].view(grid.tile**2, int(counts[0]))
-        self._outside: dict[tuple[int, int], list[tuple[int, torch.Tensor]]] = {}
+        self._outside: dict[tuple[int, int], torch.Tensor | None] = {}
         if not bool((counts == counts[0]).all()):  # cannot happen: every tile position sees the same offsets
             raise AssertionError("neighbourhood sizes differ across a tile")
 
@@ -472,62 +472,62 @@ class Context:
         kf = min(topk, self.height * self.width) if nb.first_unrestricted else 0
         labels_flat = self.labels.view(-1, num_labels)
 
-        # Queries by tile: (rows, cols, t2, C), zero past the map's edge (dropped at the end).
+        # Queries by tile: (tiles, t2, C), row-major tiles, zero past the map's edge (dropped at the end).
         q = F.pad(query, (0, 0, 0, cols * tile - grid.width, 0, rows * tile - grid.height))
-        q = q.reshape(rows, tile, cols, tile, channels).transpose(1, 2).reshape(rows, cols, t2, channels)
+        q = q.reshape(rows, tile, cols, tile, channels).transpose(1, 2).reshape(rows * cols, t2, channels)
         # Tiles per batch: affinities (frames, n, t2, window^2) and their gathered cells, 4 bytes each.
         whole = self.height * self.width if nb.first_unrestricted else 0
         per_tile = t2 * (frames * (window**2 + 2 * per_frame) + whole) * 4
-        step = max(1, min(cols, int(self.chunk_mb * 2**20 // per_tile)))
+        step = max(1, int(self.chunk_mb * 2**20 // per_tile))
+        if self.windows is not None:  # any run of tiles is one block of the per-tile windows
+            chunks = [(a, min(a + step, rows * cols)) for a in range(0, rows * cols, step)]
+        else:  # a run of tiles within one row of tiles is one block of the column bands
+            step = min(step, cols)
+            chunks = [(r * cols + c, r * cols + min(c + step, cols)) for r in range(rows) for c in range(0, cols, step)]
         ti = torch.arange(t2, device=device)
         cell_y, cell_x = cells // window, cells % window  # window coordinates of each kept cell
-        out = torch.empty(rows, cols, t2, num_labels, dtype=torch.float32, device=device)
-        for r in range(rows):
-            y = r * tile
-            for c0 in range(0, cols, step):
-                c1 = min(c0 + step, cols)
-                n = c1 - c0
-                qt = q[r, c0:c1]  # (n, t2, C)
-                candidates, positions = [], []  # values (n, t2, *) and flat label indices
-                if frames:
-                    index = cells[None, :, None, :].expand(n, t2, frames, per_frame)
-                    if self.windows is not None:
-                        first = r * cols
-                        block = self.windows[first + c0 : first + c1, restricted.start : used]
-                        affinity = torch.bmm(qt, block.reshape(n, frames * window**2, channels).transpose(1, 2))
-                        kept = affinity.view(n, t2, frames, window**2).gather(3, index)  # (n, t2, frames, R)
-                    else:
-                        affinity = torch.empty(frames, n, t2, window**2, dtype=query.dtype, device=device)
-                        for i, s in enumerate(restricted):
-                            block = self.bands[s, c0:c1, y : y + window].reshape(n, window**2, channels)
-                            torch.bmm(qt, block.transpose(1, 2), out=affinity[i])
-                        kept = affinity.permute(1, 2, 0, 3).gather(3, index)  # (n, t2, frames, R)
-                    x0 = torch.arange(c0, c1, device=device) * tile
-                    if (r, c0) not in self._outside:  # cells on the padding, for the tiles that have any
-                        inside = self.valid[y + cell_y[None], x0[:, None, None] + cell_x[None]]  # (n, t2, R)
-                        self._outside[r, c0] = [(j, ~inside[j][:, None, :]) for j in range(n)
-                                                if not bool(inside[j].all())]
-                    for j, outside in self._outside[r, c0]:
-                        kept[j].masked_fill_(outside, float("-inf"))
-                    values, index = kept.view(n, t2, frames * per_frame).topk(k, dim=2)
-                    slot = torch.as_tensor(list(restricted), device=device)[index // per_frame]
-                    cell = cells[ti[None, :, None], index % per_frame]  # (n, t2, k) window cells
-                    py = y + cell // window
-                    px = x0[:, None, None] + cell % window
-                    candidates.append(values)
-                    positions.append((slot * hp + py) * wp + px)
-                if kf:
-                    whole = (qt.reshape(n * t2, channels) @ self.first.T).view(n, t2, -1)
-                    values, index = whole.topk(kf, dim=2)
-                    candidates.append(values)
-                    positions.append((index // self.width + reach) * wp + index % self.width + reach)  # slot 0
-                values = torch.cat(candidates, dim=2) if len(candidates) > 1 else candidates[0]
-                position = torch.cat(positions, dim=2) if len(positions) > 1 else positions[0]
-                if len(candidates) > 1:
-                    values, index = values.topk(min(topk, values.shape[2]), dim=2)
-                    position = position.gather(2, index)
-                weights = torch.softmax(values.float() / temperature, dim=2)
-                out[r, c0:c1] = (labels_flat[position] * weights[..., None]).sum(dim=2)
+        slots = torch.as_tensor(list(restricted), dtype=torch.long, device=device)
+        out = torch.empty(rows * cols, t2, num_labels, dtype=torch.float32, device=device)
+        for a, b in chunks:
+            n = b - a
+            ids = torch.arange(a, b, device=device)
+            ty, tx = (ids // cols * tile)[:, None, None], (ids % cols * tile)[:, None, None]  # window corners
+            qt = q[a:b]  # (n, t2, C)
+            candidates, positions = [], []  # values (n, t2, *) and flat label indices
+            if frames:
+                index = cells[None, :, None, :].expand(n, t2, frames, per_frame)
+                if self.windows is not None:
+                    block = self.windows[a:b, restricted.start : used]
+                    affinity = torch.bmm(qt, block.reshape(n, frames * window**2, channels).transpose(1, 2))
+                    kept = affinity.view(n, t2, frames, window**2).gather(3, index)  # (n, t2, frames, R)
+                else:
+                    y, c0 = a // cols * tile, a % cols
+                    affinity = torch.empty(frames, n, t2, window**2, dtype=query.dtype, device=device)
+                    for i, s in enumerate(restricted):
+                        block = self.bands[s, c0 : c0 + n, y : y + window].reshape(n, window**2, channels)
+                        torch.bmm(qt, block.transpose(1, 2), out=affinity[i])
+                    kept = affinity.permute(1, 2, 0, 3).gather(3, index)  # (n, t2, frames, R)
+                if (a, b) not in self._outside:  # cells on the padding around the map, if any
+                    outside = ~self.valid[ty + cell_y[None], tx + cell_x[None]]  # (n, t2, R)
+                    self._outside[a, b] = outside[:, :, None, :] if bool(outside.any()) else None
+                if self._outside[a, b] is not None:
+                    kept.masked_fill_(self._outside[a, b], float("-inf"))
+                values, index = kept.view(n, t2, frames * per_frame).topk(k, dim=2)
+                cell = cells[ti[None, :, None], index % per_frame]  # (n, t2, k) window cells
+                py, px = ty + cell // window, tx + cell % window
+                candidates.append(values)
+                positions.append((slots[index // per_frame] * hp + py) * wp + px)
+            if kf:
+                affinity = (qt.reshape(n * t2, channels) @ self.first.T).view(n, t2, -1)
+                values, index = affinity.topk(kf, dim=2)
+                candidates.append(values)
+                positions.append((index // self.width + reach) * wp + index % self.width + reach)  # slot 0
+            values, position = candidates[0], positions[0]
+            if len(candidates) > 1:
+                values, index = torch.cat(candidates, dim=2).topk(min(topk, k + kf), dim=2)
+                position = torch.cat(positions, dim=2).gather(2, index)
+            weights = torch.softmax(values.float() / temperature, dim=2)
+            out[a:b] = (labels_flat[position] * weights[..., None]).sum(dim=2)
         out = out.view(rows, cols, tile, tile, num_labels).permute(4, 0, 2, 1, 3)
         return out.reshape(num_labels, rows * tile, cols * tile)[:, : grid.height, : grid.width]
 
