@@ -147,7 +147,6 @@ def test_export_out_a_folder_fails_before_loading(tmp_path: Path, capsys) -> Non
     ("steps=0", "steps=0: must be at least 1"), ("accum=0", "accum=0: must be at least 1"),
     ("batch_size=-2", "batch_size=-2: must be at least 1"), ("lr=1e999", "lr=inf: must be a finite number"),
     ("proj_dim=0", "proj_dim=0: a layer size must be at least 1"),
-    ("temperature=0", "temperature=0.0: a temperature must be positive"),
     ("image_size=0", "image_size=0: must be at least 1"), ("save_every=0", "save_every=0: must be at least 1"),
 ])
 def test_numeric_keys_are_checked_at_parse_time(pair: str, message: str, tmp_path: Path, capsys) -> None:

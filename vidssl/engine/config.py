@@ -185,14 +185,14 @@ def resolve(pairs: list[str], *, recipe: dict[str, Any] | None = None) -> tuple[
 
 
 # Method keys checked by name, since the engine does not know a method's options: sizes of layers
-# (``proj_dim``, ``pred_hidden``, ``context_dim``) must be at least 1 and temperatures positive;
-# a method states any other bound with ``option(..., min=...)``.
+# (``proj_dim``, ``pred_hidden``, ``context_dim``) must be at least 1. A method states any other
+# bound with ``option(..., min=...)`` or checks it when built (temperatures: each method's own message).
 _SIZE_SUFFIXES = ("_dim", "_hidden")
 
 
 def check_run(train_cfg: TrainConfig, method_cfg: Any) -> tuple[TrainConfig, Any]:
-    """Both configs, checked: finite numbers, each key's ``min``, positive layer sizes and
-    temperatures of the method; a ConfigError naming the key otherwise."""
+    """Both configs, checked: finite numbers, each key's ``min``, positive layer sizes of the
+    method; a ConfigError naming the key otherwise."""
     check_values(train_cfg)
     check_values(method_cfg)
     for f in dataclasses.fields(method_cfg):
@@ -201,8 +201,6 @@ def check_run(train_cfg: TrainConfig, method_cfg: Any) -> tuple[TrainConfig, Any
             continue
         if f.name.endswith(_SIZE_SUFFIXES) and value < 1:
             raise ConfigError(f"{f.name}={value}: a layer size must be at least 1")
-        if "temp" in f.name and value <= 0:
-            raise ConfigError(f"{f.name}={value}: a temperature must be positive")
     return train_cfg, method_cfg
 
 
