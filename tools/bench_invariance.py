@@ -36,12 +36,12 @@ from vidssl.evaluation.invariance import (
     TRANSFORMATIONS,
     build_labelled_sets,
     paper_scores,
+    paper_set_labels,
     plot_comparison,
     score_sets,
     sets_features,
     tracks_from_folder,
 )
-from vidssl.evaluation.invariance.command import _set_labels
 from vidssl.evaluation.results import save_results
 
 
@@ -124,7 +124,7 @@ def main(argv: list[str]) -> int:
         features = features_of(spec, sets, cfg)
         results["vidssl"][label] = score_sets(features, rate=cfg.rate, topk=cfg.topk)
         results["paper"][label] = {
-            name: paper_scores(features[name], _set_labels(name, classes[name], cfg.classes), topk=cfg.topk)
+            name: paper_scores(features[name], paper_set_labels(name, classes[name], cfg.classes), topk=cfg.topk)
             for name in TRANSFORMATIONS
         }
     results["settings"] = {

@@ -424,3 +424,15 @@ def test_comparison_chart_draws_one_bar_per_encoder(tmp_path: Path) -> None:
     # Bars (beyond the legend swatches): encoder a's is 4 times as tall as b's.
     bar_a, bar_b = blue[60:].any(axis=1).sum(), orange[60:].any(axis=1).sum()
     assert bar_a == pytest.approx(4 * bar_b, rel=0.05)
+
+
+def test_paper_classes_follow_the_papers_datasets_unless_forced() -> None:
+    from vidssl.evaluation.invariance import paper_set_labels
+
+    objects = ["dog", "dog", "person"]
+    assert paper_set_labels("viewpoint", objects, "auto") == ["0", "1", "2"]  # ALOI: no class labels
+    assert paper_set_labels("illumination", objects, "auto") == ["0", "1", "2"]
+    assert paper_set_labels("occlusion", objects, "auto") == objects  # GOT-10k classes
+    assert paper_set_labels("instance", objects, "auto") == objects  # PASCAL3D+ categories
+    assert paper_set_labels("viewpoint", objects, "object") == objects
+    assert paper_set_labels("instance", objects, "set") == ["0", "1", "2"]

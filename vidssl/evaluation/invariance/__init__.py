@@ -19,7 +19,14 @@ The public names are re-exported here::
     results = measure_invariance(encoder, sets, rate=0.01, topk=(10, 25))
 """
 
-from vidssl.evaluation.invariance.command import InvarianceConfig, format_table, run_invariance
+from vidssl.evaluation.invariance.command import (
+    PAPER_CLASSES,
+    PROTOCOLS,
+    InvarianceConfig,
+    format_table,
+    paper_set_labels,
+    run_invariance,
+)
 from vidssl.evaluation.invariance.measure import (
     InvarianceScores,
     firing_thresholds,
@@ -48,6 +55,8 @@ from vidssl.evaluation.invariance.sets import (
 
 __all__ = [
     "ILLUMINATIONS",
+    "PAPER_CLASSES",
+    "PROTOCOLS",
     "TRANSFORMATIONS",
     "Illumination",
     "InvarianceConfig",
@@ -63,6 +72,7 @@ __all__ = [
     "occlude",
     "paper_firing_percent",
     "paper_scores",
+    "paper_set_labels",
     "plot_comparison",
     "plot_invariance",
     "run_invariance",

@@ -115,8 +115,10 @@ def format_table(results: Mapping[str, Mapping[str, float | int]], *, topk: Sequ
     return "\n".join(lines)
 
 
-def _set_labels(transformation: str, classes: list[str], mode: str) -> list[str]:
-    """The paper protocol's class of each set: its object class, or the set itself."""
+def paper_set_labels(transformation: str, classes: list[str], mode: str) -> list[str]:
+    """The ``protocol=paper`` class of each set of ``transformation``: its object class
+    (``classes``, from :func:`build_labelled_sets`) or the set itself, as ``mode`` (``auto``:
+    :data:`PAPER_CLASSES`, ``object`` or ``set``) says."""
     kind = PAPER_CLASSES[transformation] if mode == "auto" else mode
     return classes if kind == "object" else [str(i) for i in range(len(classes))]
 
@@ -181,7 +183,7 @@ def run_invariance(cfg: InvarianceConfig) -> dict:
     features = sets_features(encoder, sets, batch_size=cfg.batch_size, device=device, layer=cfg.layer)
     if cfg.protocol == "paper":
         scores = {
-            name: paper_scores(features[name], _set_labels(name, classes[name], cfg.classes), topk=cfg.topk)
+            name: paper_scores(features[name], paper_set_labels(name, classes[name], cfg.classes), topk=cfg.topk)
             for name in names
         }
     else:
