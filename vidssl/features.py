@@ -346,7 +346,7 @@ class EncoderFeatures:
 
             x = gray_input(x)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            maps = _res3_of(self.encoder, x) if self.layer == "res3" else self.encoder.forward_features(x)
+            maps = self.encoder.forward_stage(x, "layer3") if self.layer == "res3" else self.encoder.forward_features(x)
         height, width = x.shape[2:]
         allowed = {(-(-height // self.stride), -(-width // self.stride)), (height // self.stride, width // self.stride)}
         if tuple(maps.shape[2:]) not in allowed:
@@ -355,12 +355,6 @@ class EncoderFeatures:
                 f"not size / stride {self.stride}; propagation needs maps aligned with the pixel grid"
             )
         return F.normalize(maps.float(), dim=1).permute(0, 2, 3, 1).to(self.dtype)
-
-
-def _res3_of(encoder: Encoder, x: torch.Tensor) -> torch.Tensor:
-    """A torchvision-named ResNet run up to ``layer3`` (``layer4`` not run)."""
-    x = encoder.maxpool(encoder.relu(encoder.bn1(encoder.conv1(x))))
-    return encoder.layer3(encoder.layer2(encoder.layer1(x)))
 
 
 def resolve_features(spec: str, *, stride: int | None = 8, device: str = "auto", precision: str = "auto",

@@ -19,7 +19,7 @@ Released recipe and how it maps here (videowalk ``code/train.py``, ``code/model.
   No colour augmentation.
 * encoder: ResNet-18 with layer3 and layer4 at stride 1 (``encoder_stride=8``, vidssl's stride-8
   ResNet-18 is exactly CRW's trick) and layer4 removed: the walk uses ``layer3``'s 256-d map
-  (``stage``), which is what label propagation reads with ``layer=res3``. The exported encoder still
+  (``stage``), which is what label propagation reads with ``layer=res3`` (``preset=crw``). The exported encoder still
   holds an untrained layer4.
 * node: the mean of the patch's map, a linear head 256 -> 128 (``head_depth=0``), L2 norm.
 * transitions: softmax(A / ``temperature``) row-wise (0.05), ``edge_dropout`` 0.1: an edge is cut

@@ -5,7 +5,8 @@ Two frames of one video, far apart in time and each augmented on its own, are th
 negative-free image-level method: SimSiam (``loss=simsiam``, the released models) or BYOL
 (``loss=byol``). The loss sees pooled frame features only, yet the paper finds that fine-grained
 correspondence emerges in the earlier stage: train on res5 (``layer4``, the encoder's pooled
-output), propagate labels with res4 (``layer3``, rebuilt at stride 8, as the released evaluation).
+output), propagate labels with res4 in the paper's counting, torchvision's ``layer3`` rebuilt at
+stride 8, as the released evaluation (``vidssl eval davis ... preset=vfs``, i.e. ``layer=res3``).
 
 This is :class:`~vidssl.methods.simsiam.SimSiam` / :class:`~vidssl.methods.byol.BYOL` (their heads
 and losses, :func:`simsiam_heads` / :func:`simsiam_loss`, :func:`byol_heads` / :func:`byol_loss`)
@@ -89,7 +90,8 @@ class VFS(PairMethod):
         views = self.normalize(pairs)
         if self.cfg.loss == "simsiam":
             return simsiam_loss(self.encoder, self.projector, self.predictor, views)
-        return byol_loss(self.encoder, self.target_encoder, self.projector, self.predictor, self.target_projector, views)
+        return byol_loss(self.encoder, self.target_encoder, self.projector, self.predictor, self.target_projector,
+                         views)
 
     def ema(self) -> EMA | None:
         if self.cfg.loss != "byol":
