@@ -66,6 +66,9 @@ class BenchConfig:
 def yolo_backbone_features(folder: Path, *, batch_size: int = 64) -> Callable[[torch.Tensor], torch.Tensor]:
     """(N, 3, S, S) uint8 -> (N, C) features of a YOLOv8 OpenVINO export's backbone (to the SPPF
     block, ``/model.9/cv2/act``), reshaped to the crops' size and averaged over space."""
+    from vidssl.tracking.offline import block_openvino_telemetry
+
+    block_openvino_telemetry()  # before the first import: openvino would otherwise send a usage event
     import openvino as ov
 
     xml = next(Path(folder).glob("*.xml"), None)
