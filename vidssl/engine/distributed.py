@@ -1,7 +1,8 @@
 """Distributed training from torchrun's environment (PyTorch DDP; no home-made distribution).
 
 ``torchrun --nproc_per_node=N -m vidssl train ...`` sets RANK / WORLD_SIZE / LOCAL_RANK; without
-them everything runs as a single process. NCCL on CUDA, gloo on CPU.
+them everything runs as a single process. NCCL on CUDA, gloo on CPU. Under ``torchrun
+--max-restarts=N`` each attempt's process group keeps its keys apart (:func:`_attempt_store`).
 """
 
 from __future__ import annotations
@@ -33,8 +34,28 @@ def init_distributed(device_type: str) -> DistInfo:
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(info.local_rank)
-        dist.init_process_group(backend=backend)
+        store = _attempt_store(info)
+        if store is None:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, store=store, rank=info.rank, world_size=info.world_size)
     return info
+
+
+def _attempt_store(info: DistInfo) -> dist.Store | None:
+    """torchrun's own store, its keys under a prefix of this attempt (None: not under torchrun's agent store).
+
+    The agent's store outlives a restart (``--max-restarts``) with every key the failed attempt wrote,
+    and torch's default ``env://`` setup reuses the same names: a restarted rank could read its dead
+    peer's gloo address before the new peer overwrote it and fail with "connectFullMesh failed ...
+    Connection refused" (pytorch/pytorch#167288; about one restart in four here)."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    from torch.distributed.constants import default_pg_timeout
+
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), info.world_size,
+                          is_master=False, timeout=default_pg_timeout)
+    return dist.PrefixStore(f"vidssl/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def shutdown_distributed() -> None:
