@@ -20,11 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/vidssl synth out=$(DEMO)/synth
-	$(BIN)/vidssl index $(DEMO)/synth/videos
-	$(BIN)/python tools/bench_loader.py data=$(DEMO)/synth/videos seconds=5 rss_samples=1000 out=$(DEMO)/bench_loader.json
-	$(BIN)/vidssl train $(DEMO)/synth/videos method=fti encoder=resnet18 steps=20 batch_size=8 image_size=64 decode_size=72 workers=2 proj_hidden=256 lr=0.05 warmup_steps=5 log_every=5 out=$(DEMO)/fti
-	$(BIN)/vidssl export $(DEMO)/fti out=$(DEMO)/fti/encoder_torchvision.pth format=torchvision
+	$(BIN)/vidssl demo out=$(DEMO)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -238,6 +238,19 @@ def _run_eval_jhmdb(cfg: Any) -> int:
     return 0
 
 
+def _demo_config() -> type:
+    from vidssl.demo import DemoConfig
+
+    return DemoConfig
+
+
+def _run_demo(cfg: Any) -> int:
+    from vidssl.demo import main_record
+
+    print(main_record(cfg))
+    return 0
+
+
 def _tracks_config() -> type:
     from vidssl.tracking.run import TracksConfig
 
@@ -262,6 +275,10 @@ COMMANDS: dict[str, Command] = {
     ),
     "export": Command(
         "write a trained encoder alone (safetensors, torchvision, onnx)", lambda: ExportConfig, _run_export, "run",
+    ),
+    "demo": Command(
+        "learn from synthetic videos, propagate masks and keypoints on held-out ones, compare and show them",
+        _demo_config, _run_demo,
     ),
     "train": Command(
         "train an encoder with a self-supervised method ([RECIPE.yaml] [DATA] key=value ...)", _engine_config,

@@ -1,0 +1,212 @@
+"""``vidssl demo``: the main job end to end on synthetic videos, in about five minutes on a CPU.
+
+1. writes synthetic training videos and harder held-out ones (more objects, so more occlusion and
+   more look-alike textures; nothing of the held-out videos is seen in training);
+2. trains an encoder on the training videos (``method``, with the settings that learned fastest at
+   this scale: see BENCHMARKS.md, "make demo");
+3. propagates the first-frame masks and keypoints through the held-out videos with the trained
+   encoder, with the same random initialisation, and with ``pixels``, and prints one table (DAVIS
+   J&F, PCK@0.1 / @0.2);
+4. writes an overlay video of the trained encoder's masks and one PNG with frames of trained vs
+   random vs pixels side by side;
+5. exports the encoder in torchvision format and loads it back into ``torchvision.models``.
+
+Everything is seeded: the same command gives the same videos, initialisation and samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from vidssl.config import option
+from vidssl.files import atomic_path, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out: str = option("runs/demo", "demo folder (videos, run, evaluations, pictures, export)")
+    method: str = option("colorization", "training method (see BENCHMARKS.md for why this one at this scale)")
+    steps: int = option(120, "training steps")
+    batch_size: int = option(16, "samples per step")
+    image_size: int = option(64, "training crop size")
+    train_videos: int = option(12, "synthetic training videos")
+    held_out: int = option(4, "held-out synthetic videos the encoders are scored on")
+    held_out_objects: int = option(5, "objects per held-out video (2..this): more occlusion than in training")
+    frames: int = option(40, "frames per video")
+    height: int = option(128, "frame height")
+    width: int = option(160, "frame width")
+    lr: float = option(1e-3, "AdamW learning rate")
+    workers: int = option(2, "loader workers")
+    seed: int = option(0, "seed of the videos, the initialisation and the samples")
+
+
+ROWS = ("trained", "random init", "pixels")
+
+
+def _method_keys(method: str) -> dict[str, Any]:
+    """Small-scale settings per method (what fits a CPU in minutes)."""
+    return {
+        "colorization": {"num_refs": 2, "ref_stride": 3, "kmeans_samples": 40, "encoder_stride": 8},
+        "crw": {"clip_len": 4, "frame_gap": 2, "patch": 32, "patch_stride": 16},
+        "fti": {"max_gap": 8, "proj_hidden": 512},
+    }.get(method, {})
+
+
+def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
+    """Run the five steps of the module docstring under ``cfg.out``; returns the summary record
+    (also ``out/demo.json``)."""
+    from vidssl.data.synth import SynthConfig, generate
+    from vidssl.engine.trainer import run_config, train
+    from vidssl.evaluation.davis import DavisEvalConfig, evaluate_davis
+
+    out = Path(cfg.out)
+    size = dict(num_frames=cfg.frames, height=cfg.height, width=cfg.width)
+    train_data, held = out / "synth_train", out / "synth_held_out"
+    if not (train_data / "synth.json").exists():
+        generate(train_data, SynthConfig(out=str(train_data), num_videos=cfg.train_videos, seed=cfg.seed, **size),
+                 progress=progress)
+    if not (held / "synth.json").exists():
+        generate(held, SynthConfig(out=str(held), num_videos=cfg.held_out, num_objects=cfg.held_out_objects,
+                                   seed=cfg.seed + 1000, **size), progress=progress)
+
+    run = out / "train"
+    train_cfg, method_cfg = run_config(
+        method=cfg.method, data=str(train_data / "videos"), out=str(run), encoder="resnet18", steps=cfg.steps,
+        batch_size=cfg.batch_size, image_size=cfg.image_size, decode_size=cfg.image_size + 8, workers=cfg.workers,
+        optimizer="adamw", lr=cfg.lr, weight_decay=0.0, warmup_steps=max(1, cfg.steps // 10), seed=cfg.seed,
+        log_every=max(1, cfg.steps // 10), save_every=max(1, cfg.steps // 4), **_method_keys(cfg.method),
+        resume=(run / "config.yaml").exists())  # a killed demo continues its run
+    if not (run / "encoder.safetensors").exists():
+        train(train_cfg, method_cfg)
+
+    gray = "gray" if cfg.method == "colorization" else "rgb"
+    layer = "res3" if cfg.method == "crw" else ""
+    specs = {"trained": (str(run), gray), "random init": ("random:resnet18", "rgb"), "pixels": ("pixels", "rgb")}
+    table: dict[str, dict[str, float]] = {}
+    for row, (encoder, channels) in specs.items():
+        key = row.replace(" ", "_")
+        settings = dict(encoder=encoder, input=channels, seed=cfg.seed, stride=8,
+                        layer=layer if row != "pixels" else "", context=10, radius=6.0)
+        davis = evaluate_davis(DavisEvalConfig(root=str(held / "davis"), out=str(out / "eval" / key),
+                                               overlay=row == "trained", **settings), progress=progress)
+        table[row] = {"J&F": davis["J&F"], **_keypoint_pck(held, out / "eval" / key / "keypoints", settings, progress)}
+
+    picture = side_by_side(held / "davis", out / "eval", out / "trained_vs_random_vs_pixels.png")
+    first = sorted(p for p in (out / "eval" / "trained").glob("*.mp4"))
+    export = out / "encoder_torchvision.pth"
+    _export_and_reload(run, export)
+    record = {"table": table, "picture": str(picture), "overlay": str(first[0]) if first else "",
+              "export": str(export), "config": dataclasses.asdict(cfg)}
+    atomic_write_json(out / "demo.json", record)
+    return record
+
+
+def _keypoint_pck(held: Path, out: Path, settings: dict[str, Any], progress: bool) -> dict[str, float]:
+    """PCK@0.1 / @0.2 of the synthetic keypoints propagated from the first frame (every object's 5
+    points; occluded truth not scored), pooled over the held-out videos."""
+    from vidssl.data.synth import NUM_KEYPOINTS
+    from vidssl.evaluation.jhmdb_metrics import joint_distances, pck
+    from vidssl.propagation.keypoints import read_keypoints
+    from vidssl.propagation.propagate import PropagationConfig, extractor_for, propagate_keypoints
+
+    prop = PropagationConfig(**settings)
+    extractor = extractor_for(prop)
+    distances = []
+    for ann in sorted((held / "annotations").glob("*.json")):
+        truth = read_keypoints(ann)
+        frames = held / "davis" / "JPEGImages" / "480p" / ann.stem
+        pred, _ = propagate_keypoints(frames, truth, out, extractor, settings=prop, name=ann.stem, backend="frames",
+                                      progress=progress)
+        gt = np.where(truth.visible[..., None] > 0, truth.xy, np.nan)
+        d = joint_distances(pred, gt, tuple(truth.groups))  # (T, objects * K)
+        distances.append(d.reshape(-1, NUM_KEYPOINTS))  # joint types: the centre and 4 extremities
+    d = np.concatenate(distances)
+    return {"PCK@0.1": pck(d, 0.1), "PCK@0.2": pck(d, 0.2)}
+
+
+def side_by_side(davis: Path, evals: Path, path: Path, *, frames: int = 3, scale: int = 2) -> Path:
+    """A PNG: rows are frames of the first held-out video (later and later), columns the ground
+    truth and each encoder's propagated masks drawn over the frame."""
+    from vidssl.propagation.masks import read_mask
+
+    seq = sorted((davis / "JPEGImages" / "480p").iterdir())[0]
+    names = sorted(p.stem for p in seq.glob("*.jpg"))
+    picks = [names[round(i * (len(names) - 1) / frames)] for i in range(1, frames + 1)]
+    columns = [("ground truth", davis / "Annotations" / "480p" / seq.name)]
+    columns += [(row, evals / row.replace(" ", "_") / seq.name) for row in ROWS]
+    palette = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+                        [145, 30, 180], [70, 240, 240]], dtype=np.float32)
+    tiles = []
+    for name in picks:
+        image = np.asarray(Image.open(seq / f"{name}.jpg").convert("RGB"), dtype=np.float32)
+        row = []
+        for _, folder in columns:
+            mask = read_mask(folder / f"{name}.png")
+            colour = palette[np.clip(mask, 0, len(palette) - 1)]
+            blend = np.where(mask[..., None] > 0, 0.45 * image + 0.55 * colour, image)
+            row.append(np.kron(blend, np.ones((scale, scale, 1))))
+        tiles.append(np.concatenate(row, axis=1))
+    grid = np.concatenate(tiles, axis=0).astype(np.uint8)
+    header = 18
+    canvas = Image.new("RGB", (grid.shape[1], grid.shape[0] + header), "white")
+    canvas.paste(Image.fromarray(grid), (0, header))
+    draw = ImageDraw.Draw(canvas)
+    width = grid.shape[1] // len(columns)
+    for i, (title, _) in enumerate(columns):
+        draw.text((i * width + 4, 3), f"{title}", fill="black")
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
+    return path
+
+
+def _export_and_reload(run: Path, path: Path) -> None:
+    """Export in torchvision format and load it into a plain torchvision ResNet-18 (all but fc)."""
+    import torchvision
+
+    from vidssl.engine.checkpoint import encoder_from_checkpoint
+    from vidssl.export import save_encoder
+    from vidssl.features import with_stride
+
+    # the same weights in torchvision's stride-32 network (a stride-8 ResNet differs only in conv strides)
+    save_encoder(with_stride(encoder_from_checkpoint(run), 32), path, format="torchvision")
+    missing, unexpected = torchvision.models.resnet18().load_state_dict(torch.load(path, weights_only=True),
+                                                                        strict=False)
+    if sorted(missing) != ["fc.bias", "fc.weight"] or unexpected:
+        raise RuntimeError(f"{path}: did not load into torchvision.models.resnet18 ({missing}, {unexpected})")
+
+
+def format_summary(record: dict) -> str:
+    """The table and the three closing lines."""
+    table = record["table"]
+    lines = [f"{'encoder':<12} {'J&F':>7} {'PCK@0.1':>8} {'PCK@0.2':>8}"]
+    lines += [f"{row:<12} {r['J&F']:>7.3f} {r['PCK@0.1']:>8.3f} {r['PCK@0.2']:>8.3f}" for row, r in table.items()]
+    trained, random = table["trained"], table["random init"]
+    lines += [
+        "",
+        f"learned: {record['config']['method']} on {record['config']['train_videos']} unlabelled videos moved "
+        f"held-out J&F from {random['J&F']:.3f} (random init) to {trained['J&F']:.3f} "
+        f"(pixels {table['pixels']['J&F']:.3f}); PCK@0.2 {random['PCK@0.2']:.3f} -> {trained['PCK@0.2']:.3f}",
+        f"pictures: {record['picture']} and {record['overlay']}; torchvision: "
+        f"resnet18().load_state_dict(torch.load('{record['export']}'), strict=False)",
+        f"next: vidssl train {record['config']['method']}.yaml ~/your/videos out=runs/mine  "
+        "(then: vidssl eval davis root=DAVIS encoder=runs/mine)",
+    ]
+    return "\n".join(lines)
+
+
+def main_record(cfg: DemoConfig) -> str:
+    """Run the demo and return the text it prints."""
+    record = run_demo(cfg)
+    log.info("%s", json.dumps(record["table"]))
+    return format_summary(record)
