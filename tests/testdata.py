@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 BITS = 8  # frames encode their own index in 8 blocks of black / white
@@ -43,3 +45,69 @@ def shared_clip() -> Path:
     if not clip.exists():
         pytest.skip("../shared/data is absent")
     return clip
+
+
+def assert_resume_is_bit_exact(kw: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, kill_at: int = 2) -> None:
+    """Train ``run_config(**kw)`` straight through, and again killed right after its step-``kill_at``
+    checkpoint and resumed: the final weights (and buffers) must be identical."""
+    import torch
+
+    import vidssl.engine.trainer as trainer
+    from vidssl.engine.checkpoint import load_checkpoint
+    from vidssl.engine.trainer import run_config, train
+
+    train(*run_config(out=str(tmp_path / "full"), **kw))
+    real_save = trainer.save_checkpoint
+
+    def save_then_die(state, path):
+        real_save(state, path)
+        if state["step"] == kill_at:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(*run_config(out=str(tmp_path / "half"), **kw))
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    train(*run_config(out=str(tmp_path / "half"), resume=True, **kw))
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "half" / "checkpoints" / "last.pt")["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+SIZE = 64  # retrieval images: the training crop size of the learning tests
+
+
+def retrieval_set(videos: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every 2nd frame of every video, once as a SimCLR-augmented query and once centre-cropped
+    as a database entry: (queries, database) uint8 (N, 3, 64, 64), video ids, frame indices."""
+    from vidssl.data.backends import open_video
+    from vidssl.data.transforms import center_crop, simclr_augment
+
+    torch.manual_seed(123)
+    augment, plain = simclr_augment(SIZE), center_crop(SIZE)
+    queries, database, video_ids, times = [], [], [], []
+    for v, path in enumerate(sorted(videos.glob("*.mp4"))):
+        reader = open_video(path)
+        indices = list(range(0, reader.num_frames, 2))
+        for t, frame in zip(indices, torch.from_numpy(reader.get_frames(indices)).permute(0, 3, 1, 2), strict=True):
+            queries.append(augment(frame))
+            database.append(plain(frame))
+            video_ids.append(v)
+            times.append(t)
+    return torch.stack(queries), torch.stack(database), torch.tensor(video_ids), torch.tensor(times)
+
+
+@torch.no_grad()
+def video_retrieval(encoder: torch.nn.Module, data: tuple[torch.Tensor, ...], *, exclude: int = 4) -> float:
+    """Top-1 accuracy: the nearest database frame (cosine) comes from the query's video, frames
+    within ``exclude`` of the query's own frame being left out (no near-duplicate matches)."""
+    from vidssl.data.transforms import normalize
+
+    queries, database, video_ids, times = data
+    encoder.eval()
+    sim = F.normalize(encoder(normalize(queries)), dim=1) @ F.normalize(encoder(normalize(database)), dim=1).T
+    near = (video_ids[:, None] == video_ids[None, :]) & ((times[:, None] - times[None, :]).abs() < exclude)
+    sim[near] = -2
+    return (video_ids[sim.argmax(1)] == video_ids).float().mean().item()

@@ -7,45 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
+from testdata import SIZE, retrieval_set, video_retrieval
 
-from vidssl.data.backends import open_video
 from vidssl.data.synth import SynthConfig, generate
-from vidssl.data.transforms import center_crop, normalize, simclr_augment
 from vidssl.engine.trainer import run_config, train
 from vidssl.export import load_encoder
 from vidssl.models.encoders import build_encoder
-
-SIZE = 64
-
-
-def retrieval_set(videos: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every 2nd frame of every video, once as a SimCLR-augmented query and once centre-cropped
-    as a database entry: (queries, database) uint8 (N, 3, 64, 64), video ids, frame indices."""
-    torch.manual_seed(123)
-    augment, plain = simclr_augment(SIZE), center_crop(SIZE)
-    queries, database, video_ids, times = [], [], [], []
-    for v, path in enumerate(sorted(videos.glob("*.mp4"))):
-        reader = open_video(path)
-        indices = list(range(0, reader.num_frames, 2))
-        for t, frame in zip(indices, torch.from_numpy(reader.get_frames(indices)).permute(0, 3, 1, 2), strict=True):
-            queries.append(augment(frame))
-            database.append(plain(frame))
-            video_ids.append(v)
-            times.append(t)
-    return torch.stack(queries), torch.stack(database), torch.tensor(video_ids), torch.tensor(times)
-
-
-@torch.no_grad()
-def video_retrieval(encoder: torch.nn.Module, data: tuple[torch.Tensor, ...], *, exclude: int = 4) -> float:
-    """Top-1 accuracy: the nearest database frame (cosine) comes from the query's video, frames
-    within ``exclude`` of the query's own frame being left out (no near-duplicate matches)."""
-    queries, database, video_ids, times = data
-    encoder.eval()
-    sim = F.normalize(encoder(normalize(queries)), dim=1) @ F.normalize(encoder(normalize(database)), dim=1).T
-    near = (video_ids[:, None] == video_ids[None, :]) & ((times[:, None] - times[None, :]).abs() < exclude)
-    sim[near] = -2
-    return (video_ids[sim.argmax(1)] == video_ids).float().mean().item()
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from testdata import assert_resume_is_bit_exact
 
 import vidssl.methods as methods
 from vidssl.cli import main
@@ -192,25 +193,8 @@ def test_trains_on_an_image_folder(tmp_path, cache_dir) -> None:
 
 
 def test_random_draws_inside_steps_repeat_on_resume(probe, tmp_path, synth_dir, cache_dir, monkeypatch) -> None:
-    import vidssl.engine.trainer as trainer
-
     kw = dict(method="probe", data=str(synth_dir / "videos"), steps=4, export=False, **TINY)
-    train(*run_config(out=str(tmp_path / "full"), **kw))
-    real_save = trainer.save_checkpoint
-
-    def save_then_die(state, path):
-        real_save(state, path)
-        if state["step"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(*run_config(out=str(tmp_path / "half"), **kw))
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
-    train(*run_config(out=str(tmp_path / "half"), resume=True, **kw))
-    a = load_checkpoint(tmp_path / "full/checkpoints/last.pt")["model"]
-    b = load_checkpoint(tmp_path / "half/checkpoints/last.pt")["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_is_bit_exact(kw, tmp_path, monkeypatch)
 
 
 def test_a_bad_image_is_reported_after_ultralytics_patched_pil(tmp_path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from testdata import assert_resume_is_bit_exact
 
 from vidssl.data.samplers import PairSampler, SequenceSampler
 from vidssl.data.views import PatchGrid
@@ -124,25 +125,8 @@ def test_vfs_reuses_simsiam_and_byol_exactly() -> None:
                                           ("vfs", dict(loss="byol", proj_dim=16, proj_hidden=16, pred_hidden=8,
                                                        max_gap=20, gap_unit="frames"))])
 def test_resume_is_bit_exact(method, extra, tmp_path, synth_dir, cache_dir, monkeypatch) -> None:
-    import vidssl.engine.trainer as trainer
-
     kw = dict(method=method, data=str(synth_dir / "videos"), steps=4, **LOOP, **extra)
-    train(*run_config(out=str(tmp_path / "full"), **kw))
-    real_save = trainer.save_checkpoint
-
-    def save_then_die(state, path):
-        real_save(state, path)
-        if state["step"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(*run_config(out=str(tmp_path / "half"), **kw))
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
-    train(*run_config(out=str(tmp_path / "half"), resume=True, **kw))
-    a = load_checkpoint(tmp_path / "full/checkpoints/last.pt")["model"]
-    b = load_checkpoint(tmp_path / "half/checkpoints/last.pt")["model"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_is_bit_exact(kw, tmp_path, monkeypatch)
 
 
 @torch.no_grad()
@@ -194,3 +178,4 @@ def test_crw_learns_correspondence_on_synthetic_videos(tmp_path: Path, cache_dir
           f"trained {after:.3f}; training loss {logs[0]['loss']:.3f} -> {logs[-1]['loss']:.3f}")
     assert logs[-1]["loss"] < logs[0]["loss"]
     assert after > before + 0.05
+
