@@ -179,3 +179,28 @@ def test_crw_learns_correspondence_on_synthetic_videos(tmp_path: Path, cache_dir
     assert logs[-1]["loss"] < logs[0]["loss"]
     assert after > before + 0.05
 
+
+
+@pytest.mark.slow
+def test_vfs_beats_random_init_on_video_retrieval(tmp_path: Path, cache_dir: Path) -> None:
+    """VFS's frame-level similarity after a short CPU run with its own recipe (SGD 0.05, no colour):
+    augmented frames retrieve other frames of their own video better than the same encoder at its
+    random initialisation (the FTI check of tests/engine/test_learning.py)."""
+    from testdata import retrieval_set, video_retrieval
+
+    from vidssl.data.synth import SynthConfig, generate
+    from vidssl.export import load_encoder
+
+    data = tmp_path / "synth"
+    generate(data, SynthConfig(num_videos=8, num_frames=48, height=128, width=160, seed=5), progress=False)
+    cfg, method_cfg = run_config(
+        method="vfs", data=str(data / "videos"), out=str(tmp_path / "run"), encoder="resnet18", steps=150,
+        batch_size=16, image_size=64, decode_size=72, max_gap=24, gap_unit="frames", workers=2, proj_dim=256,
+        pred_hidden=64, optimizer="sgd", lr=0.05, warmup_steps=10, log_every=10, save_every=1000)
+    out = train(cfg, method_cfg)
+    retrieval = retrieval_set(data / "videos")
+    trained = video_retrieval(load_encoder(out / "encoder.safetensors"), retrieval)
+    torch.manual_seed(cfg.seed)  # the very initialisation the run started from
+    random_init = video_retrieval(build_encoder("resnet18"), retrieval)
+    print(f"\nVFS video retrieval top-1: trained {trained:.3f}, random init {random_init:.3f}")
+    assert trained > random_init + 0.05
