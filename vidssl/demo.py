@@ -1,4 +1,4 @@
-"""``vidssl demo``: the main job end to end on synthetic videos, in about five minutes on a CPU.
+"""``vidssl demo``: the main job end to end on synthetic videos (about 3 minutes on 2 idle CPU cores).
 
 1. writes synthetic training videos and harder held-out ones (more objects, so more occlusion and
    more look-alike textures; nothing of the held-out videos is seen in training);
