@@ -47,33 +47,43 @@ def shared_clip() -> Path:
     return clip
 
 
-def assert_resume_is_bit_exact(kw: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, kill_at: int = 2) -> None:
-    """Train ``run_config(**kw)`` straight through, and again killed right after its step-``kill_at``
-    checkpoint and resumed: the final weights (and buffers) must be identical."""
-    import torch
-
+def train_killed_at(cfg, method_cfg, monkeypatch: pytest.MonkeyPatch, *, step: int) -> None:
+    """Train ``(cfg, method_cfg)`` and kill the run (KeyboardInterrupt) right after its checkpoint
+    of ``step``, as a ``kill -9`` after that write would."""
     import vidssl.engine.trainer as trainer
-    from vidssl.engine.checkpoint import load_checkpoint
-    from vidssl.engine.trainer import run_config, train
 
-    train(*run_config(out=str(tmp_path / "full"), **kw))
     real_save = trainer.save_checkpoint
 
     def save_then_die(state, path):
         real_save(state, path)
-        if state["step"] == kill_at:
+        if state["step"] == step:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train(*run_config(out=str(tmp_path / "half"), **kw))
+        trainer.train(cfg, method_cfg)
     monkeypatch.setattr(trainer, "save_checkpoint", real_save)
-    train(*run_config(out=str(tmp_path / "half"), resume=True, **kw))
-    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "half" / "checkpoints" / "last.pt")["model"]
+
+
+def assert_resume_is_bit_exact(cfg, method_cfg, monkeypatch: pytest.MonkeyPatch, *, kill_at: int = 2) -> dict:
+    """Train ``(cfg, method_cfg)`` straight through into ``cfg.out``, and again into
+    ``cfg.out + "_resumed"`` killed right after its step-``kill_at`` checkpoint and resumed: every
+    weight and buffer must be identical. Returns the final model state."""
+    from dataclasses import replace
+
+    from vidssl.engine.checkpoint import load_checkpoint
+    from vidssl.engine.trainer import train
+
+    full = train(cfg, method_cfg)
+    half = replace(cfg, out=f"{cfg.out}_resumed")
+    train_killed_at(half, method_cfg, monkeypatch, step=kill_at)
+    train(replace(half, resume=True), method_cfg)
+    a = load_checkpoint(full / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(Path(half.out) / "checkpoints" / "last.pt")["model"]
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    return a
 
 
 SIZE = 64  # retrieval images: the training crop size of the learning tests

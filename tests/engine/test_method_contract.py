@@ -194,7 +194,7 @@ def test_trains_on_an_image_folder(tmp_path, cache_dir) -> None:
 
 def test_random_draws_inside_steps_repeat_on_resume(probe, tmp_path, synth_dir, cache_dir, monkeypatch) -> None:
     kw = dict(method="probe", data=str(synth_dir / "videos"), steps=4, export=False, **TINY)
-    assert_resume_is_bit_exact(kw, tmp_path, monkeypatch)
+    assert_resume_is_bit_exact(*run_config(out=str(tmp_path / "run"), **kw), monkeypatch)
 
 
 def test_a_bad_image_is_reported_after_ultralytics_patched_pil(tmp_path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from testdata import train_killed_at
 
 from vidssl.cli import main
 from vidssl.engine.checkpoint import CheckpointWriteError, load_checkpoint, save_checkpoint
@@ -31,19 +32,8 @@ def cli_args(synth_dir: Path, run: Path, **kw) -> list[str]:
 
 def killed_at(run: Path, synth_dir: Path, monkeypatch: pytest.MonkeyPatch, *, step: int, **kw) -> None:
     """A 4-step run killed right after its checkpoint at ``step``."""
-    import vidssl.engine.trainer as trainer
-
-    real_save = trainer.save_checkpoint
-
-    def save_then_die(state, path):
-        real_save(state, path)
-        if state["step"] == step:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(*run_config(data=str(synth_dir / "videos"), out=str(run), steps=4, **{**TINY, **kw}))
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    train_killed_at(*run_config(data=str(synth_dir / "videos"), out=str(run), steps=4, **{**TINY, **kw}), monkeypatch,
+                    step=step)
 
 
 def files_of(run: Path) -> dict[str, bytes]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from testdata import assert_resume_is_bit_exact
 
 from vidssl.cli import main
 from vidssl.engine.checkpoint import load_checkpoint
@@ -48,29 +49,9 @@ def test_run_folder_holds_config_checkpoint_logs_and_encoder(tmp_path, synth_dir
 )
 def test_resume_continues_exactly(tmp_path, synth_dir, cache_dir, monkeypatch, method, extra, color_on) -> None:
     kw = dict(method=method, export=False, color_on=color_on, **extra)  # byol: EMA target on a cosine schedule
-    full = train(*tiny(tmp_path / "a", synth_dir, **kw))
-    half, half_method = tiny(tmp_path / "b", synth_dir, **kw)
-    import vidssl.engine.trainer as trainer
-
-    real_save = trainer.save_checkpoint
-
-    def save_then_die(state, path):
-        real_save(state, path)
-        if state["step"] == 2:
-            raise KeyboardInterrupt  # killed right after the step-2 checkpoint
-
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(half, half_method)
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
-    train(replace(half, resume=True), half_method)
-    a = load_checkpoint(full / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(Path(half.out) / "checkpoints" / "last.pt")["model"]
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)  # bit-exact
-    if "queue" in a:
-        assert "queue_ptr" in a
+    state = assert_resume_is_bit_exact(*tiny(tmp_path, synth_dir, **kw), monkeypatch)
+    if "queue" in state:
+        assert "queue_ptr" in state
 
 
 def test_non_finite_loss_stops_and_keeps_the_checkpoint(tmp_path, synth_dir, cache_dir, monkeypatch) -> None:

@@ -126,7 +126,7 @@ def test_vfs_reuses_simsiam_and_byol_exactly() -> None:
                                                        max_gap=20, gap_unit="frames"))])
 def test_resume_is_bit_exact(method, extra, tmp_path, synth_dir, cache_dir, monkeypatch) -> None:
     kw = dict(method=method, data=str(synth_dir / "videos"), steps=4, **LOOP, **extra)
-    assert_resume_is_bit_exact(kw, tmp_path, monkeypatch)
+    assert_resume_is_bit_exact(*run_config(out=str(tmp_path / "run"), **kw), monkeypatch)
 
 
 @torch.no_grad()

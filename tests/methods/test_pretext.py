@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +16,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from testdata import assert_resume_is_bit_exact
 
 from vidssl.cli import main
 from vidssl.config import ConfigError
 from vidssl.data.spec import DataSpec
 from vidssl.data.transforms import normalize
-from vidssl.engine.checkpoint import load_checkpoint
 from vidssl.engine.config import method_class
-from vidssl.engine.trainer import run_config, train
+from vidssl.engine.trainer import run_config
 from vidssl.methods import METHODS
 from vidssl.methods.base import Method
 from vidssl.methods.jigsaw import Jigsaw, jigsaw_permutations, normalize_tiles, shuffle_tiles, tile_positions
@@ -319,26 +318,7 @@ def test_trains_on_an_image_folder_from_the_cli(name: str, image_folder: Path, t
 
 @pytest.mark.parametrize("name", ["jigsaw", "relpatch"])
 def test_resume_continues_exactly(name: str, tmp_path: Path, synth_dir: Path, cache_dir: Path, monkeypatch) -> None:
-    import vidssl.engine.trainer as trainer
-
     cfg, method_cfg = run_config(method=name, data=str(synth_dir / "videos"), out=str(tmp_path / "full"), steps=4,
                                  export=False, encoder=TINY_ENCODER, **{**LOOP, **SMALL_HEADS[name]})
-    train(cfg, method_cfg)
-    half = replace(cfg, out=str(tmp_path / "half"))
-    real_save = trainer.save_checkpoint
-
-    def save_then_die(state: dict, path: Path) -> None:
-        real_save(state, path)
-        if state["step"] == 2:
-            raise KeyboardInterrupt  # killed right after the step-2 checkpoint
-
-    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(half, method_cfg)
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
-    train(replace(half, resume=True), method_cfg)
-    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "half" / "checkpoints" / "last.pt")["model"]
-    assert a.keys() == b.keys() and int(a["draws"]) == 4
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)  # bit-exact
+    state = assert_resume_is_bit_exact(cfg, method_cfg, monkeypatch)
+    assert int(state["draws"]) == 4
