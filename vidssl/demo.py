@@ -100,7 +100,8 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
                         layer=layer if row != "pixels" else "", context=10, radius=6.0)
         davis = evaluate_davis(DavisEvalConfig(root=str(held / "davis"), out=str(out / "eval" / key),
                                                overlay=row == "trained", **settings), progress=progress)
-        table[row] = {"J&F": davis["J&F"], **_keypoint_pck(held, out / "eval" / key / "keypoints", settings, progress)}
+        points = synthetic_keypoint_pck(held, out / "eval" / key / "keypoints", settings, progress)
+        table[row] = {"J&F": davis["J&F"], **points}
 
     picture = side_by_side(held / "davis", out / "eval", out / "trained_vs_random_vs_pixels.png")
     first = sorted(p for p in (out / "eval" / "trained").glob("*.mp4"))
@@ -112,7 +113,7 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
     return record
 
 
-def _keypoint_pck(held: Path, out: Path, settings: dict[str, Any], progress: bool) -> dict[str, float]:
+def synthetic_keypoint_pck(held: Path, out: Path, settings: dict[str, Any], progress: bool) -> dict[str, float]:
     """PCK@0.1 / @0.2 of the synthetic keypoints propagated from the first frame (every object's 5
     points; occluded truth not scored), pooled over the held-out videos."""
     from vidssl.data.synth import NUM_KEYPOINTS
