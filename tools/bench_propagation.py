@@ -42,7 +42,7 @@ import torch
 
 from vidssl.config import option, parse_overrides, to_dict
 from vidssl.features import resolve_features
-from vidssl.propagation.affinity import Context, Neighbourhood
+from vidssl.propagation.affinity import Context, Neighbourhood, TileGrid
 from vidssl.propagation.masks import grid_size, one_hot, read_mask, to_grid
 from vidssl.propagation.propagate import PropagationConfig, propagate
 
@@ -184,14 +184,85 @@ def compare_480p(cfg: BenchConfig, device: torch.device, encoder: str) -> dict:
         print(f"  {impl:<6} step {step_fps:7.3f} frames/s   end-to-end {rows[impl]['end_to_end_fps']:7.3f} frames/s"
               f"   peak {memory.mib:8.0f} MiB   ({n} frames)", flush=True)
         del ctx
+    work = step_work(TileGrid.make(*grid_hw, tile=tile, radius=cfg.radius), frames=1 + cfg.context,
+                     channels=channels, radius=cfg.radius)
+    work |= {"sgemm_gmac_s": sgemm_rate(work["tile_shape"], channels, features.dtype, device)}
+    work["local_gmac_s"] = work["local_gmac"] * rows["local"]["step_fps"]
+    work["efficiency"] = work["local_gmac_s"] / work["sgemm_gmac_s"]
+    work["exact_bound_x"] = work["local_gmac"] / work["in_radius_gmac"] / work["efficiency"]
+    print(f"  work per frame: local step {work['local_gmac']:.1f} GMAC (every cell of each tile's window), "
+          f"{work['in_radius_gmac']:.1f} GMAC within the radius; step at {work['local_gmac_s']:.1f} GMAC/s against "
+          f"{work['sgemm_gmac_s']:.1f} GMAC/s for the same matmuls alone ({100 * work['efficiency']:.0f}%): an exact "
+          f"step doing only in-radius products at that rate would be at most {work['exact_bound_x']:.1f}x the local "
+          "step", flush=True)
+    rows["work"] = work
     diffs = {impl: max(((a - b).abs().max().item() for a, b in zip(outputs["local"], outputs[impl], strict=False)),
                        default=float("nan")) for impl in ("tiled", "naive")}
     ratios = {f"local/{impl}": rows["local"]["step_fps"] / rows[impl]["step_fps"] for impl in ("tiled", "naive")}
+    if cfg.naive_frames:
+        rows["differences"] = explain_differences(features[: 1 + cfg.context], features[targets[0]],
+                                                  outputs["local"][0], outputs["naive"][0], cfg)
+        d = rows["differences"]
+        print(f"  positions where local and naive differ (> 1e-5): {d['positions']}, of which {d['ties']} have "
+              f"their {cfg.topk}th and {cfg.topk + 1}th affinities tied (within 1e-6)", flush=True)
     print(f"  step ratios: local / tiled {ratios['local/tiled']:.2f}x, local / naive {ratios['local/naive']:.2f}x; "
           f"max |local - tiled| {diffs['tiled']:.2e}, |local - naive| {diffs['naive']:.2e}", flush=True)
     return {"size": [width, height], "grid": [grid_hw[1], grid_hw[0]], "channels": channels,
             "features": extractor.name, "tile": tile, "context_frames": 1 + cfg.context, "encoder_fps": encoder_fps,
             **rows, "step_ratio": ratios, "max_abs_difference": diffs}
+
+
+def explain_differences(context: torch.Tensor, query: torch.Tensor, local: torch.Tensor, naive: torch.Tensor,
+                        cfg: BenchConfig) -> dict:
+    """Target positions where the local step and the naive reference disagree, and how many of them
+    hold a tie at the top-k boundary (the k-th and (k+1)-th in-radius affinities equal within 1e-6),
+    where either choice is right and the two steps may pick different ones."""
+    from vidssl.propagation.affinity import radius_mask
+
+    height, width, channels = query.shape
+    n = height * width
+    bad = ((local - naive).abs().amax(0).flatten() > 1e-5).nonzero().flatten().tolist()
+    keys = context.reshape(-1, n, channels)
+    allowed = radius_mask(height, width, cfg.radius, device=query.device)
+    ties = 0
+    for p in bad:
+        affinity = keys @ query.reshape(n, channels)[p]  # (frames, n)
+        affinity[:, ~allowed[p]] = float("-inf")
+        top = affinity.flatten().topk(cfg.topk + 1).values
+        ties += int((top[-2] - top[-1]).abs() <= 1e-6)
+    return {"positions": len(bad), "ties": ties}
+
+
+def step_work(grid, *, frames: int, channels: int, radius: float) -> dict:
+    """Multiply-accumulates of one step (GMAC): the local step's (each tile's targets against every
+    cell of its window, in every context frame) and the least any exact step needs (each target
+    against the cells within ``radius``, clipped at the map's border)."""
+    height, width, tile, window = grid.height, grid.width, grid.tile, grid.window
+    local = grid.rows * grid.cols * tile**2 * window**2 * frames * channels
+    reach = int(radius)
+    dy, dx = np.meshgrid(np.arange(-reach, reach + 1), np.arange(-reach, reach + 1), indexing="ij")
+    offsets = [(a, b) for a, b in zip(dy.ravel(), dx.ravel(), strict=True) if a * a + b * b < radius * radius]
+    pairs = sum((height - abs(a)) * (width - abs(b)) for a, b in offsets)  # (target, cell) pairs inside the map
+    return {"local_gmac": local / 1e9, "in_radius_gmac": pairs * frames * channels / 1e9,
+            "tile_shape": [tile**2, window**2], "cells_in_radius": len(offsets), "window_cells": window**2}
+
+
+def sgemm_rate(shape: list[int], channels: int, dtype: torch.dtype, device: torch.device, *, batch: int = 9,
+               repeats: int = 5) -> float:
+    """GMAC/s of the local step's matmul shape alone: (batch, tile^2, C) @ (batch, C, window^2)."""
+    targets, cells = shape
+    a = torch.randn(batch, targets, channels, dtype=dtype, device=device)
+    b = torch.randn(batch, channels, cells, dtype=dtype, device=device)
+    out = torch.empty(batch, targets, cells, dtype=dtype, device=device)
+    torch.bmm(a, b, out=out)
+    sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.bmm(a, b, out=out)
+        sync(device)
+        best = min(best, time.perf_counter() - started)
+    return batch * targets * cells * channels / best / 1e9
 
 
 def wide_check(cfg: BenchConfig, device: torch.device) -> dict:
