@@ -1,7 +1,8 @@
 """``vidssl demo``: the main job end to end on synthetic videos (about 3 minutes on 2 idle CPU cores).
 
 1. writes synthetic training videos and harder held-out ones (more objects, so more occlusion and
-   more look-alike textures; nothing of the held-out videos is seen in training);
+   more look-alike textures; nothing of the held-out videos is seen in training); ``lighting`` > 0
+   also changes the light over every video, training and held-out (synth ``lighting``);
 2. trains an encoder on the training videos (``method``, with the settings that learned fastest at
    this scale: see BENCHMARKS.md, "make demo");
 3. propagates the first-frame masks and keypoints through the held-out videos with the trained
@@ -43,6 +44,7 @@ class DemoConfig:
     train_videos: int = option(12, "synthetic training videos")
     held_out: int = option(4, "held-out synthetic videos the encoders are scored on")
     held_out_objects: int = option(5, "objects per held-out video (2..this): more occlusion than in training")
+    lighting: float = option(0.0, "changing light in every video, training and held-out (synth lighting=); 0 = none")
     frames: int = option(40, "frames per video")
     height: int = option(128, "frame height")
     width: int = option(160, "frame width")
@@ -54,11 +56,13 @@ class DemoConfig:
 ROWS = ("trained", "random init", "pixels")
 
 
-def _method_keys(method: str) -> dict[str, Any]:
-    """Small-scale settings per method (what fits a CPU in minutes)."""
+def _method_keys(method: str, image_size: int) -> dict[str, Any]:
+    """Small-scale settings per method (what fits a CPU in minutes); CRW cuts each frame into 3 x 3
+    patches of half its side (32 px of 64)."""
     return {
         "colorization": {"num_refs": 2, "ref_stride": 3, "kmeans_samples": 40, "encoder_stride": 8},
-        "crw": {"clip_len": 4, "frame_gap": 2, "patch": 32, "patch_stride": 16},
+        "crw": {"clip_len": 4, "frame_gap": 2, "patch": image_size // 2, "patch_stride": image_size // 4,
+                "temperature": 0.05, "encoder_stride": 8},
         "fti": {"max_gap": 8, "proj_hidden": 512},
     }.get(method, {})
 
@@ -71,7 +75,7 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
     from vidssl.evaluation.davis import DavisEvalConfig, evaluate_davis
 
     out = Path(cfg.out)
-    size = dict(num_frames=cfg.frames, height=cfg.height, width=cfg.width)
+    size = dict(num_frames=cfg.frames, height=cfg.height, width=cfg.width, lighting=cfg.lighting)
     train_data, held = out / "synth_train", out / "synth_held_out"
     if not (train_data / "synth.json").exists():
         generate(train_data, SynthConfig(out=str(train_data), num_videos=cfg.train_videos, seed=cfg.seed, **size),
@@ -85,7 +89,8 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
         method=cfg.method, data=str(train_data / "videos"), out=str(run), encoder="resnet18", steps=cfg.steps,
         batch_size=cfg.batch_size, image_size=cfg.image_size, decode_size=cfg.image_size + 8, workers=cfg.workers,
         optimizer="adamw", lr=cfg.lr, weight_decay=0.0, warmup_steps=max(1, cfg.steps // 10), seed=cfg.seed,
-        log_every=max(1, cfg.steps // 10), save_every=max(1, cfg.steps // 4), **_method_keys(cfg.method),
+        log_every=max(1, cfg.steps // 10), save_every=max(1, cfg.steps // 4),
+        **_method_keys(cfg.method, cfg.image_size),
         resume=(run / "config.yaml").exists())  # a killed demo continues its run
     if not (run / "encoder.safetensors").exists():
         train(train_cfg, method_cfg)

@@ -76,12 +76,16 @@ class SynthConfig:
     seed: int = option(0, "video i is drawn from a generator seeded with (seed, i)")
     keyint: int = option(8, "mp4 keyframe interval (frames): short GOPs make random access fast")
     jpeg_quality: int = option(95, "quality of the DAVIS-layout JPEG frames")
+    lighting: float = option(0.0, "strength of a slowly changing illumination (brightness, colour cast and a "
+                             "sweeping light gradient over the whole scene); 0 = constant light")
 
     def __post_init__(self) -> None:
         if self.height % 2 or self.width % 2 or self.height < 16 or self.width < 16:
             raise ValueError(f"height and width must be even and >= 16, got {self.height}x{self.width}")
         if not 1 <= self.num_objects <= 255:  # labels are stored as uint8
             raise ValueError(f"num_objects must be in 1..255, got {self.num_objects}")
+        if not 0 <= self.lighting < 1:
+            raise ValueError(f"lighting must be in [0, 1), got {self.lighting}")
         if min(self.num_videos, self.num_frames, self.keyint, self.fps) <= 0 or self.seed < 0:
             raise ValueError(f"num_videos, num_frames, keyint, fps must be positive and seed >= 0: {self}")
 
@@ -245,6 +249,22 @@ def _camera(rng: np.random.Generator, cfg: SynthConfig, pan: np.ndarray, shake: 
     return shake + smooth + jitter
 
 
+def _lighting(rng: np.random.Generator, cfg: SynthConfig) -> np.ndarray:
+    """(T, H, W, 3) float32 gains around 1: brightness and colour cast drifting slowly over the video
+    and a light gradient whose direction turns, each of amplitude up to ``cfg.lighting``."""
+    t = np.arange(cfg.num_frames, dtype=np.float32)[:, None]
+    period = rng.uniform(0.5, 1.5) * cfg.num_frames  # about one swing per video
+    phase = rng.uniform(0, 2 * math.pi, 3)
+    brightness = cfg.lighting * np.sin(2 * math.pi * t / period + phase[0])  # (T, 1)
+    cast = 0.5 * cfg.lighting * np.sin(2 * math.pi * t / period + phase[1] + rng.uniform(0, 2 * math.pi, 3))
+    turn = phase[2] + rng.choice([-1, 1]) * 2 * math.pi * t[:, 0] / period  # gradient direction (T,)
+    y, x = np.mgrid[0:cfg.height, 0:cfg.width].astype(np.float32)
+    u, v = (x / cfg.width - 0.5), (y / cfg.height - 0.5)  # in [-0.5, 0.5]
+    gradient = cfg.lighting * (np.cos(turn)[:, None, None] * u + np.sin(turn)[:, None, None] * v)  # (T, H, W)
+    gain = (1 + brightness[:, :, None, None] + gradient[..., None]) * (1 + cast[:, None, None, :])
+    return gain.clip(0.2, 2.0).astype(np.float32)
+
+
 def _objects(rng: np.random.Generator, cfg: SynthConfig) -> list[_Object]:
     """Random objects whose paths are bent so each one crosses an earlier one mid-video."""
     count = int(rng.integers(min(2, cfg.num_objects), cfg.num_objects + 1))
@@ -304,6 +324,8 @@ def _render_video(
     frames: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     keypoints = np.zeros((cfg.num_frames, len(objects), NUM_KEYPOINTS, 3))
+    # Drawn last, so that any lighting shows the same scenes and motion as constant light.
+    light = _lighting(rng, cfg) if cfg.lighting else None
     for t in range(cfg.num_frames):
         # Translating by a sub-pixel offset (bilinear) keeps the pan smooth instead of jumping.
         shift = np.array([[1, 0, -camera[t, 0]], [0, 1, -camera[t, 1]]])
@@ -327,6 +349,8 @@ def _render_video(
             inside = mask.astype(bool)
             frame[y0:y1, x0:x1][inside] = warped[inside]
             label[y0:y1, x0:x1][inside] = obj.id
+        if light is not None:
+            frame = (frame * light[t]).clip(0, 255).astype(np.uint8)
         for index, obj in enumerate(objects):
             unit_to_frame = obj.affine(t)
             points = _KEYPOINTS[obj.class_name] @ unit_to_frame[:, :2].T + unit_to_frame[:, 2]
