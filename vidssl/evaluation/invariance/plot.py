@@ -75,7 +75,7 @@ def plot_comparison(
     from PIL import Image, ImageDraw, ImageFont
 
     colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-               (227, 119, 194), (127, 127, 127)]
+               (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 0), (255, 215, 0)]
     encoders = list(scores)
     names = list(dict.fromkeys(t for rows in scores.values() for t in rows))
     width, height = max(150 * len(names) + 120, 620), 440
