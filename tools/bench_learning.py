@@ -226,7 +226,9 @@ def score_row(cfg: BenchConfig, name: str, which: str) -> dict[str, Any] | None:
     out = Path(cfg.out) / "eval" / name / which
     results = out / "results.json"
     if results.exists() and name not in cfg.force:
-        return json.loads(results.read_text())
+        done = json.loads(results.read_text())
+        if done.get("complete", True):  # eval davis writes its results after each sequence, complete at the end
+            return done
     encoder = encoder_spec(cfg, name)
     gray = ["input=gray"] if name == "colorization" else []
     log = Path(cfg.out) / "logs" / f"eval_{name}_{which}.log"
