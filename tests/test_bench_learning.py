@@ -63,6 +63,12 @@ def test_bench_runs_and_continues_from_its_cache(tmp_path, synth_dir, cache_dir,
     assert capsys.readouterr().out.count("training") == 0
     assert (out / "eval" / "fti" / "davis" / "results.json").stat().st_mtime_ns == stamp
     assert (out / "logs" / "train_fti.log").read_text().count("$ vidssl train") == 1
+    # cached=true reports what exists and computes nothing (crw is neither trained nor scored)
+    report = [a for a in args if not a.startswith("rows=")] + ["rows=(copy,random,fti,crw)", "cached=true"]
+    assert tool.main(report) == 0
+    table = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["table"]
+    assert table["crw"]["DAVIS J&F"] is None and table["fti"]["DAVIS J&F"] is not None
+    assert not (out / "train" / "crw").exists()
 
 
 def write_split(tmp_path: Path, synth_dir: Path) -> Path:

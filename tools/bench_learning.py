@@ -101,6 +101,7 @@ class BenchConfig:
     synth_videos: int = option(6, "held-out synthetic videos (320x240, 5 objects each)")
     synth_frames: int = option(40, "frames per held-out synthetic video")
     seed: int = option(0, "seed of the shared initialisation and of every run")
+    cached: bool = option(False, "only report what is already computed (train and score nothing)")
 
 
 def pixels_per_step(name: str, keys: dict[str, Any]) -> int:
@@ -229,6 +230,8 @@ def score_row(cfg: BenchConfig, name: str, which: str) -> dict[str, Any] | None:
         done = json.loads(results.read_text())
         if done.get("complete", True):  # eval davis writes its results after each sequence, complete at the end
             return done
+    if cfg.cached:
+        return None
     encoder = encoder_spec(cfg, name)
     gray = ["input=gray"] if name == "colorization" else []
     log = Path(cfg.out) / "logs" / f"eval_{name}_{which}.log"
@@ -312,8 +315,12 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     init_weights(cfg)
     methods = [r for r in cfg.rows if r in RECIPES]
-    data, tracks = prepare(cfg) if methods else (out / "data", out / "tracks")
-    training = {name: train_row(cfg, name, data, tracks) for name in methods}
+    data, tracks = prepare(cfg) if methods and not cfg.cached else (out / "data", out / "tracks")
+    if cfg.cached:
+        records = {name: Path(cfg.out) / "train" / name / "bench.json" for name in methods}
+        training = {name: json.loads(p.read_text()) for name, p in records.items() if p.exists()}
+    else:
+        training = {name: train_row(cfg, name, data, tracks) for name in methods}
     scores: dict[str, dict[str, Any]] = {}
     for name in cfg.rows:
         scores[name] = {}
@@ -335,7 +342,7 @@ def main(argv: list[str]) -> int:
     sequences = per_sequence(scores)
     if sequences:
         print("\nDAVIS-2016 dev J&F per sequence\n" + sequences)
-    for name in methods:
+    for name in training:
         print(f"{name}: {shlex.join(training[name]['argv'])}")
     from vidssl.evaluation.invariance import plot_comparison
 
