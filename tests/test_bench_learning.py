@@ -21,6 +21,12 @@ def load_tool():
     return module
 
 
+def test_a_missing_data_folder_is_one_line_naming_it(tmp_path) -> None:
+    tool = load_tool()
+    with pytest.raises(SystemExit, match=r"nowhere: no such folder \(give davis=PATH"):
+        tool.main([f"out={tmp_path}", "rows=(copy,)", "evals=(davis,)", "davis=nowhere"])
+
+
 def test_every_method_gets_the_same_pixel_budget() -> None:
     tool = load_tool()
     cfg = tool.BenchConfig(budget_mpx=50.0)

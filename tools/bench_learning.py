@@ -150,8 +150,8 @@ def prepare(cfg: BenchConfig) -> tuple[Path, Path]:
     """The prepared training clips and the scaled tracks of the detector (both cached)."""
     out = Path(cfg.out)
     data, full, tracks = out / "data", out / "tracks_full", out / "tracks"
-    if not (data / "index.json").exists() and not any(data.rglob("*.mp4")):
-        run(["vidssl", "prepare", cfg.videos, f"out={data}", f"size={cfg.size}"], out / "logs" / "prepare.log")
+    # always: prepare skips the videos it finished, so a killed prepare completes instead of leaving a subset
+    run(["vidssl", "prepare", cfg.videos, f"out={data}", f"size={cfg.size}"], out / "logs" / "prepare.log")
     if "fti_tracks" in cfg.rows and not (tracks / "tracks.json").exists():
         if not (full / "tracks.json").exists():
             run(["vidssl", "tracks", cfg.videos, f"out={full}", f"detector={cfg.detector}", "tracker=bytetrack",
@@ -311,6 +311,12 @@ def main(argv: list[str]) -> int:
     unknown = [r for r in (*cfg.rows, *cfg.force) if r not in ROWS]
     if unknown:
         raise SystemExit(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    needed = {"videos": cfg.videos if not cfg.cached and any(r in RECIPES for r in cfg.rows) else "",
+              "davis": cfg.davis if "davis" in cfg.evals and not cfg.cached else "",
+              "jhmdb": cfg.jhmdb if "jhmdb" in cfg.evals and not cfg.cached else ""}
+    for key, folder in needed.items():
+        if folder and not Path(folder).is_dir():
+            raise SystemExit(f"{folder}: no such folder (give {key}=PATH; jhmdb= skips JHMDB)")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     init_weights(cfg)
