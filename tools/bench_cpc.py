@@ -88,8 +88,12 @@ def end_to_end(cfg: BenchConfig, size: int, data: Path, tmp: Path) -> float:
 
 def main(argv: list[str]) -> dict:
     cfg = parse_overrides(BenchConfig, argv)
+    with tempfile.TemporaryDirectory(prefix="vidssl-bench-cpc-") as tmp:  # nothing written here outlives the run
+        return bench(cfg, Path(tmp))
+
+
+def bench(cfg: BenchConfig, tmp: Path) -> dict:
     device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    tmp = Path(tempfile.mkdtemp(prefix="vidssl-bench-cpc-"))
     data = Path(cfg.data) if cfg.data else None
     if data is None and cfg.end_to_end:
         from vidssl.data.prepare import PrepareConfig, prepare

@@ -126,7 +126,11 @@ def decode_ceiling(videos: list[VideoInfo], seconds: float) -> float:
 
 def main(argv: list[str]) -> dict:
     cfg = parse_overrides(BenchConfig, argv)
-    tmp = Path(tempfile.mkdtemp(prefix="vidssl-bench-"))
+    with tempfile.TemporaryDirectory(prefix="vidssl-bench-") as tmp:  # nothing written here outlives the run
+        return bench(cfg, Path(tmp))
+
+
+def bench(cfg: BenchConfig, tmp: Path) -> dict:
     data = Path(cfg.data) if cfg.data else None
     if data is None:
         from vidssl.data.synth import SynthConfig, generate

@@ -117,18 +117,20 @@ class PeakMemory:
 
 def load_sequence(cfg: BenchConfig, count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``count`` frames and masks of the sequence (or of a synthetic 854x480 video)."""
-    from vidssl.data.backends import list_frame_files, open_video
-
     if not cfg.data:
         import tempfile
 
         from vidssl.data.synth import SynthConfig, generate
 
-        root = Path(tempfile.mkdtemp(prefix="vidssl-bench-prop-"))
-        generate(root, SynthConfig(num_videos=1, num_frames=count, height=480, width=854), progress=False)
-        davis, seq = root / "davis", "synth_000"
-    else:
-        davis, seq = Path(cfg.data), cfg.seq
+        with tempfile.TemporaryDirectory(prefix="vidssl-bench-prop-") as root:  # read whole, then removed
+            generate(Path(root), SynthConfig(num_videos=1, num_frames=count, height=480, width=854), progress=False)
+            return read_sequence(Path(root) / "davis", "synth_000", count)
+    return read_sequence(Path(cfg.data), cfg.seq, count)
+
+
+def read_sequence(davis: Path, seq: str, count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    from vidssl.data.backends import list_frame_files, open_video
+
     folder = davis / "JPEGImages" / "480p" / seq
     files = list_frame_files(folder)
     if len(files) < count:

@@ -80,7 +80,11 @@ def end_to_end(model_name: str, cfg: BenchConfig, data: Path, tmp: Path, *, comp
 
 def main(argv: list[str]) -> dict:
     cfg = parse_overrides(BenchConfig, argv)
-    tmp = Path(tempfile.mkdtemp(prefix="vidssl-bench-train-"))
+    with tempfile.TemporaryDirectory(prefix="vidssl-bench-train-") as tmp:  # nothing written here outlives the run
+        return bench(cfg, Path(tmp))
+
+
+def bench(cfg: BenchConfig, tmp: Path) -> dict:
     if cfg.data:
         data = Path(cfg.data)
     else:

@@ -1,0 +1,43 @@
+"""The benchmark scripts leave nothing behind in the temporary folder: a run of the suite or of a
+benchmark once left gigabytes in /tmp and filled a CI machine's disk."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tempfile
+from pathlib import Path
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_propagation_synthetic_video_is_read_then_removed(tmp_path, monkeypatch) -> None:
+    tool = load_tool("bench_propagation")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    frames, masks = tool.load_sequence(tool.BenchConfig(data=""), 2)
+    assert len(frames) == len(masks) == 2 and frames[0].shape[:2] == (480, 854) and masks[0].shape == (480, 854)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_benchmarks_with_a_scratch_folder_remove_it(tmp_path, monkeypatch) -> None:
+    seen = []
+    for name in ("bench_train", "bench_loader", "bench_cpc"):
+        tool = load_tool(name)
+
+        def fake_bench(cfg, tmp: Path) -> dict:
+            (tmp / "checkpoint.pt").write_bytes(b"x" * 1024)
+            seen.append(tmp)
+            return {}
+
+        monkeypatch.setattr(tool, "bench", fake_bench)
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        assert tool.main([]) == {}
+    assert len(seen) == 3 and list(tmp_path.iterdir()) == []
