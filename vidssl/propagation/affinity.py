@@ -362,6 +362,7 @@ class Context:
         counts = allowed.sum(dim=1)
         self.cells = allowed.nonzero()[:, 1].view(grid.tile**2, int(counts[0]))
         self._outside: dict[tuple[int, int], torch.Tensor | None] = {}
+        self._scratch: dict[str, torch.Tensor] = {}
         if not bool((counts == counts[0]).all()):  # cannot happen: every tile position sees the same offsets
             raise AssertionError("neighbourhood sizes differ across a tile")
 
@@ -457,6 +458,15 @@ class Context:
             out[start:stop] = (labels[index] * weights[..., None]).sum(dim=1)
         return out.T.reshape(-1, h, w)
 
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """A scratch tensor of ``shape`` kept across steps: a fresh one per chunk of tiles costs the
+        operating system a page fault per 4 KiB on first touch (hundreds of MB per frame at 480p)."""
+        size = math.prod(shape)
+        held = self._scratch.get(name)
+        if held is None or held.numel() < size or held.dtype != dtype:
+            held = self._scratch[name] = torch.empty(size, dtype=dtype, device=self.labels.device)
+        return held[:size].view(shape)
+
     def _step_local(self, query: torch.Tensor, used: int, topk: int, temperature: float) -> torch.Tensor:
         """Rows of tiles against their column bands (class docstring and module docstring)."""
         grid, nb = self.grid, self.neighbourhood
@@ -498,15 +508,18 @@ class Context:
                 index = cells[None, :, None, :].expand(n, t2, frames, per_frame)
                 if self.windows is not None:
                     block = self.windows[a:b, restricted.start : used]
-                    affinity = torch.bmm(qt, block.reshape(n, frames * window**2, channels).transpose(1, 2))
-                    kept = affinity.view(n, t2, frames, window**2).gather(3, index)  # (n, t2, frames, R)
+                    affinity = self._buffer("affinity", (n, t2, frames * window**2), query.dtype)
+                    torch.bmm(qt, block.reshape(n, frames * window**2, channels).transpose(1, 2), out=affinity)
+                    kept = self._buffer("kept", (n, t2, frames, per_frame), query.dtype)
+                    torch.gather(affinity.view(n, t2, frames, window**2), 3, index, out=kept)  # (n, t2, frames, R)
                 else:
                     y, c0 = a // cols * tile, a % cols
-                    affinity = torch.empty(frames, n, t2, window**2, dtype=query.dtype, device=device)
+                    affinity = self._buffer("affinity", (frames, n, t2, window**2), query.dtype)
                     for i, s in enumerate(restricted):
                         block = self.bands[s, c0 : c0 + n, y : y + window].reshape(n, window**2, channels)
                         torch.bmm(qt, block.transpose(1, 2), out=affinity[i])
-                    kept = affinity.permute(1, 2, 0, 3).gather(3, index)  # (n, t2, frames, R)
+                    kept = self._buffer("kept", (n, t2, frames, per_frame), query.dtype)
+                    torch.gather(affinity.permute(1, 2, 0, 3), 3, index, out=kept)  # (n, t2, frames, R)
                 if (a, b) not in self._outside:  # cells on the padding around the map, if any
                     outside = ~self.valid[ty + cell_y[None], tx + cell_x[None]]  # (n, t2, R)
                     self._outside[a, b] = outside[:, :, None, :] if bool(outside.any()) else None
@@ -518,7 +531,9 @@ class Context:
                 candidates.append(values)
                 positions.append((slots[index // per_frame] * hp + py) * wp + px)
             if kf:
-                affinity = (qt.reshape(n * t2, channels) @ self.first.T).view(n, t2, -1)
+                affinity = self._buffer("first", (n * t2, self.first.shape[0]), query.dtype)
+                torch.mm(qt.reshape(n * t2, channels), self.first.T, out=affinity)
+                affinity = affinity.view(n, t2, -1)
                 values, index = affinity.topk(kf, dim=2)
                 candidates.append(values)
                 positions.append((index // self.width + reach) * wp + index % self.width + reach)  # slot 0
