@@ -130,3 +130,33 @@ def test_res3_is_the_trunk_up_to_layer3() -> None:
     assert resolve_features("random", stride=8, device="cpu", layer="res4")(frames).shape[-1] == 512
     with pytest.raises(ValueError, match="needs a ResNet"):
         resolve_features("random:vit_tiny", stride=None, device="cpu", layer="res3")
+
+
+def test_an_encoder_reads_what_its_method_trained_it_on(tmp_path: Path, synth_dir: Path, cache_dir: Path) -> None:
+    """``input=auto``: a colorization encoder gets the Lab lightness wherever it comes from (run
+    folder, checkpoint, export, an export of before ``input`` was recorded); others get RGB."""
+    from vidssl.engine.trainer import run_config, train
+    from vidssl.export import save_encoder
+    from vidssl.features import encoder_input
+    from vidssl.methods import METHODS
+    from vidssl.models.encoders import build_encoder
+    from vidssl.propagation.propagate import PropagationConfig
+
+    assert {name for name, cls in METHODS.items() if cls.input == "gray"} == {"colorization"}
+    cfg, method_cfg = run_config(method="colorization", data=str(synth_dir / "videos"), out=str(tmp_path / "run"),
+                                 steps=1, encoder="resnet18", batch_size=2, image_size=48, decode_size=56, workers=0,
+                                 save_every=1, **METHODS["colorization"].smoke())
+    run = train(cfg, method_cfg)
+    (run / "copy").mkdir()  # a run folder without config.yaml: its checkpoint's config says it
+    (run / "copy" / "checkpoints").mkdir()
+    (run / "copy" / "checkpoints" / "last.pt").write_bytes((run / "checkpoints" / "last.pt").read_bytes())
+    old = save_encoder(build_encoder("resnet18"), tmp_path / "old.safetensors", metadata={"method": "colorization"})
+    fti = save_encoder(build_encoder("resnet18"), tmp_path / "fti.safetensors", metadata={"method": "fti"})
+    bare = save_encoder(build_encoder("resnet18"), tmp_path / "bare.safetensors")
+    for spec in (run, run / "checkpoints" / "last.pt", run / "encoder.safetensors", run / "copy", old):
+        assert encoder_input(str(spec)) == "gray", spec
+    for spec in ("random", "random:resnet18", "pixels", "copy", str(fti), str(bare), str(tmp_path / "missing")):
+        assert encoder_input(spec) == "rgb", spec
+    assert PropagationConfig(encoder=str(run)).input == "gray"
+    assert PropagationConfig(encoder=str(run), input="rgb").input == "rgb"  # an explicit choice wins
+    assert PropagationConfig(encoder="random").input == "rgb"

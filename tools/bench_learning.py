@@ -17,7 +17,7 @@ scored with one protocol, none of it chosen on evaluation masks:
 
 - ``davis``: DAVIS-2016 dev J&F at the frames' own 480p, ``preset=crw`` (CRW's test protocol:
   ResNet-18 trunk to layer3 at stride 8, 20 + first frames, top-10, temperature 0.05, radius 12);
-  colorization encoders read the Lab lightness (``input=gray``: what they were trained on);
+  every encoder reads what its method trained it on (``input=auto``: the Lab lightness for colorization);
 - ``jhmdb``: PCK@0.1 / @0.2 on the shared JHMDB clip, ``preset=crw`` (a smoke figure: one clip);
 - ``synth``: J&F and keypoint PCK on held-out synthetic videos (:func:`vidssl.demo.synthetic_keypoint_pck`),
   ``preset=crw``;
@@ -233,7 +233,6 @@ def score_row(cfg: BenchConfig, name: str, which: str) -> dict[str, Any] | None:
     if cfg.cached:
         return None
     encoder = encoder_spec(cfg, name)
-    gray = ["input=gray"] if name == "colorization" else []
     log = Path(cfg.out) / "logs" / f"eval_{name}_{which}.log"
     if which in ("knn", "linear"):
         if name == "copy":
@@ -242,18 +241,18 @@ def score_row(cfg: BenchConfig, name: str, which: str) -> dict[str, Any] | None:
     elif which == "davis":
         split = cfg.split or str(Path(cfg.davis) / "ImageSets" / "dev.txt")
         run(["vidssl", "eval", "davis", cfg.davis, f"split={split}", "preset=crw", f"encoder={encoder}",
-             f"size={cfg.davis_size}", f"out={out}", *gray], log)
+             f"size={cfg.davis_size}", f"out={out}"], log)
     elif which == "jhmdb":
         if not cfg.jhmdb or name == "copy":
             return None
-        run(["vidssl", "eval", "jhmdb", cfg.jhmdb, "preset=crw", f"encoder={encoder}", f"out={out}", *gray], log)
+        run(["vidssl", "eval", "jhmdb", cfg.jhmdb, "preset=crw", f"encoder={encoder}", f"out={out}"], log)
     elif which == "synth":
         from vidssl.demo import synthetic_keypoint_pck
         from vidssl.evaluation.davis import DavisEvalConfig, evaluate_davis
         from vidssl.evaluation.results import save_results
 
         held = synthetic_held_out(cfg)
-        settings = {"preset": "crw", "encoder": encoder, "seed": cfg.seed, "input": "gray" if gray else "rgb"}
+        settings = {"preset": "crw", "encoder": encoder, "seed": cfg.seed}
         davis = evaluate_davis(DavisEvalConfig(root=str(held / "davis"), out=str(out / "masks"), **settings),
                                progress=False)
         record = {"J&F": davis["J&F"], "J": davis["J"], "F": davis["F"]}

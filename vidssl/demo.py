@@ -95,13 +95,12 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
     if not (run / "encoder.safetensors").exists():
         train(train_cfg, method_cfg)
 
-    gray = "gray" if cfg.method == "colorization" else "rgb"
     layer = "res3" if cfg.method == "crw" else ""
-    specs = {"trained": (str(run), gray), "random init": ("random:resnet18", "rgb"), "pixels": ("pixels", "rgb")}
+    specs = {"trained": str(run), "random init": "random:resnet18", "pixels": "pixels"}
     table: dict[str, dict[str, float]] = {}
-    for row, (encoder, channels) in specs.items():
+    for row, encoder in specs.items():  # each encoder reads what it was trained on (input=auto)
         key = row.replace(" ", "_")
-        settings = dict(encoder=encoder, input=channels, seed=cfg.seed, stride=8,
+        settings = dict(encoder=encoder, seed=cfg.seed, stride=8,
                         layer=layer if row != "pixels" else "", context=10, radius=6.0)
         davis = evaluate_davis(DavisEvalConfig(root=str(held / "davis"), out=str(out / "eval" / key),
                                                overlay=row == "trained", **settings), progress=progress)

@@ -108,6 +108,51 @@ def resolve_encoder(spec: str, *, seed: int = 0, stride: int | None = None) -> E
     return (encoder if stride is None else with_stride(encoder, stride)).eval()
 
 
+def encoder_input(spec: str) -> str:
+    """What the encoder named by ``spec`` was trained to read: ``gray`` or ``rgb``
+    (:attr:`vidssl.methods.base.Method.input` of the method that trained it).
+
+    Read without loading weights where possible: an export's ``input`` metadata (or its
+    ``method``), a run folder's ``config.yaml``, a checkpoint's config. Baselines, ``random:NAME``,
+    files of other origin and paths that do not exist are ``rgb`` (the last fail later, where the
+    encoder is loaded, with their own message).
+    """
+    import json
+
+    from vidssl.methods import METHODS
+
+    path = Path(spec)
+    method = None
+    if spec in BASELINES or spec.startswith("random:") or not path.exists():
+        return "rgb"
+    try:
+        if path.is_dir() or path.suffix == ".pt":
+            if path.is_dir() and (path / "config.yaml").is_file():
+                from vidssl.engine.config import load_run_config
+
+                method = load_run_config(path / "config.yaml")[0].method
+            else:
+                from vidssl.engine.checkpoint import load_checkpoint, load_latest
+
+                found = load_latest(path / "checkpoints") if path.is_dir() else (load_checkpoint(path), path)
+                config = (found[0] if found else {}).get("config", {})
+                method = (config.get("train") or config).get("method")  # this release's layout, or 0.1's
+        elif path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            from vidssl.export import METADATA_KEY
+
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = json.loads((handle.metadata() or {}).get(METADATA_KEY) or "{}")
+            if metadata.get("input") in ("rgb", "gray"):
+                return metadata["input"]
+            method = metadata.get("method")
+    except Exception:  # noqa: BLE001 - unreadable here: loading the encoder reports it properly
+        return "rgb"
+    cls = METHODS.get(method) if isinstance(method, str) else None
+    return cls.input if cls is not None else "rgb"
+
+
 def with_stride(encoder: Encoder, stride: int) -> Encoder:
     """``encoder`` rebuilt at output ``stride`` with its own weights (itself when it already has it).
 

@@ -364,7 +364,8 @@ def train(cfg: TrainConfig, method_cfg: Any = None) -> Path:
         if dist.is_main and cfg.export:
             from vidssl.export import save_encoder
 
-            save_encoder(method.encoder, out / "encoder.safetensors", metadata={"method": cfg.method, "steps": step})
+            metadata = {"method": cfg.method, "steps": step, "input": method.input}
+            save_encoder(method.encoder, out / "encoder.safetensors", metadata=metadata)
         return out
     finally:
         if bar is not None:  # ends the progress line, so an error message starts a line of its own

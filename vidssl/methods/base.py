@@ -61,6 +61,10 @@ class Method(nn.Module):
 
     Config: ClassVar[type] = MethodConfig
     train_defaults: ClassVar[dict[str, Any]] = {}
+    #: What the trained encoder reads: ``rgb``, or ``gray`` (the Lab lightness in all three
+    #: channels, :func:`vidssl.models.color.gray_input`). Exports record it, and propagation's
+    #: ``input=auto`` follows it (:func:`vidssl.features.encoder_input`).
+    input: ClassVar[str] = "rgb"
 
     def __init__(self, encoder: Encoder, cfg: Any = None, *, image_size: int = 224, seed: int = 0) -> None:
         super().__init__()

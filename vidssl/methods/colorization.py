@@ -53,6 +53,7 @@ class Colorization(Method):
     """
 
     train_defaults: ClassVar[dict[str, Any]] = {"encoder_stride": 8}  # dense features, as the paper
+    input: ClassVar[str] = "gray"  # the target frame is seen in gray only: colour is what it predicts
 
     @dataclass(frozen=True)
     class Config:

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from vidssl.config import ConfigError, option, to_dict
 from vidssl.data.backends import VideoReader
-from vidssl.features import CopyFirst, FeatureExtractor, resolve_features
+from vidssl.features import CopyFirst, FeatureExtractor, encoder_input, resolve_features
 from vidssl.files import atomic_write_json
 from vidssl.propagation.affinity import Context, Neighbourhood, TileGrid, dense_is_cheaper
 from vidssl.propagation.keypoints import Keypoints
@@ -144,8 +144,8 @@ class PropagationConfig:
     )
     sigma: float = option(0.5, "keypoints: Gaussian heatmap sigma in feature cells (CRW: 0.5)")
     peak_topk: int = option(3, "keypoints: a joint is the value-weighted mean of its heatmap's top cells (CRW: 3)")
-    input: Literal["rgb", "gray"] = option(
-        "rgb", "what the encoder sees: rgb | gray (Lab lightness, for colorization encoders)"
+    input: Literal["auto", "rgb", "gray"] = option(
+        "auto", "what the encoder sees: rgb | gray (Lab lightness) | auto = what it was trained on (colorization: gray)"
     )
     impl: Literal["auto", "local", "dense", "tiled", "naive"] = option(
         "auto", "step: auto (local, or dense for small maps) | local | dense | tiled (previous) | naive (reference)"
@@ -162,6 +162,10 @@ class PropagationConfig:
     def __post_init__(self) -> None:
         if self.preset and self.preset not in PRESETS:
             raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.input not in ("auto", "rgb", "gray"):
+            raise ConfigError(f"input must be auto, rgb or gray, got {self.input!r}")
+        if self.input == "auto":  # resolved here, so results record what the encoder was given
+            object.__setattr__(self, "input", encoder_input(self.encoder))
         chosen = PRESETS.get(self.preset, DEFAULTS)
         for key, value in chosen.items():
             if getattr(self, key) is None:
