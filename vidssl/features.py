@@ -123,7 +123,7 @@ def encoder_input(spec: str) -> str:
 
     path = Path(spec)
     method = None
-    if spec in BASELINES or spec.startswith("random:") or not path.exists():
+    if not spec or spec in BASELINES or spec.startswith("random:") or not path.exists():
         return "rgb"
     try:
         if path.is_dir() or path.suffix == ".pt":
@@ -133,10 +133,11 @@ def encoder_input(spec: str) -> str:
                 method = load_run_config(path / "config.yaml")[0].method
             else:
                 from vidssl.engine.checkpoint import load_checkpoint, load_latest
+                from vidssl.engine.config import from_dict
 
                 found = load_latest(path / "checkpoints") if path.is_dir() else (load_checkpoint(path), path)
-                config = (found[0] if found else {}).get("config", {})
-                method = (config.get("train") or config).get("method")  # this release's layout, or 0.1's
+                if found and "config" in found[0]:
+                    method = from_dict(found[0]["config"])[0].method  # this release's layout, or 0.1's
         elif path.suffix == ".safetensors":
             from safetensors import safe_open
 
