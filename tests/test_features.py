@@ -160,3 +160,30 @@ def test_an_encoder_reads_what_its_method_trained_it_on(tmp_path: Path, synth_di
     assert PropagationConfig(encoder=str(run)).input == "gray"
     assert PropagationConfig(encoder=str(run), input="rgb").input == "rgb"  # an explicit choice wins
     assert PropagationConfig(encoder="random").input == "rgb"
+
+
+def test_pooled_features_feed_gray_input_and_evaluations_resolve_it(tmp_path: Path) -> None:
+    """Image-level evaluations (invariance, kNN, linear) give a colorization encoder the Lab
+    lightness too, and record the resolved ``input`` in their configs."""
+    from vidssl.evaluation.invariance import InvarianceConfig
+    from vidssl.evaluation.knn import KnnEvalConfig
+    from vidssl.evaluation.linear import LinearEvalConfig
+    from vidssl.export import save_encoder
+    from vidssl.models import color
+    from vidssl.models.encoders import build_encoder
+
+    encoder = resolve_encoder("random:resnet18")
+    images = _images(3)
+    with torch.no_grad():
+        expected = encoder(color.gray_input(normalize(images)))
+    gray = pooled_features(encoder, images, device="cpu", gray=True)
+    torch.testing.assert_close(gray, expected, rtol=1e-5, atol=1e-5)
+    assert (gray - pooled_features(encoder, images, device="cpu")).abs().max() > 1e-3  # not the RGB features
+    colorization = save_encoder(build_encoder("resnet18"), tmp_path / "c.safetensors",
+                                metadata={"method": "colorization"})
+    for config in (InvarianceConfig, KnnEvalConfig, LinearEvalConfig):
+        assert config(encoder=str(colorization)).input == "gray", config
+        assert config(encoder=str(colorization), input="rgb").input == "rgb", config
+        assert config(encoder="random:resnet18").input == "rgb", config
+        with pytest.raises(ValueError, match="input must be auto, rgb or gray"):
+            config(encoder="random:resnet18", input="grey")

@@ -10,7 +10,8 @@ of the top-k neurons in [0, 1]) and ``protocol=paper`` (:func:`paper_scores`, th
 measure, 0-100), exactly as ``vidssl eval invariance`` does for one encoder.
 
 An encoder is ``NAME=SPEC``: SPEC is anything ``encoder=`` takes (run folder, ``.safetensors``,
-``random:NAME``) or ``yolo:DIR``, the backbone of an ultralytics YOLOv8 OpenVINO export (layers 0-9,
+``random:NAME``; each is fed what it was trained on, Lab lightness for colorization: ``input=auto``)
+or ``yolo:DIR``, the backbone of an ultralytics YOLOv8 OpenVINO export (layers 0-9,
 CSPDarknet up to SPPF; needs ``openvino``), read as a supervised encoder: crops as RGB in [0, 1]
 (ultralytics' input), the SPPF output averaged over space (256 channels for YOLOv8n).
 
@@ -43,6 +44,7 @@ from vidssl.evaluation.invariance import (
     tracks_from_folder,
 )
 from vidssl.evaluation.results import save_results
+from vidssl.features import encoder_input
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,8 @@ def features_of(spec: str, sets: dict[str, list[torch.Tensor]], cfg: BenchConfig
         return {name: [next(parts) for _ in sets[name]] for name in sets}
     from vidssl.features import resolve_encoder
 
-    return sets_features(resolve_encoder(spec, seed=cfg.seed), sets, batch_size=cfg.batch_size, device="cpu")
+    return sets_features(resolve_encoder(spec, seed=cfg.seed), sets, batch_size=cfg.batch_size, device="cpu",
+                         gray=encoder_input(spec) == "gray")
 
 
 def _cell(value: float | int | None) -> str:
@@ -135,6 +138,8 @@ def main(argv: list[str]) -> int:
         "sets": {name: len(sets[name]) for name in TRANSFORMATIONS},
         "images": {name: sum(s.shape[0] for s in sets[name]) for name in TRANSFORMATIONS},
         "class_labels": {name: sorted(set(classes[name])) for name in TRANSFORMATIONS},
+        "inputs": {label: "rgb" if spec.startswith("yolo:") else encoder_input(spec)
+                   for label, _, spec in (item.partition("=") for item in cfg.encoders)},
     }
     out = Path(cfg.out)
     save_results(out, results)

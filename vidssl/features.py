@@ -154,6 +154,23 @@ def encoder_input(spec: str) -> str:
     return cls.input if cls is not None else "rgb"
 
 
+INPUTS = ("auto", "rgb", "gray")
+"""What an evaluation feeds an encoder: ``rgb``, ``gray`` (Lab lightness) or ``auto``."""
+
+
+def resolve_input(value: str, spec: str) -> str:
+    """``value`` (one of :data:`INPUTS`) with ``auto`` replaced by :func:`encoder_input` of the
+    encoder ``spec``; evaluations resolve it when configured, so their results record what the
+    encoder was given.
+
+    Raises:
+        ValueError: ``value`` is not one of :data:`INPUTS`.
+    """
+    if value not in INPUTS:
+        raise ValueError(f"input must be auto, rgb or gray, got {value!r}")
+    return encoder_input(spec) if value == "auto" else value
+
+
 def with_stride(encoder: Encoder, stride: int) -> Encoder:
     """``encoder`` rebuilt at output ``stride`` with its own weights (itself when it already has it).
 
@@ -238,7 +255,12 @@ class _LayerTap:
 
 @contextlib.contextmanager
 def pooled_extractor(
-    encoder: Encoder, *, device: str | torch.device = "auto", layer: str | None = None, autocast: bool = True
+    encoder: Encoder,
+    *,
+    device: str | torch.device = "auto",
+    layer: str | None = None,
+    autocast: bool = True,
+    gray: bool = False,
 ) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
     """A function from (B, 3, H, W) uint8 RGB images to (B, D) float32 features on the CPU.
 
@@ -247,7 +269,9 @@ def pooled_extractor(
     :meth:`vidssl.models.encoders.Encoder.forward_head`), or with ``layer`` the
     :func:`spatial_mean` of that module's output, taken by a forward hook so that any encoder
     works without code of its own. Each call runs under ``torch.inference_mode`` and, with
-    ``autocast`` on CUDA, bf16 autocast.
+    ``autocast`` on CUDA, bf16 autocast. With ``gray`` the images are first turned into the
+    Lab-lightness input a colorization encoder was trained on (as :class:`EncoderFeatures` does
+    for propagation; :func:`encoder_input` says which an encoder reads).
 
     Raises:
         ValueError: ``layer`` names no module of the encoder (with the closest names).
@@ -261,7 +285,12 @@ def pooled_extractor(
 
     def embed(images: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            output = encoder(normalize(images.to(dev, non_blocking=True)))
+            x = normalize(images.to(dev, non_blocking=True))
+            if gray:
+                from vidssl.models.color import gray_input
+
+                x = gray_input(x)
+            output = encoder(x)
             if tap.value is not None:
                 output, tap.value = tap.value, None
             return output.float().flatten(1).cpu()
@@ -282,10 +311,11 @@ def pooled_features(
     device: str | torch.device = "auto",
     layer: str | None = None,
     autocast: bool = True,
+    gray: bool = False,
 ) -> torch.Tensor:
     """(N, 3, H, W) uint8 images -> (N, D) float32 features on the CPU, ``batch_size`` at a time
-    (see :func:`pooled_extractor` for ``device``, ``layer`` and ``autocast``)."""
-    with pooled_extractor(encoder, device=device, layer=layer, autocast=autocast) as embed:
+    (see :func:`pooled_extractor` for ``device``, ``layer``, ``autocast`` and ``gray``)."""
+    with pooled_extractor(encoder, device=device, layer=layer, autocast=autocast, gray=gray) as embed:
         return torch.cat([embed(images[start : start + batch_size]) for start in range(0, images.shape[0], batch_size)])
 
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from vidssl.config import option
 from vidssl.data.transforms import center_crop, random_crop
 from vidssl.device import resolve_device
-from vidssl.features import pooled_extractor
+from vidssl.features import pooled_extractor, resolve_input
 from vidssl.files import atomic_path
 from vidssl.models.encoders import Encoder
 
@@ -111,6 +111,7 @@ def extract_features(
     seed: int = 0,
     workers: int = 4,
     progress: bool = True,
+    gray: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Features of every image of an ImageFolder ``folder``, from a frozen ``encoder``.
 
@@ -133,6 +134,7 @@ def extract_features(
         seed: seed of the augmented views.
         workers: DataLoader worker processes (0 reads in this process).
         progress: show a progress bar.
+        gray: feed the Lab-lightness input of a colorization encoder instead of RGB.
 
     Returns:
         ``features`` float32 (N, D) on the CPU, ``labels`` int64 (N,) indexing ``class_names``
@@ -149,6 +151,7 @@ def extract_features(
                 "version": CACHE_VERSION, "encoder": weights_digest(encoder), "folder": str(folder),
                 "files": _files_digest(folder, data.images.samples), "image_size": image_size, "layer": layer,
                 "view": view, "seed": seed if view is not None else None, "precision": precision,
+                **({"input": "gray"} if gray else {}),  # RGB keys stay as before: old caches still hit
             },
             sort_keys=True,
         )
@@ -162,7 +165,7 @@ def extract_features(
         data, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=dev.type == "cuda"
     )
     features, labels = [], []
-    with pooled_extractor(encoder, device=dev, layer=layer) as embed:
+    with pooled_extractor(encoder, device=dev, layer=layer, gray=gray) as embed:
         desc = f"features {folder.name}" + (f" view {view}" if view is not None else "")
         for images, targets in tqdm(loader, desc=desc, unit="batch", disable=not progress):
             features.append(embed(images))
@@ -228,6 +231,10 @@ class FeatureEvalConfig:
     workers: int = option(4, "image-reading worker processes")
     cache_dir: str = option("", "feature cache (default $VIDSSL_CACHE_DIR/features or ~/.cache/vidssl/features)")
     seed: int = option(0, "seed of a random:NAME encoder (and of sgd's augmented views and steps)")
+    input: str = option("auto", "what the encoder sees: rgb | gray (Lab lightness) | auto = what it was trained on")
+
+    def __post_init__(self) -> None:  # resolved here, so results.json records what the encoder was given
+        object.__setattr__(self, "input", resolve_input(self.input, self.encoder))
 
 
 def feature_cache_dir(cache_dir: str) -> Path:
@@ -260,6 +267,7 @@ def split_features(cfg: FeatureEvalConfig) -> SplitFeatures:
     kwargs = dict(
         image_size=cfg.image_size, batch_size=cfg.batch_size, device=cfg.device, layer=cfg.layer or None,
         cache_dir=feature_cache_dir(cfg.cache_dir), workers=cfg.workers,
+        gray=cfg.input == "gray",
     )
     x_train, y_train, classes = extract_features(encoder, root / "train", **kwargs)
     x_val, y_val, val_classes = extract_features(encoder, root / "val", **kwargs)

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from vidssl.config import ConfigError, option, to_dict
 from vidssl.data.backends import VideoReader
-from vidssl.features import CopyFirst, FeatureExtractor, encoder_input, resolve_features
+from vidssl.features import CopyFirst, FeatureExtractor, resolve_features, resolve_input
 from vidssl.files import atomic_write_json
 from vidssl.propagation.affinity import Context, Neighbourhood, TileGrid, dense_is_cheaper
 from vidssl.propagation.keypoints import Keypoints
@@ -162,10 +162,10 @@ class PropagationConfig:
     def __post_init__(self) -> None:
         if self.preset and self.preset not in PRESETS:
             raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        if self.input not in ("auto", "rgb", "gray"):
-            raise ConfigError(f"input must be auto, rgb or gray, got {self.input!r}")
-        if self.input == "auto":  # resolved here, so results record what the encoder was given
-            object.__setattr__(self, "input", encoder_input(self.encoder))
+        try:  # resolved here, so results record what the encoder was given
+            object.__setattr__(self, "input", resolve_input(self.input, self.encoder))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         chosen = PRESETS.get(self.preset, DEFAULTS)
         for key, value in chosen.items():
             if getattr(self, key) is None:

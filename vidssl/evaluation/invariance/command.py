@@ -31,6 +31,7 @@ from vidssl.evaluation.invariance.sets import (
     tracks_from_synth,
 )
 from vidssl.evaluation.results import save_results
+from vidssl.features import resolve_input
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,10 @@ class InvarianceConfig:
     batch_size: int = option(64, "images per forward pass")
     device: str = option("auto", "cuda, cpu, or auto (CUDA when available)")
     layer: str | None = option(None, "measure this module's output (e.g. layer3), averaged over space; None: pooled")
+    input: str = option("auto", "what the encoder sees: rgb | gray (Lab lightness) | auto = what it was trained on")
+
+    def __post_init__(self) -> None:  # resolved here, so results.json records what the encoder was given
+        object.__setattr__(self, "input", resolve_input(self.input, self.encoder))
 
 
 def _transformation_names(cfg: InvarianceConfig) -> list[str]:
@@ -180,7 +185,8 @@ def run_invariance(cfg: InvarianceConfig) -> dict:
             root=root,
         )
     encoder = resolve_encoder(cfg.encoder, seed=cfg.seed)
-    features = sets_features(encoder, sets, batch_size=cfg.batch_size, device=device, layer=cfg.layer)
+    features = sets_features(encoder, sets, batch_size=cfg.batch_size, device=device, layer=cfg.layer,
+                             gray=cfg.input == "gray")
     if cfg.protocol == "paper":
         scores = {
             name: paper_scores(features[name], paper_set_labels(name, classes[name], cfg.classes), topk=cfg.topk)

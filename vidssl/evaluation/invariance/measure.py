@@ -180,6 +180,7 @@ def sets_features(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     layer: str | None = None,
+    gray: bool = False,
 ) -> dict[str, list[torch.Tensor]]:
     """The features of image sets, in one pass over all of them: transformation name -> list of
     (n_j, 3, H, W) uint8 sets becomes name -> list of (n_j, D) float32.
@@ -187,14 +188,16 @@ def sets_features(
     Features come from the shared source, :func:`vidssl.features.pooled_features`: the encoder's
     pooled output, or with ``layer`` (e.g. ``layer3``) that module's output averaged over space.
     They are computed in float32 even on CUDA (no bf16 autocast): a neuron's firing threshold sits
-    among its top 1% of responses, where bf16 rounding would merge responses into ties.
+    among its top 1% of responses, where bf16 rounding would merge responses into ties. ``gray``:
+    the encoder reads Lab lightness (a colorization encoder; see
+    :func:`vidssl.features.encoder_input`).
 
     Raises:
         ValueError: ``layer`` names no module of the encoder.
     """
     flat = [s for name in sets for s in sets[name]]
     features = pooled_features(encoder, torch.cat(flat), batch_size=batch_size, device=device, layer=layer,
-                               autocast=False)
+                               autocast=False, gray=gray)
     parts = iter(torch.split(features, [s.shape[0] for s in flat]))
     return {name: [next(parts) for _ in sets[name]] for name in sets}
 
@@ -208,10 +211,11 @@ def measure_invariance(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     layer: str | None = None,
+    gray: bool = False,
 ) -> dict[str, dict[str, float | int]]:
     """:func:`score_sets` on the features of image sets (transformation name -> list of
     (n_j, 3, H, W) uint8 sets, e.g. from :func:`build_sets`)."""
-    features = sets_features(encoder, sets, batch_size=batch_size, device=device, layer=layer)
+    features = sets_features(encoder, sets, batch_size=batch_size, device=device, layer=layer, gray=gray)
     return score_sets(features, rate=rate, topk=topk)
 
 
