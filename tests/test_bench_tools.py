@@ -8,6 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 
@@ -41,3 +43,18 @@ def test_benchmarks_with_a_scratch_folder_remove_it(tmp_path, monkeypatch) -> No
         monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
         assert tool.main([]) == {}
     assert len(seen) == 3 and list(tmp_path.iterdir()) == []
+
+
+def test_tile_bound_times_each_tiles_matmuls_against_the_tiled_step() -> None:
+    tool = load_tool("bench_propagation")
+    import torch
+
+    cfg = tool.BenchConfig(context=2, radius=3.0, bound_tiles=(2, 4))
+    bound = tool.tile_bound((10, 14), cfg, 8, torch.float32, torch.device("cpu"), tiled_fps=1.0)
+    assert set(bound["tiles"]) == {"2", "4"} and bound["best_tile"] in (2, 4)
+    for tile, row in bound["tiles"].items():
+        grid = tool.TileGrid.make(10, 14, tile=int(tile), radius=3.0)
+        # every target of a tile against its whole (tile + 2 reach)^2 window (reach 2: d < 3), 1 + 2 frames
+        assert row["gmac"] * 1e9 == pytest.approx(grid.rows * grid.cols * int(tile) ** 2 * grid.window**2 * 3 * 8)
+        assert row["matmul_only_fps"] == row["gmac_s"] / row["gmac"] == row["over_tiled"]
+    assert bound["best_over_tiled"] == max(r["over_tiled"] for r in bound["tiles"].values())

@@ -15,7 +15,9 @@ and ``naive`` (the whole (h*w, 21*h*w) affinity, then mask, top-k, softmax), wit
 (circle of radius 12, top-k 10, temperature 0.05). Outputs are compared; reported per
 implementation: step frames/s, end-to-end frames/s (encoder + step), peak memory during the steps
 (CUDA max allocated on GPU, the process's peak RSS on CPU, sampled every 10 ms), and the ratios
-local / naive and local / tiled measured in this run.
+local / naive and local / tiled measured in this run. With ``bound_tiles``, for each tile side
+the frames/s of the step's matmuls alone at that tile (:func:`tile_bound`): an upper bound on any
+exact step that scores square tiles against their windows, as a ratio to the tiled step.
 
 Wide-video check: ``wide_frames`` counts of 1920x1080 frames (the sequence's first frame
 upscaled, panned, made one at a time) stream through :func:`vidssl.propagation.propagate.propagate`
@@ -66,6 +68,8 @@ class BenchConfig:
     radius: float = option(12.0, "CRW: 12")
     tile: int = option(0, "tile side of the local step (0: its default, 12 or 3 for < 32 channels)")
     chunk_mb: float = option(256.0, "working-set cap of one batch of tiles (MiB)")
+    bound_tiles: tuple[int, ...] = option((), "tile sides whose matmuls alone are timed: the bound on any tiled "
+                                          "exact step, e.g. (2,4,6,8,12,16)")
     wide_encoder: str = option("pixels", "features of the 1920x1080 memory check")
     wide_frames: tuple[int, ...] = option((4, 12), "frame counts of the 1920x1080 memory check (empty: skip)")
     device: str = option("auto", "auto | cpu | cuda")
@@ -197,6 +201,9 @@ def compare_480p(cfg: BenchConfig, device: torch.device, encoder: str) -> dict:
           f"{work['sgemm_gmac_s']:.1f} GMAC/s for the same matmuls alone ({100 * work['efficiency']:.0f}%): an exact "
           f"step doing only in-radius products at that rate would be at most {work['exact_bound_x']:.1f}x the local "
           "step", flush=True)
+    if cfg.bound_tiles:
+        work["tile_bound"] = tile_bound(grid_hw, cfg, channels, features.dtype, device,
+                                        tiled_fps=rows["tiled"]["step_fps"])
     rows["work"] = work
     diffs = {impl: max(((a - b).abs().max().item() for a, b in zip(outputs["local"], outputs[impl], strict=False)),
                        default=float("nan")) for impl in ("tiled", "naive")}
@@ -265,6 +272,31 @@ def sgemm_rate(shape: list[int], channels: int, dtype: torch.dtype, device: torc
         sync(device)
         best = min(best, time.perf_counter() - started)
     return batch * targets * cells * channels / best / 1e9
+
+
+def tile_bound(grid_hw: tuple[int, int], cfg: BenchConfig, channels: int, dtype: torch.dtype, device: torch.device,
+               *, tiled_fps: float) -> dict:
+    """The fastest any step built on square tiles could be: per tile side, the frames/s of its
+    matmuls alone (every target of a tile against every cell of its window, in each context frame,
+    at the rate :func:`sgemm_rate` measures for that shape), with no gather, top-k, softmax or
+    memory traffic besides. Smaller tiles waste fewer products (window (t + 2 reach)^2 per target)
+    but run smaller, slower matmuls; the best of them bounds every exact tiled step."""
+    rows = {}
+    for tile in cfg.bound_tiles:
+        grid = TileGrid.make(*grid_hw, tile=tile, radius=cfg.radius)
+        work = step_work(grid, frames=1 + cfg.context, channels=channels, radius=cfg.radius)
+        # about 2 MB of operands per call at every tile size, so small shapes are not timed on empty caches
+        batch = max(1, 2**19 // ((work["tile_shape"][0] + work["tile_shape"][1]) * channels))
+        rate = sgemm_rate(work["tile_shape"], channels, dtype, device, batch=batch)
+        fps = rate / work["local_gmac"]
+        rows[str(tile)] = {"gmac": work["local_gmac"], "gmac_s": rate, "matmul_only_fps": fps,
+                           "over_tiled": fps / tiled_fps}
+        print(f"  tile {tile:2d}: {work['local_gmac']:5.1f} GMAC a frame at {rate:5.1f} GMAC/s -> matmuls alone "
+              f"{fps:6.3f} frames/s = {fps / tiled_fps:5.2f}x the tiled step", flush=True)
+    best = max(rows, key=lambda t: rows[t]["matmul_only_fps"])
+    print(f"  bound: no square-tiled exact step beats {rows[best]['over_tiled']:.2f}x the tiled step here "
+          f"(tile {best}, its matmuls alone)", flush=True)
+    return {"tiles": rows, "best_tile": int(best), "best_over_tiled": rows[best]["over_tiled"]}
 
 
 def wide_check(cfg: BenchConfig, device: torch.device) -> dict:
