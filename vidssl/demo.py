@@ -49,6 +49,8 @@ class DemoConfig:
     height: int = option(128, "frame height")
     width: int = option(160, "frame width")
     lr: float = option(1e-3, "AdamW learning rate")
+    topk: int = option(10, "propagation: context positions kept per target position")
+    temperature: float = option(0.05, "propagation: softmax temperature of the kept affinities")
     workers: int = option(2, "loader workers")
     seed: int = option(0, "seed of the videos, the initialisation and the samples")
 
@@ -101,7 +103,8 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
     for row, encoder in specs.items():  # each encoder reads what it was trained on (input=auto)
         key = row.replace(" ", "_")
         settings = dict(encoder=encoder, seed=cfg.seed, stride=8,
-                        layer=layer if row != "pixels" else "", context=10, radius=6.0)
+                        layer=layer if row != "pixels" else "", context=10, radius=6.0, topk=cfg.topk,
+                        temperature=cfg.temperature)
         davis = evaluate_davis(DavisEvalConfig(root=str(held / "davis"), out=str(out / "eval" / key),
                                                overlay=row == "trained", **settings), progress=progress)
         points = synthetic_keypoint_pck(held, out / "eval" / key / "keypoints", settings, progress)
