@@ -187,3 +187,7 @@ def test_pooled_features_feed_gray_input_and_evaluations_resolve_it(tmp_path: Pa
         assert config(encoder="random:resnet18").input == "rgb", config
         with pytest.raises(ValueError, match="input must be auto, rgb or gray"):
             config(encoder="random:resnet18", input="grey")
+    from vidssl.cli import main
+
+    for command in (["eval", "knn"], ["eval", "linear"], ["eval", "invariance", "random:resnet18"]):
+        assert main([*command, "input=grey"]) == 2, command  # one line, no traceback

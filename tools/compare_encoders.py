@@ -78,10 +78,10 @@ def main(argv: list[str]) -> dict:
     for name, spec in encoders.items():
         key = name.split()[0].lower().replace("+", "_")
         where = out / "eval" / key
-        linear = run_linear(replace(LinearEvalConfig(), encoder=spec, out=str(where / "linear"), seed=cfg.seed))
-        knn = run_knn(replace(KnnEvalConfig(), encoder=spec, out=str(where / "knn"), seed=cfg.seed))
-        inv = run_invariance(replace(InvarianceConfig(), encoder=spec, data="", out=str(where / "invariance"),
-                                     seed=cfg.seed))
+        # built afresh, not replace()d from a default: `input=auto` is resolved for this encoder
+        linear = run_linear(LinearEvalConfig(encoder=spec, out=str(where / "linear"), seed=cfg.seed))
+        knn = run_knn(KnnEvalConfig(encoder=spec, out=str(where / "knn"), seed=cfg.seed))
+        inv = run_invariance(InvarianceConfig(encoder=spec, data="", out=str(where / "invariance"), seed=cfg.seed))
         table[name] = {
             "linear_top1": linear["top1"],
             **{f"knn{k}_top1": v["top1"] for k, v in knn["by_k"].items()},

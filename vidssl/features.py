@@ -160,14 +160,17 @@ INPUTS = ("auto", "rgb", "gray")
 
 def resolve_input(value: str, spec: str) -> str:
     """``value`` (one of :data:`INPUTS`) with ``auto`` replaced by :func:`encoder_input` of the
-    encoder ``spec``; evaluations resolve it when configured, so their results record what the
-    encoder was given.
+    encoder ``spec``; evaluation configs resolve it when built, so their results record what the
+    encoder was given. A config changed with ``dataclasses.replace(cfg, encoder=...)`` keeps the
+    input resolved for its old encoder: build a new one, or pass ``input="auto"`` with it.
 
     Raises:
-        ValueError: ``value`` is not one of :data:`INPUTS`.
+        ConfigError: ``value`` is not one of :data:`INPUTS` (a ValueError: the CLI prints one line).
     """
     if value not in INPUTS:
-        raise ValueError(f"input must be auto, rgb or gray, got {value!r}")
+        from vidssl.config import ConfigError
+
+        raise ConfigError(f"input must be auto, rgb or gray, got {value!r}")
     return encoder_input(spec) if value == "auto" else value
 
 

@@ -231,6 +231,14 @@ def test_feature_cache_skips_the_encoder(image_root: Path, tmp_path: Path) -> No
     with pytest.raises(ValueError, match="layer3"):
         extract_features(encoder, image_root / "train", layer="layer_3", **kwargs)
 
+    calls.clear()  # the gray input (a colorization encoder's) is another key and other features
+    gray, _, _ = extract_features(encoder, image_root / "train", gray=True, **kwargs)
+    assert calls and (gray - features).abs().max() > 1e-3
+    calls.clear()
+    torch.testing.assert_close(extract_features(encoder, image_root / "train", gray=True, **kwargs)[0], gray,
+                               rtol=0, atol=0)
+    assert not calls
+
 
 def test_augmented_views_are_seeded(image_root: Path) -> None:
     encoder = resolve_encoder("random:resnet18")

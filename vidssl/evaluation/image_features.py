@@ -6,13 +6,13 @@ Images are read by ``torchvision.datasets.ImageFolder`` (``root/<class>/<image>`
 short side is ``image_size`` and centre-cropped (or, for an augmented *view*, randomly resized,
 cropped and flipped), and go through the one feature source, :func:`vidssl.features.pooled_extractor`:
 normalized with ImageNet statistics on the device, the encoder in eval mode, on CUDA when present
-and under bf16 autocast there. The pooled output is returned, or the global average of an
-intermediate module's output (``layer="layer3"``).
+and under bf16 autocast there; with ``gray`` the Lab lightness a colorization encoder reads. The
+pooled output is returned, or the global average of an intermediate module's output (``layer="layer3"``).
 
 Extraction is the expensive part of every image evaluation, so its result is saved as a ``.pt``
 file keyed by everything that changes it: the encoder's weights and configuration, the folder, its
-file list with sizes and modification times, ``image_size``, ``layer``, the view and the numeric
-precision. A second run with the same inputs loads the file and never runs the encoder.
+file list with sizes and modification times, ``image_size``, ``layer``, the view, the numeric
+precision and (when gray) the input. A second run with the same inputs loads the file and never runs the encoder.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -231,7 +232,9 @@ class FeatureEvalConfig:
     workers: int = option(4, "image-reading worker processes")
     cache_dir: str = option("", "feature cache (default $VIDSSL_CACHE_DIR/features or ~/.cache/vidssl/features)")
     seed: int = option(0, "seed of a random:NAME encoder (and of sgd's augmented views and steps)")
-    input: str = option("auto", "what the encoder sees: rgb | gray (Lab lightness) | auto = what it was trained on")
+    input: Literal["auto", "rgb", "gray"] = option(
+        "auto", "what the encoder sees: rgb | gray (Lab lightness) | auto = what it was trained on (colorization: gray)"
+    )
 
     def __post_init__(self) -> None:  # resolved here, so results.json records what the encoder was given
         object.__setattr__(self, "input", resolve_input(self.input, self.encoder))

@@ -162,10 +162,8 @@ class PropagationConfig:
     def __post_init__(self) -> None:
         if self.preset and self.preset not in PRESETS:
             raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        try:  # resolved here, so results record what the encoder was given
-            object.__setattr__(self, "input", resolve_input(self.input, self.encoder))
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+        # resolved here, so results record what the encoder was given
+        object.__setattr__(self, "input", resolve_input(self.input, self.encoder))
         chosen = PRESETS.get(self.preset, DEFAULTS)
         for key, value in chosen.items():
             if getattr(self, key) is None:

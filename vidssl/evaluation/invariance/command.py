@@ -19,6 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from vidssl.config import option, to_dict
 from vidssl.device import resolve_device
@@ -65,7 +66,9 @@ class InvarianceConfig:
     batch_size: int = option(64, "images per forward pass")
     device: str = option("auto", "cuda, cpu, or auto (CUDA when available)")
     layer: str | None = option(None, "measure this module's output (e.g. layer3), averaged over space; None: pooled")
-    input: str = option("auto", "what the encoder sees: rgb | gray (Lab lightness) | auto = what it was trained on")
+    input: Literal["auto", "rgb", "gray"] = option(
+        "auto", "what the encoder sees: rgb | gray (Lab lightness) | auto = what it was trained on (colorization: gray)"
+    )
 
     def __post_init__(self) -> None:  # resolved here, so results.json records what the encoder was given
         object.__setattr__(self, "input", resolve_input(self.input, self.encoder))
