@@ -50,11 +50,20 @@ def test_tile_bound_times_each_tiles_matmuls_against_the_tiled_step() -> None:
     import torch
 
     cfg = tool.BenchConfig(context=2, radius=3.0, bound_tiles=(2, 4))
-    bound = tool.tile_bound((10, 14), cfg, 8, torch.float32, torch.device("cpu"), tiled_fps=1.0)
+    bound = tool.tile_bound((10, 14), cfg, 8, torch.float32, torch.device("cpu"), tiled_fps=1.0, naive_fps=0.5)
     assert set(bound["tiles"]) == {"2", "4"} and bound["best_tile"] in (2, 4)
     for tile, row in bound["tiles"].items():
-        grid = tool.TileGrid.make(10, 14, tile=int(tile), radius=3.0)
-        # every target of a tile against its whole (tile + 2 reach)^2 window (reach 2: d < 3), 1 + 2 frames
-        assert row["gmac"] * 1e9 == pytest.approx(grid.rows * grid.cols * int(tile) ** 2 * grid.window**2 * 3 * 8)
-        assert row["matmul_only_fps"] == row["gmac_s"] / row["gmac"] == row["over_tiled"]
+        t = int(tile)
+        grid = tool.TileGrid.make(10, 14, tile=t, radius=3.0)
+        assert grid.reach == 2 and grid.window == t + 4  # d < 3: offsets up to 2
+        # every target of a tile against its whole window, in 1 + 2 frames, 8 channels
+        assert row["padded_gmac"] * 1e9 == pytest.approx(grid.rows * grid.cols * t**2 * grid.window**2 * 3 * 8)
+        # ... counting only targets and cells inside the 10 x 14 map, by brute force
+        inside = sum(
+            min(t, 10 - r * t) * min(t, 14 - c * t)
+            * (min(10, (r + 1) * t + 2) - max(0, r * t - 2)) * (min(14, (c + 1) * t + 2) - max(0, c * t - 2))
+            for r in range(grid.rows) for c in range(grid.cols))
+        assert row["gmac"] * 1e9 == pytest.approx(inside * 3 * 8) and row["gmac"] < row["padded_gmac"]
+        assert row["matmul_only_fps"] == pytest.approx(row["gmac_s"] / row["gmac"])
+        assert row["over_tiled"] == row["matmul_only_fps"] and row["over_naive"] == 2 * row["matmul_only_fps"]
     assert bound["best_over_tiled"] == max(r["over_tiled"] for r in bound["tiles"].values())
