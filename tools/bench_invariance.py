@@ -97,7 +97,8 @@ def yolo_backbone_features(folder: Path, *, batch_size: int = 64) -> Callable[[t
     return embed
 
 
-def features_of(spec: str, sets: dict[str, list[torch.Tensor]], cfg: BenchConfig) -> dict[str, list[torch.Tensor]]:
+def features_of(spec: str, sets: dict[str, list[torch.Tensor]], cfg: BenchConfig, *,
+                gray: bool) -> dict[str, list[torch.Tensor]]:
     """Per transformation, one (n_j, D) feature tensor per set, for the encoder ``spec``."""
     if spec.startswith("yolo:"):
         embed = yolo_backbone_features(Path(spec[len("yolo:"):]), batch_size=cfg.batch_size)
@@ -107,7 +108,7 @@ def features_of(spec: str, sets: dict[str, list[torch.Tensor]], cfg: BenchConfig
     from vidssl.features import resolve_encoder
 
     return sets_features(resolve_encoder(spec, seed=cfg.seed), sets, batch_size=cfg.batch_size, device="cpu",
-                         gray=encoder_input(spec) == "gray")
+                         gray=gray)
 
 
 def _cell(value: float | int | None) -> str:
@@ -124,10 +125,12 @@ def main(argv: list[str]) -> int:
             source.tracks, transformation=name, sets=cfg.sets, images_per_set=cfg.images_per_set,
             image_size=cfg.image_size, seed=cfg.seed, root=source.root,
         )
+    specs = dict(item.partition("=")[::2] for item in cfg.encoders)  # label -> spec
+    # what each encoder is fed: yolo backbones RGB, the others what their method trained them on
+    inputs = {label: "rgb" if spec.startswith("yolo:") else encoder_input(spec) for label, spec in specs.items()}
     results: dict = {"vidssl": {}, "paper": {}}
-    for item in cfg.encoders:
-        label, _, spec = item.partition("=")
-        features = features_of(spec, sets, cfg)
+    for label, spec in specs.items():
+        features = features_of(spec, sets, cfg, gray=inputs[label] == "gray")
         results["vidssl"][label] = score_sets(features, rate=cfg.rate, topk=cfg.topk)
         results["paper"][label] = {
             name: paper_scores(features[name], paper_set_labels(name, classes[name], cfg.classes), topk=cfg.topk)
@@ -138,8 +141,7 @@ def main(argv: list[str]) -> int:
         "sets": {name: len(sets[name]) for name in TRANSFORMATIONS},
         "images": {name: sum(s.shape[0] for s in sets[name]) for name in TRANSFORMATIONS},
         "class_labels": {name: sorted(set(classes[name])) for name in TRANSFORMATIONS},
-        "inputs": {label: "rgb" if spec.startswith("yolo:") else encoder_input(spec)
-                   for label, _, spec in (item.partition("=") for item in cfg.encoders)},
+        "inputs": inputs,
     }
     out = Path(cfg.out)
     save_results(out, results)

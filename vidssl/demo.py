@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from vidssl.config import ConfigError, option
+from vidssl.config import option
 from vidssl.files import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,10 @@ class DemoConfig:
     workers: int = option(2, "loader workers")
     seed: int = option(0, "seed of the videos, the initialisation and the samples")
 
+    def __post_init__(self) -> None:  # propagation's own checks, before minutes of training rather than after
+        from vidssl.propagation.propagate import PropagationConfig
 
-    def __post_init__(self) -> None:  # checked before minutes of training, not after
-        if self.topk < 1 or self.temperature <= 0:
-            raise ConfigError(f"need topk >= 1 and temperature > 0, got {self.topk} and {self.temperature}")
+        PropagationConfig(encoder="pixels", topk=self.topk, temperature=self.temperature)
 
 
 ROWS = ("trained", "random init", "pixels")

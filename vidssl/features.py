@@ -36,7 +36,7 @@ import contextlib
 import difflib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import cv2
 import numpy as np
@@ -145,7 +145,7 @@ def encoder_input(spec: str) -> str:
 
             with safe_open(str(path), framework="pt") as handle:
                 metadata = json.loads((handle.metadata() or {}).get(METADATA_KEY) or "{}")
-            if metadata.get("input") in ("rgb", "gray"):
+            if metadata.get("input") in ("rgb", "gray"):  # a resolved value, never "auto"
                 return metadata["input"]
             method = metadata.get("method")
     except Exception:  # noqa: BLE001 - unreadable here: loading the encoder reports it properly
@@ -154,8 +154,17 @@ def encoder_input(spec: str) -> str:
     return cls.input if cls is not None else "rgb"
 
 
-INPUTS = ("auto", "rgb", "gray")
+Input = Literal["auto", "rgb", "gray"]
 """What an evaluation feeds an encoder: ``rgb``, ``gray`` (Lab lightness) or ``auto``."""
+INPUTS: tuple[str, ...] = get_args(Input)
+
+
+def input_option() -> Any:
+    """The ``input`` key every evaluation config shares (resolve it with :func:`resolve_input`)."""
+    from vidssl.config import option
+
+    return option("auto", "what the encoder sees: rgb | gray (Lab lightness) | auto = what it was trained on "
+                  "(colorization: gray)")
 
 
 def resolve_input(value: str, spec: str) -> str:
@@ -286,14 +295,12 @@ def pooled_extractor(
     encoder.to(dev).eval()
     bf16 = autocast and dev.type == "cuda"
 
+    from vidssl.models.color import gray_input
+
     def embed(images: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             x = normalize(images.to(dev, non_blocking=True))
-            if gray:
-                from vidssl.models.color import gray_input
-
-                x = gray_input(x)
-            output = encoder(x)
+            output = encoder(gray_input(x) if gray else x)
             if tap.value is not None:
                 output, tap.value = tap.value, None
             return output.float().flatten(1).cpu()

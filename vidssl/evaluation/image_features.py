@@ -24,7 +24,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -36,7 +35,7 @@ from tqdm import tqdm
 from vidssl.config import option
 from vidssl.data.transforms import center_crop, random_crop
 from vidssl.device import resolve_device
-from vidssl.features import pooled_extractor, resolve_input
+from vidssl.features import Input, input_option, pooled_extractor, resolve_input
 from vidssl.files import atomic_path
 from vidssl.models.encoders import Encoder
 
@@ -232,9 +231,7 @@ class FeatureEvalConfig:
     workers: int = option(4, "image-reading worker processes")
     cache_dir: str = option("", "feature cache (default $VIDSSL_CACHE_DIR/features or ~/.cache/vidssl/features)")
     seed: int = option(0, "seed of a random:NAME encoder (and of sgd's augmented views and steps)")
-    input: Literal["auto", "rgb", "gray"] = option(
-        "auto", "what the encoder sees: rgb | gray (Lab lightness) | auto = what it was trained on (colorization: gray)"
-    )
+    input: Input = input_option()
 
     def __post_init__(self) -> None:  # resolved here, so results.json records what the encoder was given
         object.__setattr__(self, "input", resolve_input(self.input, self.encoder))

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from vidssl.config import ConfigError, option, to_dict
 from vidssl.data.backends import VideoReader
-from vidssl.features import CopyFirst, FeatureExtractor, resolve_features, resolve_input
+from vidssl.features import CopyFirst, FeatureExtractor, Input, input_option, resolve_features, resolve_input
 from vidssl.files import atomic_write_json
 from vidssl.propagation.affinity import Context, Neighbourhood, TileGrid, dense_is_cheaper
 from vidssl.propagation.keypoints import Keypoints
@@ -144,9 +144,7 @@ class PropagationConfig:
     )
     sigma: float = option(0.5, "keypoints: Gaussian heatmap sigma in feature cells (CRW: 0.5)")
     peak_topk: int = option(3, "keypoints: a joint is the value-weighted mean of its heatmap's top cells (CRW: 3)")
-    input: Literal["auto", "rgb", "gray"] = option(
-        "auto", "what the encoder sees: rgb | gray (Lab lightness) | auto = what it was trained on (colorization: gray)"
-    )
+    input: Input = input_option()
     impl: Literal["auto", "local", "dense", "tiled", "naive"] = option(
         "auto", "step: auto (local, or dense for small maps) | local | dense | tiled (previous) | naive (reference)"
     )
@@ -169,7 +167,8 @@ class PropagationConfig:
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
         if self.context < 0 or self.topk < 1 or self.temperature <= 0 or self.batch < 1 or self.tile < 0:
-            raise ConfigError(f"need context >= 0, topk >= 1, temperature > 0, batch >= 1, tile >= 0: {self}")
+            got = ", ".join(f"{k}={getattr(self, k)}" for k in ("context", "topk", "temperature", "batch", "tile"))
+            raise ConfigError(f"need context >= 0, topk >= 1, temperature > 0, batch >= 1, tile >= 0; got {got}")
         if self.size < 0 or self.size_multiple < 1 or self.stride < 0:
             raise ConfigError(f"need size >= 0, size_multiple >= 1, stride >= 0: {self}")
 

@@ -19,7 +19,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from vidssl.config import option, to_dict
 from vidssl.device import resolve_device
@@ -32,7 +31,7 @@ from vidssl.evaluation.invariance.sets import (
     tracks_from_synth,
 )
 from vidssl.evaluation.results import save_results
-from vidssl.features import resolve_input
+from vidssl.features import Input, input_option, resolve_input
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +65,7 @@ class InvarianceConfig:
     batch_size: int = option(64, "images per forward pass")
     device: str = option("auto", "cuda, cpu, or auto (CUDA when available)")
     layer: str | None = option(None, "measure this module's output (e.g. layer3), averaged over space; None: pooled")
-    input: Literal["auto", "rgb", "gray"] = option(
-        "auto", "what the encoder sees: rgb | gray (Lab lightness) | auto = what it was trained on (colorization: gray)"
-    )
+    input: Input = input_option()
 
     def __post_init__(self) -> None:  # resolved here, so results.json records what the encoder was given
         object.__setattr__(self, "input", resolve_input(self.input, self.encoder))
