@@ -21,12 +21,13 @@ order of ties (tested), held by one :class:`Context` that streams frames through
 
 ``local`` (the default): the target grid is cut into ``tile`` x ``tile`` tiles; a tile needs only
     the context inside its window (the tile grown by the neighbourhood's reach on every side).
-    Context frames are stored once, when they enter the ring, as overlapping column bands of the
-    window's width, so that every tile's window of every frame is a contiguous block: one batched
-    matmul per context frame and row of tiles reads it in place, without copying windows per
-    target. Of each window only the in-neighbourhood offsets are gathered (about 440 of 1,156
-    cells at radius 12), top-k runs over those of all frames together, and the padding around the
-    map is masked only in the tiles that touch it. The first frame of ``first_unrestricted`` is a
+    Context frames are stored once, when they enter the ring, as overlapping channel-first column
+    bands of the window's width, so that every tile's window of every frame is one (C, window^2)
+    matrix in place: one batched matmul per context frame and row of tiles reads it without
+    copying windows per target, and skips the window rows that lie outside the map (the first and
+    last rows of tiles). Of each window only the in-neighbourhood offsets are gathered (about 440
+    of 1,156 cells at radius 12), top-k runs over those of all frames together, and the padding
+    around the map is masked only in the tiles that touch it. The first frame of ``first_unrestricted`` is a
     plain (h*w, C) matrix scored against whole rows of tiles, its top-k merged with the rest.
 ``dense``: chunks of target positions against the whole context, then mask, top-k: small maps
     (JHMDB's 40 x 30), where every window covers most of the map, and ``radius <= 0``.
@@ -345,15 +346,17 @@ class Context:
             self.keys = torch.zeros(*padded, channels, dtype=dtype, device=device)
             self.offsets = grid.offsets_mask(neighbourhood.radius, device, neighbourhood.shape)
             return
-        # local: keys as column bands (slots, cols, Hp, window, C); band c holds padded columns
-        # [c * tile, c * tile + window), so tile (r, c)'s window is band c's rows [r * tile, + window).
+        # local: keys as channel-first column bands (slots, cols, C, Hp, window); band c holds padded
+        # columns [c * tile, c * tile + window), so tile (r, c)'s window is band c's rows [r * tile, +
+        # window): a (C, window^2) matrix with row stride Hp * window, the right-hand operand of a plain
+        # (not transposed) matmul, which BLAS runs 8-30% faster at these shapes (tools/bench_propagation.py).
         # Small features (pixels) whose every tile window fits chunk_mb are stored per tile instead,
         # (tiles, slots, window^2, C): one matmul per row of tiles for all frames at once.
         element = torch.empty(0, dtype=dtype).element_size()
         per_window = grid.rows * grid.cols * slots * grid.window**2 * channels * element
         self.windows = (torch.zeros(grid.rows * grid.cols, slots, grid.window**2, channels, dtype=dtype,
                                     device=device) if per_window <= chunk_mb * 2**20 else None)
-        self.bands = (torch.zeros(slots, grid.cols, grid.padded_shape[0], grid.window, channels, dtype=dtype,
+        self.bands = (torch.zeros(slots, grid.cols, channels, grid.padded_shape[0], grid.window, dtype=dtype,
                                   device=device) if self.windows is None else None)
         self.first = (torch.zeros(height * width, channels, dtype=dtype, device=device)
                       if neighbourhood.first_unrestricted else None)
@@ -385,8 +388,9 @@ class Context:
             tiles = padded.unfold(0, window, tile).unfold(1, window, tile)  # (rows, cols, C, win, win)
             self.windows[:, slot] = tiles.permute(0, 1, 3, 4, 2).reshape(self.windows.shape[0], window**2, -1)
         else:
+            channels_first = padded.permute(2, 0, 1)  # (C, Hp, Wp)
             for c in range(self.grid.cols):
-                self.bands[slot, c] = padded[:, c * tile : c * tile + window]
+                self.bands[slot, c] = channels_first[:, :, c * tile : c * tile + window]
         if slot == 0 and self.first is not None:
             self.first.copy_(features.reshape(h * w, -1))
 
@@ -514,10 +518,18 @@ class Context:
                     torch.gather(affinity.view(n, t2, frames, window**2), 3, index, out=kept)  # (n, t2, frames, R)
                 else:
                     y, c0 = a // cols * tile, a % cols
-                    affinity = self._buffer("affinity", (frames, n, t2, window**2), query.dtype)
+                    # Only the window's rows inside the map are scored: the rows of padding above the
+                    # first rows of tiles and below the last ones hold no context (their cells are
+                    # masked below, so their clamped indices are never used).
+                    top, bottom = max(0, reach - y), min(window, reach + self.height - y)
+                    span = (bottom - top) * window
+                    affinity = self._buffer("affinity", (frames, n, t2, span), query.dtype)
                     for i, s in enumerate(restricted):
-                        block = self.bands[s, c0 : c0 + n, y : y + window].reshape(n, window**2, channels)
-                        torch.bmm(qt, block.transpose(1, 2), out=affinity[i])
+                        block = self.bands[s, c0 : c0 + n, :, y + top : y + bottom].flatten(2)  # a view
+                        torch.bmm(qt, block, out=affinity[i])
+                    if top or bottom < window:
+                        shifted = (cells - top * window).clamp_(0, span - 1)
+                        index = shifted[None, :, None, :].expand(n, t2, frames, per_frame)
                     kept = self._buffer("kept", (n, t2, frames, per_frame), query.dtype)
                     torch.gather(affinity.permute(1, 2, 0, 3), 3, index, out=kept)  # (n, t2, frames, R)
                 if (a, b) not in self._outside:  # cells on the padding around the map, if any
