@@ -134,7 +134,8 @@ def to_mask(soft: torch.Tensor, ids: tuple[int, ...], size: tuple[int, int], *, 
     """(L, h, w) soft labels -> (H, W) uint8 map of ``ids`` (argmax after upsampling; with ``norm``
     after :func:`min_max` of the upsampled maps)."""
     pixels = to_pixels(soft, size, stride=stride, frame=frame)
-    index = (min_max(pixels) if norm else pixels).argmax(dim=0).cpu().numpy()
+    # max(dim=0).indices is argmax (the first of tied maxima too), 10x faster on CPU over the leading dim
+    index = (min_max(pixels) if norm else pixels).max(dim=0).indices.cpu().numpy()
     return np.asarray(ids, dtype=np.uint8)[index]
 
 
