@@ -33,3 +33,24 @@ def test_demo_runs_end_to_end_at_a_tiny_size(tmp_path, cache_dir, capsys) -> Non
     assert sorted(missing) == ["fc.bias", "fc.weight"] and not unexpected
     # a second run reuses the videos, the run and its export
     assert main(args) == 0
+    capsys.readouterr()
+    # other settings in the same folder are refused in one line, not mixed with the demo there
+    assert main([*args, "steps=3"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "other settings (steps)" in err
+
+
+def test_every_demo_method_has_a_recipe_its_trainer_accepts(tmp_path) -> None:
+    import typing
+
+    from vidssl.demo import RECIPES, DemoConfig, _recipe_keys
+    from vidssl.engine.config import run_config
+
+    methods = typing.get_args(typing.get_type_hints(DemoConfig)["method"])
+    assert set(methods) == set(RECIPES)
+    for method in methods:
+        cfg = DemoConfig(method=method, batch_size=3)
+        keys = _recipe_keys(cfg)
+        assert keys["batch_size"] == 3 and keys["lr"] == RECIPES[method]["lr"]
+        train_cfg, _ = run_config(method=method, data=str(tmp_path), out=str(tmp_path / method), **keys)
+        assert train_cfg.method == method and train_cfg.batch_size == 3

@@ -1,18 +1,22 @@
-"""``vidssl demo``: the main job end to end on synthetic videos (about 3 minutes on 2 idle CPU cores).
+"""``vidssl demo``: the main job end to end on synthetic videos (about 4 minutes on 2 idle CPU cores).
 
 1. writes synthetic training videos and harder held-out ones (more objects, so more occlusion and
-   more look-alike textures; nothing of the held-out videos is seen in training); ``lighting`` > 0
-   also changes the light over every video, training and held-out (synth ``lighting``);
-2. trains an encoder on the training videos (``method``, with the settings that learned fastest at
-   this scale: see BENCHMARKS.md, "make demo");
+   more look-alike textures; nothing of the held-out videos is seen in training) at 320 x 256, where
+   objects are 8-13 stride-8 feature cells across (at 160 x 128, 3-6 cells, no encoder tracks
+   them: BENCHMARKS.md, "make demo"); ``lighting`` > 0 also changes the light over every video,
+   training and held-out (synth ``lighting``);
+2. trains a ResNet-18 on the training videos (``method``, by default FTI with InfoNCE, the recipe
+   that beat its random initialisation fastest in the learning benchmark; ``RECIPES``);
 3. propagates the first-frame masks and keypoints through the held-out videos with the trained
    encoder, with the same random initialisation, and with ``pixels``, and prints one table (DAVIS
-   J&F, PCK@0.1 / @0.2);
+   J&F, PCK@0.1 / @0.2); every ResNet is read at ``res3`` (stride 8);
 4. writes an overlay video of the trained encoder's masks and one PNG with frames of trained vs
    random vs pixels side by side;
 5. exports the encoder in torchvision format and loads it back into ``torchvision.models``.
 
-Everything is seeded: the same command gives the same videos, initialisation and samples.
+Everything is seeded: the same command gives the same videos, initialisation and samples. A demo
+folder holds one configuration (``demo_config.json``): rerunning the same command continues or
+reuses it; other settings are refused rather than mixed with it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,18 +41,21 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class DemoConfig:
     out: str = option("runs/demo", "demo folder (videos, run, evaluations, pictures, export)")
-    method: str = option("colorization", "training method (see BENCHMARKS.md for why this one at this scale)")
-    steps: int = option(120, "training steps")
-    batch_size: int = option(16, "samples per step")
+    method: Literal["fti", "colorization", "crw"] = option(
+        "fti", "training method, each with a small-scale recipe (RECIPES; BENCHMARKS.md, make demo, says why fti)")
+    steps: int = option(190, "training steps")
+    batch_size: int = option(0, "samples per step (0: the method's demo recipe)")
+    lr: float = option(0.0, "learning rate (0: the method's demo recipe)")
     image_size: int = option(64, "training crop size")
+    decode_size: int = option(0, "short side the training frames are decoded at (0: the videos' own height)")
     train_videos: int = option(12, "synthetic training videos")
     held_out: int = option(4, "held-out synthetic videos the encoders are scored on")
     held_out_objects: int = option(5, "objects per held-out video (2..this): more occlusion than in training")
     lighting: float = option(0.0, "changing light in every video, training and held-out (synth lighting=); 0 = none")
     frames: int = option(40, "frames per video")
-    height: int = option(128, "frame height")
-    width: int = option(160, "frame width")
-    lr: float = option(1e-3, "AdamW learning rate")
+    height: int = option(256, "frame height")
+    width: int = option(320, "frame width")
+    radius: float = option(12.0, "propagation: neighbourhood radius in stride-8 feature cells")
     topk: int = option(10, "propagation: context positions kept per target position")
     temperature: float = option(0.05, "propagation: softmax temperature of the kept affinities")
     workers: int = option(2, "loader workers")
@@ -57,21 +64,37 @@ class DemoConfig:
     def __post_init__(self) -> None:  # propagation's own checks, before minutes of training rather than after
         from vidssl.propagation.propagate import PropagationConfig
 
-        PropagationConfig(encoder="pixels", topk=self.topk, temperature=self.temperature)
+        PropagationConfig(encoder="pixels", radius=self.radius, topk=self.topk, temperature=self.temperature)
 
 
 ROWS = ("trained", "random init", "pixels")
 
+RECIPES: dict[str, dict[str, Any]] = {
+    # The learning benchmark's FTI row (tools/bench_learning.py): two frames up to 30 apart as positives,
+    # InfoNCE at temperature 0.1, batch 32, SGD 0.05; it beat its random initialisation fastest there.
+    "fti": {"loss": "infonce", "temperature": 0.1, "max_gap": 30, "proj_hidden": 512, "batch_size": 32,
+            "optimizer": "sgd", "lr": 0.05, "weight_decay": 1e-4},
+    "colorization": {"num_refs": 2, "ref_stride": 3, "kmeans_samples": 40, "encoder_stride": 8, "batch_size": 16,
+                     "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0},
+    # CRW cuts each frame into 3 x 3 patches of half its side (32 px of 64)
+    "crw": {"clip_len": 4, "frame_gap": 2, "patch": 0.5, "patch_stride": 0.25, "temperature": 0.05,
+            "encoder_stride": 8, "batch_size": 8, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0},
+}
+"""Small-scale training settings per method (what fits a CPU in minutes); ``patch`` and ``patch_stride``
+are fractions of the crop size."""
 
-def _method_keys(method: str, image_size: int) -> dict[str, Any]:
-    """Small-scale settings per method (what fits a CPU in minutes); CRW cuts each frame into 3 x 3
-    patches of half its side (32 px of 64)."""
-    return {
-        "colorization": {"num_refs": 2, "ref_stride": 3, "kmeans_samples": 40, "encoder_stride": 8},
-        "crw": {"clip_len": 4, "frame_gap": 2, "patch": image_size // 2, "patch_stride": image_size // 4,
-                "temperature": 0.05, "encoder_stride": 8},
-        "fti": {"max_gap": 8, "proj_hidden": 512},
-    }.get(method, {})
+
+def _recipe_keys(cfg: DemoConfig) -> dict[str, Any]:
+    """The training keys of ``cfg.method``'s recipe, with the demo's own overrides."""
+    keys = dict(RECIPES[cfg.method])
+    for name in ("patch", "patch_stride"):
+        if name in keys:
+            keys[name] = round(keys[name] * cfg.image_size)
+    if cfg.batch_size:
+        keys["batch_size"] = cfg.batch_size
+    if cfg.lr:
+        keys["lr"] = cfg.lr
+    return keys
 
 
 def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
@@ -82,6 +105,7 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
     from vidssl.evaluation.davis import DavisEvalConfig, evaluate_davis
 
     out = Path(cfg.out)
+    _claim(out, cfg)
     size = dict(num_frames=cfg.frames, height=cfg.height, width=cfg.width, lighting=cfg.lighting)
     train_data, held = out / "synth_train", out / "synth_held_out"
     if not (train_data / "synth.json").exists():
@@ -94,21 +118,21 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
     run = out / "train"
     train_cfg, method_cfg = run_config(
         method=cfg.method, data=str(train_data / "videos"), out=str(run), encoder="resnet18", steps=cfg.steps,
-        batch_size=cfg.batch_size, image_size=cfg.image_size, decode_size=cfg.image_size + 8, workers=cfg.workers,
-        optimizer="adamw", lr=cfg.lr, weight_decay=0.0, warmup_steps=max(1, cfg.steps // 10), seed=cfg.seed,
-        log_every=max(1, cfg.steps // 10), save_every=max(1, cfg.steps // 4),
-        **_method_keys(cfg.method, cfg.image_size),
+        image_size=cfg.image_size, decode_size=cfg.decode_size or cfg.height, workers=cfg.workers,
+        warmup_steps=max(1, cfg.steps // 10), seed=cfg.seed, log_every=max(1, cfg.steps // 10),
+        save_every=max(1, cfg.steps // 4), **_recipe_keys(cfg),
         resume=(run / "config.yaml").exists())  # a killed demo continues its run
     if not (run / "encoder.safetensors").exists():
         train(train_cfg, method_cfg)
 
-    layer = "res3" if cfg.method == "crw" else ""
+    # every ResNet read at res3 (CRW's trunk, stride 8), as the learning benchmark reads every row
+    layer = "res3"
     specs = {"trained": str(run), "random init": "random:resnet18", "pixels": "pixels"}
     table: dict[str, dict[str, float]] = {}
     for row, encoder in specs.items():  # each encoder reads what it was trained on (input=auto)
         key = row.replace(" ", "_")
         settings = dict(encoder=encoder, seed=cfg.seed, stride=8,
-                        layer=layer if row != "pixels" else "", context=10, radius=6.0, topk=cfg.topk,
+                        layer=layer if row != "pixels" else "", context=10, radius=cfg.radius, topk=cfg.topk,
                         temperature=cfg.temperature)
         davis = evaluate_davis(DavisEvalConfig(root=str(held / "davis"), out=str(out / "eval" / key),
                                                overlay=row == "trained", **settings), progress=progress)
@@ -123,6 +147,25 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
               "export": str(export), "config": dataclasses.asdict(cfg)}
     atomic_write_json(out / "demo.json", record)
     return record
+
+
+def _claim(out: Path, cfg: DemoConfig) -> None:
+    """Record ``cfg`` in ``out/demo_config.json``, or check that the folder's demo was made with it
+    (loader workers aside): its videos and run are reused, so other settings would mix two demos."""
+    record = out / "demo_config.json"
+    wanted = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "workers")}
+    if record.exists():
+        held = json.loads(record.read_text())
+        changed = sorted(k for k in wanted if held.get(k) != wanted[k])
+        if changed:
+            raise ValueError(f"{out}: holds a demo made with other settings ({', '.join(changed)}); remove the folder "
+                             "or choose another out=")
+        return
+    if (out / "synth_train").exists() or (out / "train").exists():
+        raise ValueError(f"{out}: holds a demo of an earlier vidssl (no demo_config.json); remove the folder or "
+                         "choose another out=")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(record, wanted)
 
 
 def synthetic_keypoint_pck(held: Path, out: Path, settings: dict[str, Any], progress: bool) -> dict[str, float]:
@@ -148,9 +191,10 @@ def synthetic_keypoint_pck(held: Path, out: Path, settings: dict[str, Any], prog
     return {"PCK@0.1": pck(d, 0.1), "PCK@0.2": pck(d, 0.2)}
 
 
-def side_by_side(davis: Path, evals: Path, path: Path, *, frames: int = 3, scale: int = 2) -> Path:
+def side_by_side(davis: Path, evals: Path, path: Path, *, frames: int = 3, scale: int = 0) -> Path:
     """A PNG: rows are frames of the first held-out video (later and later), columns the ground
-    truth and each encoder's propagated masks drawn over the frame."""
+    truth and each encoder's propagated masks drawn over the frame; frames narrower than 320 px are
+    enlarged ``scale`` times (0: to about 320 px)."""
     from vidssl.propagation.masks import read_mask
 
     seq = sorted((davis / "JPEGImages" / "480p").iterdir())[0]
@@ -163,6 +207,7 @@ def side_by_side(davis: Path, evals: Path, path: Path, *, frames: int = 3, scale
     tiles = []
     for name in picks:
         image = np.asarray(Image.open(seq / f"{name}.jpg").convert("RGB"), dtype=np.float32)
+        scale = scale or max(1, round(320 / image.shape[1]))
         row = []
         for _, folder in columns:
             mask = read_mask(folder / f"{name}.png")
@@ -209,7 +254,8 @@ def format_summary(record: dict) -> str:
         "",
         f"learned: {record['config']['method']} on {record['config']['train_videos']} unlabelled videos moved "
         f"held-out J&F from {random['J&F']:.3f} (random init) to {trained['J&F']:.3f} "
-        f"(pixels {table['pixels']['J&F']:.3f}); PCK@0.2 {random['PCK@0.2']:.3f} -> {trained['PCK@0.2']:.3f}",
+        f"(pixels {table['pixels']['J&F']:.3f}); keypoint PCK@0.2 {random['PCK@0.2']:.3f} -> "
+        f"{trained['PCK@0.2']:.3f} ({'better' if trained['PCK@0.2'] > random['PCK@0.2'] else 'not better'})",
         f"pictures: {record['picture']} and {record['overlay']}; torchvision: "
         f"resnet18().load_state_dict(torch.load('{record['export']}'), strict=False)",
         f"next: vidssl train {record['config']['method']}.yaml ~/your/videos out=runs/mine  "
