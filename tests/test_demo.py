@@ -37,7 +37,7 @@ def test_demo_runs_end_to_end_at_a_tiny_size(tmp_path, cache_dir, capsys) -> Non
     # other settings in the same folder are refused in one line, not mixed with the demo there
     assert main([*args, "steps=3"]) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "other settings (steps)" in err
+    assert len(err.splitlines()) == 1 and "other settings (steps 2 -> 3)" in err
 
 
 def test_every_demo_method_has_a_recipe_its_trainer_accepts(tmp_path) -> None:

@@ -248,9 +248,9 @@ def step_work(grid, *, frames: int, channels: int, radius: float) -> dict:
     window (``window_gmac``); the local step's (the same with the windows' rows outside the map
     left out, as the step does); and the least any exact step needs (each target against the cells
     within ``radius``, clipped at the map's border)."""
-    height, width, tile, window, reach = grid.height, grid.width, grid.tile, grid.window, grid.reach
+    height, width, tile, window = grid.height, grid.width, grid.tile, grid.window
     full = grid.rows * grid.cols * tile**2 * window**2 * frames * channels
-    rows_in_map = sum(min(window, reach + height - r * tile) - max(0, reach - r * tile) for r in range(grid.rows))
+    rows_in_map = sum(rows for _, rows in tile_spans(grid, height))
     local = grid.cols * tile**2 * window * rows_in_map * frames * channels
     reach = int(radius)
     dy, dx = np.meshgrid(np.arange(-reach, reach + 1), np.arange(-reach, reach + 1), indexing="ij")
@@ -278,15 +278,17 @@ def sgemm_rate(shape: list[int], channels: int, dtype: torch.dtype, device: torc
     return batch * targets * cells * channels / best / 1e9
 
 
+def tile_spans(grid, size: int) -> list[tuple[int, int]]:
+    """Per tile along an axis of ``size`` cells: its targets inside the map, its window's cells inside the map."""
+    return [(min(grid.tile, size - i * grid.tile),
+             min(size, (i + 1) * grid.tile + grid.reach) - max(0, i * grid.tile - grid.reach))
+            for i in range(-(-size // grid.tile))]
+
+
 def in_map_products(grid) -> int:
     """(target, cell) pairs of a tiled step when border tiles clip their windows to the map: per
     tile, its targets inside the map times its window's cells inside the map."""
-    def spans(size: int) -> list[tuple[int, int]]:  # per tile along one axis: targets, window cells in the map
-        return [(min(grid.tile, size - i * grid.tile),
-                 min(size, (i + 1) * grid.tile + grid.reach) - max(0, i * grid.tile - grid.reach))
-                for i in range(-(-size // grid.tile))]
-
-    return sum(ty * tx * wy * wx for ty, wy in spans(grid.height) for tx, wx in spans(grid.width))
+    return sum(ty * tx * wy * wx for ty, wy in tile_spans(grid, grid.height) for tx, wx in tile_spans(grid, grid.width))
 
 
 def tile_bound(grid_hw: tuple[int, int], cfg: BenchConfig, channels: int, dtype: torch.dtype, device: torch.device,

@@ -5,8 +5,8 @@
    objects are 8-13 stride-8 feature cells across (at 160 x 128, 3-6 cells, no encoder tracks
    them: BENCHMARKS.md, "make demo"); ``lighting`` > 0 also changes the light over every video,
    training and held-out (synth ``lighting``);
-2. trains a ResNet-18 on the training videos (``method``, by default FTI with InfoNCE, the recipe
-   that beat its random initialisation fastest in the learning benchmark; ``RECIPES``);
+2. trains a ResNet-18 on the training videos (``method``, by default FTI with the learning
+   benchmark's InfoNCE recipe, chosen on validation videos, where it led SimCLR; ``RECIPES``);
 3. propagates the first-frame masks and keypoints through the held-out videos with the trained
    encoder, with the same random initialisation, and with ``pixels``, and prints one table (DAVIS
    J&F, PCK@0.1 / @0.2); every ResNet is read at ``res3`` (stride 8);
@@ -47,7 +47,7 @@ class DemoConfig:
     batch_size: int = option(0, "samples per step (0: the method's demo recipe)")
     lr: float = option(0.0, "learning rate (0: the method's demo recipe)")
     image_size: int = option(64, "training crop size")
-    decode_size: int = option(0, "short side the training frames are decoded at (0: the videos' own height)")
+    decode_size: int = option(0, "short side the training frames are decoded at (0: the videos' own)")
     train_videos: int = option(12, "synthetic training videos")
     held_out: int = option(4, "held-out synthetic videos the encoders are scored on")
     held_out_objects: int = option(5, "objects per held-out video (2..this): more occlusion than in training")
@@ -70,8 +70,9 @@ class DemoConfig:
 ROWS = ("trained", "random init", "pixels")
 
 RECIPES: dict[str, dict[str, Any]] = {
-    # The learning benchmark's FTI row (tools/bench_learning.py): two frames up to 30 apart as positives,
-    # InfoNCE at temperature 0.1, batch 32, SGD 0.05; it beat its random initialisation fastest there.
+    # The recipe of the learning benchmark's fti row (tools/bench_learning.py): two frames up to 30 apart as
+    # positives, InfoNCE at temperature 0.1, batch 32, SGD 0.05; chosen for the demo on validation videos
+    # (BENCHMARKS.md, make demo), where it led SimCLR (the same at gap 0) and colorization.
     "fti": {"loss": "infonce", "temperature": 0.1, "max_gap": 30, "proj_hidden": 512, "batch_size": 32,
             "optimizer": "sgd", "lr": 0.05, "weight_decay": 1e-4},
     "colorization": {"num_refs": 2, "ref_stride": 3, "kmeans_samples": 40, "encoder_stride": 8, "batch_size": 16,
@@ -118,7 +119,7 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
     run = out / "train"
     train_cfg, method_cfg = run_config(
         method=cfg.method, data=str(train_data / "videos"), out=str(run), encoder="resnet18", steps=cfg.steps,
-        image_size=cfg.image_size, decode_size=cfg.decode_size or cfg.height, workers=cfg.workers,
+        image_size=cfg.image_size, decode_size=_decode_size(cfg), workers=cfg.workers,
         warmup_steps=max(1, cfg.steps // 10), seed=cfg.seed, log_every=max(1, cfg.steps // 10),
         save_every=max(1, cfg.steps // 4), **_recipe_keys(cfg),
         resume=(run / "config.yaml").exists())  # a killed demo continues its run
@@ -143,27 +144,42 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
     first = sorted(p for p in (out / "eval" / "trained").glob("*.mp4"))
     export = out / "encoder_torchvision.pth"
     _export_and_reload(run, export)
+    # the demo's recipe on a CPU, for the closing line (the shipped recipe files are the papers' GPU settings)
+    keys = {"encoder": "resnet18", "image_size": cfg.image_size, "steps": cfg.steps, **_recipe_keys(cfg)}
     record = {"table": table, "picture": str(picture), "overlay": str(first[0]) if first else "",
-              "export": str(export), "config": dataclasses.asdict(cfg)}
+              "export": str(export), "config": dataclasses.asdict(cfg),
+              "train_keys": " ".join(f"{k}={v}" for k, v in keys.items())}
     atomic_write_json(out / "demo.json", record)
     return record
 
 
+def _decode_size(cfg: DemoConfig) -> int:
+    return cfg.decode_size or min(cfg.height, cfg.width)
+
+
+def _settings(cfg: DemoConfig) -> dict[str, Any]:
+    """What a demo folder's videos, run and scores depend on: ``cfg`` with the recipe resolved (loader
+    workers and the folder aside)."""
+    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "workers", "batch_size", "lr",
+                                                                           "decode_size")}
+    return {**fields, "decode_size": _decode_size(cfg), "recipe": _recipe_keys(cfg)}
+
+
 def _claim(out: Path, cfg: DemoConfig) -> None:
-    """Record ``cfg`` in ``out/demo_config.json``, or check that the folder's demo was made with it
-    (loader workers aside): its videos and run are reused, so other settings would mix two demos."""
+    """Record the settings in ``out/demo_config.json``, or check that the folder's demo was made with
+    them: its videos and run are reused, so other settings would mix two demos."""
     record = out / "demo_config.json"
-    wanted = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "workers")}
+    wanted = json.loads(json.dumps(_settings(cfg)))  # as the file holds it (tuples as lists)
     if record.exists():
         held = json.loads(record.read_text())
-        changed = sorted(k for k in wanted if held.get(k) != wanted[k])
+        changed = [f"{k} {held.get(k)!r} -> {wanted[k]!r}" for k in sorted(wanted) if held.get(k) != wanted[k]]
         if changed:
-            raise ValueError(f"{out}: holds a demo made with other settings ({', '.join(changed)}); remove the folder "
-                             "or choose another out=")
+            raise ValueError(f"{out}: holds a demo made with other settings ({'; '.join(changed)}); remove the folder "
+                             "(rm -rf it) or choose another out=")
         return
     if (out / "synth_train").exists() or (out / "train").exists():
-        raise ValueError(f"{out}: holds a demo of an earlier vidssl (no demo_config.json); remove the folder or "
-                         "choose another out=")
+        raise ValueError(f"{out}: holds a demo of an earlier vidssl (no demo_config.json); remove the folder (rm -rf "
+                         "it) or choose another out=")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(record, wanted)
 
@@ -193,8 +209,8 @@ def synthetic_keypoint_pck(held: Path, out: Path, settings: dict[str, Any], prog
 
 def side_by_side(davis: Path, evals: Path, path: Path, *, frames: int = 3, scale: int = 0) -> Path:
     """A PNG: rows are frames of the first held-out video (later and later), columns the ground
-    truth and each encoder's propagated masks drawn over the frame; frames narrower than 320 px are
-    enlarged ``scale`` times (0: to about 320 px)."""
+    truth and each encoder's propagated masks drawn over the frame, enlarged ``scale`` times (0: to
+    about 320 px wide, so small frames stay visible)."""
     from vidssl.propagation.masks import read_mask
 
     seq = sorted((davis / "JPEGImages" / "480p").iterdir())[0]
@@ -258,7 +274,7 @@ def format_summary(record: dict) -> str:
         f"{trained['PCK@0.2']:.3f} ({'better' if trained['PCK@0.2'] > random['PCK@0.2'] else 'not better'})",
         f"pictures: {record['picture']} and {record['overlay']}; torchvision: "
         f"resnet18().load_state_dict(torch.load('{record['export']}'), strict=False)",
-        f"next: vidssl train {record['config']['method']}.yaml ~/your/videos out=runs/mine  "
+        f"next: vidssl train {record['config']['method']}.yaml ~/your/videos out=runs/mine {record['train_keys']}  "
         "(then: vidssl eval davis root=DAVIS encoder=runs/mine)",
     ]
     return "\n".join(lines)

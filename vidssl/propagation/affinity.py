@@ -349,7 +349,8 @@ class Context:
         # local: keys as channel-first column bands (slots, cols, C, Hp, window); band c holds padded
         # columns [c * tile, c * tile + window), so tile (r, c)'s window is band c's rows [r * tile, +
         # window): a (C, window^2) matrix with row stride Hp * window, the right-hand operand of a plain
-        # (not transposed) matmul, which BLAS runs 8-30% faster at these shapes (tools/bench_propagation.py).
+        # (not transposed) matmul, which BLAS runs 8-30% faster at these shapes (BENCHMARKS.md, issue 14,
+        # session 7).
         # Small features (pixels) whose every tile window fits chunk_mb are stored per tile instead,
         # (tiles, slots, window^2, C): one matmul per row of tiles for all frames at once.
         element = torch.empty(0, dtype=dtype).element_size()
@@ -388,7 +389,7 @@ class Context:
             tiles = padded.unfold(0, window, tile).unfold(1, window, tile)  # (rows, cols, C, win, win)
             self.windows[:, slot] = tiles.permute(0, 1, 3, 4, 2).reshape(self.windows.shape[0], window**2, -1)
         else:
-            channels_first = padded.permute(2, 0, 1)  # (C, Hp, Wp)
+            channels_first = padded.permute(2, 0, 1).contiguous()  # (C, Hp, Wp): one transposing copy, then rows
             for c in range(self.grid.cols):
                 self.bands[slot, c] = channels_first[:, :, c * tile : c * tile + window]
         if slot == 0 and self.first is not None:
