@@ -224,11 +224,13 @@ def side_by_side(davis: Path, evals: Path, path: Path, *, frames: int = 3, scale
     for name in picks:
         image = np.asarray(Image.open(seq / f"{name}.jpg").convert("RGB"), dtype=np.float32)
         scale = scale or max(1, round(320 / image.shape[1]))
+        gray = image.mean(axis=2, keepdims=True)
         row = []
         for _, folder in columns:
             mask = read_mask(folder / f"{name}.png")
             colour = palette[np.clip(mask, 0, len(palette) - 1)]
-            blend = np.where(mask[..., None] > 0, 0.45 * image + 0.55 * colour, image)
+            # labels in solid colour over the frame in dimmed gray, so they read apart from the textures
+            blend = np.where(mask[..., None] > 0, 0.2 * gray + 0.8 * colour, 0.7 * gray)
             row.append(np.kron(blend, np.ones((scale, scale, 1))))
         tiles.append(np.concatenate(row, axis=1))
     grid = np.concatenate(tiles, axis=0).astype(np.uint8)
