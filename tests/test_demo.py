@@ -21,6 +21,7 @@ def test_demo_runs_end_to_end_at_a_tiny_size(tmp_path, cache_dir, capsys) -> Non
     assert lines[0].split() == ["encoder", "J&F", "PCK@0.1", "PCK@0.2"]
     assert [line.split()[0] for line in lines[1:4]] == ["trained", "random", "pixels"]
     assert lines[-3].startswith("learned:") and lines[-2].startswith("pictures:") and lines[-1].startswith("next:")
+    assert "image_size=32 steps=2 " in lines[-1] and "batch_size=2 " in lines[-1]  # the recipe that ran
     record = json.loads((out / "demo.json").read_text())
     assert set(record["table"]) == {"trained", "random init", "pixels"}
     for row in record["table"].values():

@@ -85,6 +85,13 @@ RECIPES: dict[str, dict[str, Any]] = {
 are fractions of the crop size."""
 
 
+def _train_keys(cfg: DemoConfig) -> dict[str, Any]:
+    """What the demo trains with besides its data and folder; the closing line prints the same keys, so
+    the command it suggests for the user's own videos is the recipe that ran (the shipped recipe files
+    are the papers' GPU settings)."""
+    return {"encoder": "resnet18", "image_size": cfg.image_size, "steps": cfg.steps, **_recipe_keys(cfg)}
+
+
 def _recipe_keys(cfg: DemoConfig) -> dict[str, Any]:
     """The training keys of ``cfg.method``'s recipe, with the demo's own overrides."""
     keys = dict(RECIPES[cfg.method])
@@ -118,10 +125,9 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
 
     run = out / "train"
     train_cfg, method_cfg = run_config(
-        method=cfg.method, data=str(train_data / "videos"), out=str(run), encoder="resnet18", steps=cfg.steps,
-        image_size=cfg.image_size, decode_size=_decode_size(cfg), workers=cfg.workers,
-        warmup_steps=max(1, cfg.steps // 10), seed=cfg.seed, log_every=max(1, cfg.steps // 10),
-        save_every=max(1, cfg.steps // 4), **_recipe_keys(cfg),
+        method=cfg.method, data=str(train_data / "videos"), out=str(run), decode_size=_decode_size(cfg),
+        workers=cfg.workers, warmup_steps=max(1, cfg.steps // 10), seed=cfg.seed, log_every=max(1, cfg.steps // 10),
+        save_every=max(1, cfg.steps // 4), **_train_keys(cfg),
         resume=(run / "config.yaml").exists())  # a killed demo continues its run
     if not (run / "encoder.safetensors").exists():
         train(train_cfg, method_cfg)
@@ -144,11 +150,9 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
     first = sorted(p for p in (out / "eval" / "trained").glob("*.mp4"))
     export = out / "encoder_torchvision.pth"
     _export_and_reload(run, export)
-    # the demo's recipe on a CPU, for the closing line (the shipped recipe files are the papers' GPU settings)
-    keys = {"encoder": "resnet18", "image_size": cfg.image_size, "steps": cfg.steps, **_recipe_keys(cfg)}
     record = {"table": table, "picture": str(picture), "overlay": str(first[0]) if first else "",
               "export": str(export), "config": dataclasses.asdict(cfg),
-              "train_keys": " ".join(f"{k}={v}" for k, v in keys.items())}
+              "train_keys": " ".join(f"{k}={v}" for k, v in _train_keys(cfg).items())}
     atomic_write_json(out / "demo.json", record)
     return record
 
