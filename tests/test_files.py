@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -65,3 +67,44 @@ def test_written_files_get_the_ordinary_mode(tmp_path) -> None:
         os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "frames").stat().st_mode & 0o777 == 0o755
+
+
+def test_written_files_have_the_ordinary_mode_whatever_the_writer(tmp_path) -> None:
+    """safetensors replaces the temporary with a file of its own, mode 0600: a shared folder's other
+    users could not read the exported encoder."""
+    import os
+
+    from safetensors.torch import save_file
+
+    reference = tmp_path / "plain.txt"
+    atomic_write_text(reference, "x")
+    with atomic_path(tmp_path / "enc.safetensors") as tmp:
+        save_file({"w": torch.zeros(2)}, str(tmp))
+    with atomic_path(tmp_path / "ckpt.pt") as tmp:
+        torch.save({"w": torch.zeros(2)}, tmp)
+    mode = reference.stat().st_mode & 0o777
+    for name in ("enc.safetensors", "ckpt.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+
+
+@pytest.mark.parametrize("name", ["a" * 240 + ".png", "é" * 120 + ".json", "x" * 250,
+                                  os.fsdecode(b"caf\xe9-" + b"b" * 240 + b".pt")])
+def test_long_and_non_utf8_names_are_written(tmp_path, name) -> None:
+    """A legal name near the 255-byte limit, with the temporary's ``.<random>.partial.png`` added, was
+    over it (``File name too long``): the temporary's name is cut, the destination's never is."""
+    from vidssl.files import stale_partials
+
+    path = tmp_path / name
+    atomic_write_text(path, "one")
+    atomic_write_text(path, "two")
+    assert path.read_text() == "two" and [p.name for p in tmp_path.iterdir()] == [name]
+    folder = tmp_path / f"{name}.d"[-255:]
+    with atomic_folder(folder) as tmp:
+        (tmp / "a").write_text("1")
+    with atomic_folder(folder) as tmp:  # the swap through a hidden .old sibling, also cut
+        (tmp / "a").write_text("2")
+    assert (folder / "a").read_text() == "2"
+    from vidssl.files import _new_sibling
+
+    left = _new_sibling(path, suffix=".partial.png", folder=False)  # what a kill -9 mid-write leaves
+    assert len(os.fsencode(left.name)) <= 255 and stale_partials(tmp_path) == [left]

@@ -36,8 +36,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _new_sibling(path, suffix=f".partial{path.suffix}", folder=False)
+    mode = tmp.stat().st_mode & 0o777  # the ordinary mode: 0666 less the umask
     try:
         yield tmp
+        if tmp.stat().st_mode & 0o777 != mode:  # safetensors writes its own 0600 file over ours
+            os.chmod(tmp, mode)
         with open(tmp, "rb") as f:  # data on disk before the rename makes it visible
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -56,7 +59,7 @@ def _new_sibling(path: Path, *, suffix: str, folder: bool) -> Path:
     umask), exclusively, so two writers never share a temporary.
     """
     for _ in range(100):
-        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}{suffix}")
+        candidate = path.with_name(_short(f".{path.name}", f".{secrets.token_hex(4)}{suffix}"))
         try:
             if folder:
                 candidate.mkdir()
@@ -66,6 +69,21 @@ def _new_sibling(path: Path, *, suffix: str, folder: bool) -> Path:
             continue
         return candidate
     raise FileExistsError(f"{path.parent}: no free temporary name for {path.name}")
+
+
+NAME_MAX = 255  # bytes in one file name on every file system vidssl writes to (ext4, xfs, btrfs, tmpfs, APFS)
+
+
+def _short(head: str, tail: str) -> str:
+    """``head + tail``, with ``head`` cut so the name fits in :data:`NAME_MAX` bytes.
+
+    A legal 240-byte file name plus the temporary's ``.<random>.partial.png`` would be over the limit
+    (``OSError: File name too long``). The name is cut in bytes of the file system's encoding, so a
+    non-UTF-8 name (kept by Python as surrogate escapes) and a multi-byte character cut in half both
+    round-trip: a half character becomes an escaped byte, never an error."""
+    room = NAME_MAX - len(os.fsencode(tail))
+    raw = os.fsencode(head)
+    return (head if len(raw) <= room else os.fsdecode(raw[:room])) + tail
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -99,7 +117,7 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
+            old = path.with_name(_short(f".{path.name}", ".old"))
             shutil.rmtree(old, ignore_errors=True)  # left by a run killed mid-swap
             path.rename(old)
             tmp.rename(path)
