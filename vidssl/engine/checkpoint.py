@@ -19,6 +19,7 @@ import errno
 import logging
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,16 +55,32 @@ def _free_bytes(folder: Path) -> int | None:
         return None
 
 
+def is_intact(path: Path) -> bool:
+    """Whether ``path`` is a whole ``torch.save`` file: its zip directory reads and every member's
+    CRC-32 matches (a truncated copy or a flipped bit fails). Reads the file once, without
+    unpickling; just after a save it is in the page cache."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+        return False
+
+
 def keep_previous(path: Path, previous: Path) -> None:
     """Make ``previous`` hold what ``path`` holds now, before ``path`` is overwritten.
 
     A hard link (no copy, no space) made under a temporary name and moved over ``previous``: at
     every moment both names hold a complete checkpoint. Where the file system has no hard links,
-    an atomic copy."""
+    an atomic copy. A damaged ``path`` is never linked over ``previous``: after a resume that fell
+    back to ``previous`` (``last`` damaged), ``previous`` is the only good checkpoint, and a kill
+    during the next write of ``last`` would otherwise leave none."""
     from vidssl.files import atomic_path
 
     path, previous = Path(path), Path(previous)
     if not path.exists():
+        return
+    if not is_intact(path):
+        log.warning("checkpoint: %s is damaged; keeping %s as the previous checkpoint", path, previous)
         return
     with atomic_path(previous) as tmp:
         tmp.unlink()
