@@ -72,7 +72,6 @@ def test_written_files_get_the_ordinary_mode(tmp_path) -> None:
 def test_written_files_have_the_ordinary_mode_whatever_the_writer(tmp_path) -> None:
     """safetensors replaces the temporary with a file of its own, mode 0600: a shared folder's other
     users could not read the exported encoder."""
-    import os
 
     from safetensors.torch import save_file
 
