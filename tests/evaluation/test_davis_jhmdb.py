@@ -114,3 +114,52 @@ def test_results_writer_turns_nan_into_null_and_leaves_no_temporary(tmp_path: Pa
     path = save_results(tmp_path / "out", {"J": float("nan"), "per": {"a": [1.0, float("inf")]}, "n": 2})
     assert path.read_text() == '{\n "J": null,\n "per": {\n  "a": [\n   1.0,\n   null\n  ]\n },\n "n": 2\n}\n'
     assert [p.name for p in path.parent.iterdir()] == ["results.json"]
+
+
+def test_davis2016_binary_masks_are_one_object(synth_dir: Path, tmp_path: Path) -> None:
+    """DAVIS-2016 ships grayscale masks of 0 and 255 (or 1-bit PNGs): 255 is the object there, not
+    DAVIS-2017's void. They were read as all background and refused with "holds no object"."""
+    from vidssl.propagation.masks import read_first_mask
+
+    labels = np.zeros((6, 8), np.uint8)
+    labels[2:4, 3:6] = 255
+    Image.fromarray(labels, "L").save(tmp_path / "gray.png")
+    Image.fromarray(labels > 0).save(tmp_path / "bits.png")  # mode "1"
+    for name in ("gray.png", "bits.png"):
+        assert np.array_equal(read_mask(tmp_path / name), (labels > 0).astype(np.uint8)), name
+        assert read_first_mask(tmp_path / name).ids == (0, 1)
+    ids = labels // 255 * 2
+    ids[0, 0] = 255  # object ids with void: DAVIS-2017's layout, grayscale or palette
+    Image.fromarray(ids, "L").save(tmp_path / "ids.png")
+    palette = Image.fromarray(labels, "P")
+    palette.putpalette([0, 0, 0] * 256)
+    palette.save(tmp_path / "void.png")
+    assert read_mask(tmp_path / "ids.png")[0, 0] == 0 and read_mask(tmp_path / "ids.png").max() == 2
+    assert read_mask(tmp_path / "void.png").max() == 0  # a palette PNG's 255 stays void
+
+    # the evaluation end to end: one object of a synthetic sequence as a DAVIS-2016 folder
+    root = tmp_path / "davis2016"
+    source = synth_dir / "davis" / "Annotations" / "480p" / SEQ
+    (root / "Annotations" / "480p" / SEQ).mkdir(parents=True)
+    (root / "JPEGImages" / "480p").mkdir(parents=True)
+    (root / "JPEGImages" / "480p" / SEQ).symlink_to(synth_dir / "davis" / "JPEGImages" / "480p" / SEQ)
+    for file in sorted(source.glob("*.png")):
+        Image.fromarray(((read_mask(file) == 1) * 255).astype(np.uint8), "L").save(
+            root / "Annotations" / "480p" / SEQ / file.name)
+    (root / "split.txt").write_text(f"{SEQ}\n")
+    results = evaluate_davis(DavisEvalConfig(root=str(root), split=str(root / "split.txt"), encoder="copy",
+                                             out=str(tmp_path / "out")), progress=False)
+    assert results["complete"] and results["objects"] == 1 and results["J"] > 0.1
+
+
+@pytest.mark.parametrize("name", ["../../elsewhere", "/etc", "a/b", ".."])
+def test_a_split_naming_a_path_is_refused_before_anything_is_written(synth_dir: Path, tmp_path: Path,
+                                                                      name: str) -> None:
+    """A split line ``../../../NAME`` made the evaluation write its predictions over another folder's
+    annotations (and score them as perfect)."""
+    split = tmp_path / "split.txt"
+    split.write_text(f"{SEQ}\n{name}\n")
+    out = tmp_path / "out"
+    assert main(["eval", "davis", f"root={synth_dir / 'davis'}", f"split={split}", "encoder=copy",
+                 f"out={out}"]) != 0
+    assert not out.exists() or not any(out.rglob("*.png"))

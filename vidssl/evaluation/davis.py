@@ -60,7 +60,11 @@ def read_split(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such split file")
     names = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
-    return [n for n in names if n]
+    names = [n for n in names if n]
+    for name in names:  # each name becomes ROOT/.../<name> and OUT/<name>: it must stay inside both
+        if name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise ValueError(f"{path}: {name!r} is not a sequence name (a folder name, without '/' or '..')")
+    return names
 
 
 def _mean(values: list[float]) -> float:

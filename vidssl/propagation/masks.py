@@ -53,12 +53,7 @@ def read_first_mask(path: Path) -> FirstMask:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such first-frame annotation")
-    with Image.open(path) as image:
-        if image.mode not in ("P", "L"):
-            raise ValueError(f"{path}: expected a palette or grayscale label PNG, got mode {image.mode}")
-        palette = image.getpalette() if image.mode == "P" else None
-        mask = np.array(image, dtype=np.uint8)
-    mask[mask == VOID] = 0
+    mask, palette = _read_labels(path)
     ids = tuple(int(i) for i in np.unique(mask))
     if ids[-1] == 0:
         raise ValueError(f"{path}: the first-frame annotation holds no object (every pixel is 0)")
@@ -148,10 +143,24 @@ def write_mask(path: Path, mask: np.ndarray, palette: list[int]) -> None:
 
 
 def read_mask(path: Path) -> np.ndarray:
-    """(H, W) uint8 label map of a palette or grayscale PNG, VOID (255) turned into 0."""
+    """(H, W) uint8 label map of a palette, grayscale or 1-bit PNG (:func:`_read_labels`)."""
+    return _read_labels(path)[0]
+
+
+def _read_labels(path: Path) -> tuple[np.ndarray, list[int] | None]:
+    """(H, W) uint8 label map and palette (None without one) of a label PNG.
+
+    A palette or grayscale PNG holds object ids, VOID (255) turned into 0 (DAVIS-2017). A grayscale
+    PNG of 0 and 255 alone, or a 1-bit one, is DAVIS-2016's binary layout: 255 is the one object
+    (id 1), as the DAVIS-2016 evaluation reads it, not void.
+    """
     with Image.open(path) as image:
-        if image.mode not in ("P", "L"):
-            raise ValueError(f"{path}: expected a palette or grayscale label PNG, got mode {image.mode}")
-        mask = np.array(image, dtype=np.uint8)
-    mask[mask == VOID] = 0
-    return mask
+        if image.mode not in ("P", "L", "1"):
+            raise ValueError(f"{path}: expected a palette, grayscale or 1-bit label PNG, got mode {image.mode}")
+        palette = image.getpalette() if image.mode == "P" else None
+        binary = image.mode != "P"
+        mask = np.array(image.convert("L") if image.mode == "1" else image, dtype=np.uint8)
+    if binary and mask.any() and not np.isin(mask, (0, VOID)).all():
+        binary = False  # ids 1..K (maybe with void): the DAVIS-2017 layout saved as grayscale
+    mask[mask == VOID] = 1 if binary else 0
+    return mask, palette
