@@ -275,3 +275,29 @@ def test_encoder_from_checkpoint_refusals(tmp_path: Path) -> None:
         encoder_from_checkpoint(tmp_path / "c.pt")
     with pytest.raises(FileNotFoundError):
         encoder_from_checkpoint(tmp_path / "no_run")
+
+
+def test_non_finite_and_integer_weights_are_refused_wherever_they_load(tmp_path: Path) -> None:
+    """A diverged run's NaN weights exported and propagated to J&F 0 without a word, and int8 weights
+    were cast silently: every loader (checkpoint, exported file, weights=) refuses them, naming the
+    file and the tensor."""
+    from vidssl.engine.checkpoint import encoder_from_checkpoint, save_checkpoint
+    from vidssl.models.encoders import load_weights
+
+    encoder = build_encoder("resnet18")
+    nan = {k: v.clone() for k, v in encoder.state_dict().items()}
+    nan["layer1.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    ints = {k: (v.to(torch.int8) if v.is_floating_point() else v) for k, v in encoder.state_dict().items()}
+    for label, weights, message in (("nan", nan, r"layer1.0.conv1.weight holds 1 non-finite"),
+                                    ("int8", ints, r"[\w.]+ is int8, expected floating-point")):
+        run = tmp_path / label
+        save_checkpoint({"model": {f"encoder.{k}": v for k, v in weights.items()}, "encoder": encoder.config,
+                         "step": 3}, run / "checkpoints" / "last.pt")
+        with pytest.raises(ValueError, match=f"last.pt: {message}"):
+            encoder_from_checkpoint(run)
+        save_file(weights, str(tmp_path / f"{label}.safetensors"),
+                  metadata={"vidssl_encoder": json.dumps(encoder.config)})
+        with pytest.raises(ValueError, match=f"{label}.safetensors: {message}"):
+            load_encoder(tmp_path / f"{label}.safetensors")
+        with pytest.raises(ValueError, match=f"{label}.safetensors: {message}"):
+            load_weights(build_encoder("resnet18"), tmp_path / f"{label}.safetensors")

@@ -23,7 +23,7 @@ import torchvision
 from torch import nn
 
 from vidssl.files import atomic_path
-from vidssl.models.encoders import Encoder, ResNetEncoder, encoder_from_config
+from vidssl.models.encoders import Encoder, ResNetEncoder, check_weights, encoder_from_config
 
 CONFIG_KEY = "vidssl_encoder"
 """safetensors metadata key holding ``json.dumps(encoder.config)``."""
@@ -202,5 +202,7 @@ def load_encoder(path: str | Path) -> Encoder:
             "vidssl.export.save_encoder (for a bare state_dict use build_encoder(name, weights=path))"
         )
     encoder = encoder_from_config(json.loads(header[CONFIG_KEY]))
-    encoder.load_state_dict(load_file(path), strict=True)
+    tensors = load_file(path)
+    check_weights(tensors, encoder.state_dict(), path)
+    encoder.load_state_dict(tensors, strict=True)
     return encoder

@@ -183,7 +183,7 @@ def encoder_from_checkpoint(path: Path) -> Encoder:
         FileNotFoundError: no such file (or run folder without ``checkpoints/last.pt``).
         ValueError: not a vidssl training checkpoint, or weights that do not fit the architecture.
     """
-    from vidssl.models.encoders import encoder_from_config
+    from vidssl.models.encoders import check_weights, encoder_from_config
 
     path = Path(path)
     if path.is_dir():  # a run folder: its newest readable checkpoint
@@ -205,6 +205,7 @@ def encoder_from_checkpoint(path: Path) -> Encoder:
     encoder = encoder_from_config(config)
     weights = {k.removeprefix("encoder."): v for k, v in state["model"].items() if k.startswith("encoder.")}
     try:
+        check_weights(weights, encoder.state_dict(), path)
         encoder.load_state_dict(weights, strict=True)
     except RuntimeError as err:
         raise ValueError(f"{path}: the encoder weights do not fit {config['name']!r}: {err}") from err

@@ -474,6 +474,28 @@ def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def check_weights(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: object) -> None:
+    """Refuse weights that would load without error and then compute garbage: a floating-point
+    parameter stored as an integer type (a quantized or int8 export: ``load_state_dict`` casts it
+    silently), or one holding NaN / inf (a diverged run: propagation then scores J&F 0 without a
+    word). Integer buffers (``num_batches_tracked``) are left alone.
+
+    Raises:
+        ValueError: naming ``source`` (the file) and the first bad tensor.
+    """
+    for key, value in state.items():
+        want = expected.get(key)
+        if want is None or not want.is_floating_point():
+            continue
+        if not value.is_floating_point():
+            raise ValueError(f"{source}: {key} is {str(value.dtype).removeprefix('torch.')}, expected floating-point "
+                             "weights (quantized or integer weights are not supported)")
+        bad = int((~torch.isfinite(value)).sum())
+        if bad:
+            raise ValueError(f"{source}: {key} holds {bad} non-finite values (NaN or inf): the run that wrote it "
+                             "diverged, or the file is damaged")
+
+
 def load_weights(encoder: Encoder, path: str | Path) -> None:
     """Load a local weights file into ``encoder`` in place.
 
@@ -509,4 +531,5 @@ def load_weights(encoder: Encoder, path: str | Path) -> None:
             state[key] = value.sum(dim=1, keepdim=True)  # an RGB input conv into a 1-channel encoder
         else:
             raise ValueError(f"{path}: {key} has shape {tuple(value.shape)}, encoder expects {tuple(want)}")
+    check_weights(state, expected, path)
     encoder.load_state_dict(state, strict=True)
