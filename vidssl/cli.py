@@ -92,7 +92,8 @@ def _parse_train(args: list[str]) -> tuple[Any, Any]:
     if len(recipes) > 1:
         raise ConfigError(f"one recipe at a time, got {', '.join(recipes)}")
     pairs = _positional("data", [a for a in args if not _is_recipe(a)])
-    return resolve(pairs, recipe=read_recipe(recipes[0]) if recipes else None)
+    return resolve(pairs, recipe=read_recipe(recipes[0]) if recipes else None,
+                   source=recipes[0] if recipes else "recipe")
 
 
 def _train_help(args: list[str]) -> list[tuple[str, str, str]]:

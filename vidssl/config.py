@@ -164,6 +164,28 @@ def parse_overrides(cls: type[C], pairs: list[str], *, base: C | None = None) ->
     return check_values(cls(**values))
 
 
+def typed_values(cls: type, values: dict[str, Any], source: object) -> dict[str, Any]:
+    """``values`` (from a recipe, a ``config.yaml`` or a checkpoint) coerced to ``cls``'s field types
+    exactly as command-line values are, so ``lr: fast`` in a recipe is refused like ``lr=fast``;
+    YAML strings that the command line would parse (``1e-4``: PyYAML reads it as text) are parsed.
+
+    Raises:
+        ConfigError: naming ``source`` (the file) and the key; unknown keys are the caller's matter.
+    """
+    hints = typing.get_type_hints(cls)
+    typed = {}
+    for key, value in values.items():
+        if key not in hints:
+            typed[key] = value
+            continue
+        parsed = _parse_literal(value) if isinstance(value, str) else value
+        try:
+            typed[key] = _coerce(key, parsed, hints[key], value if isinstance(value, str) else None)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+    return typed
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A YAML/JSON-safe dict of a config (Paths as strings, tuples as lists)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -101,3 +102,40 @@ def test_run_config_is_the_python_form() -> None:
     assert train.steps == 3 and method.seq_len == 4
     with pytest.raises(ConfigError, match="belongs to"):
         run_config(method="cpc", queue_size=3)
+
+
+def test_recipe_and_config_values_are_typed_and_checked_like_the_command_line(tmp_path) -> None:
+    """Values from a recipe or a run's config.yaml went into the configs unchecked: ``lr: fast``
+    trained until the optimizer failed, ``temperature: -0.1`` trained; a ``train:`` that is not a
+    mapping resumed with every default, and a recipe that is not UTF-8 was a traceback."""
+    from vidssl.engine.config import load_run_config
+
+    def recipe(name: str, keys: dict) -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(keys))
+        return path
+
+    with pytest.raises(ConfigError, match=r"lr.yaml: lr='fast': expected a number"):
+        resolve([], recipe=read_recipe(recipe("lr.yaml", {"method": "fti", "lr": "fast"})), source=tmp_path / "lr.yaml")
+    typed, _ = resolve([], recipe=read_recipe(recipe("e.yaml", {"method": "fti", "lr": "1e-4", "steps": 3.0})))
+    assert typed.lr == 1e-4 and typed.steps == 3 and isinstance(typed.steps, int)  # PyYAML reads 1e-4 as text
+    for temperature in ("temperature=-0.1", "temperature=0"):
+        with pytest.raises(ConfigError, match="a temperature must be greater than 0"):
+            resolve(["method=fti", temperature])
+    with pytest.raises(ConfigError, match="student_temp=-1.0: a temperature"):
+        resolve(["method=dino", "student_temp=-1"])
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("method: fti\n# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin.yaml: not a YAML recipe: not UTF-8 text"):
+        read_recipe(latin)
+    for bad, message in (({"train": 5, "method": {}}, r"'train:' must be a mapping of keys, got a int"),
+                         ({"train": {"method": "fti"}}, r"'method:' must be a mapping of keys, got missing"),
+                         ({"train": {"method": "fti", "lr": [1]}, "method": {}}, r"lr=\[1\]: expected a number"),
+                         ({"train": {"method": "fti"}, "method": {"temperature": -1}},
+                          "temperature=-1.0: a temperature must be greater than 0")):
+        saved = recipe("config.yaml", bad)
+        with pytest.raises(ConfigError, match=f"config.yaml: {message}"):
+            load_run_config(saved)
+    latin.rename(tmp_path / "config.yaml")
+    with pytest.raises(ConfigError, match="config.yaml: not a vidssl config.yaml: not UTF-8"):
+        load_run_config(tmp_path / "config.yaml")

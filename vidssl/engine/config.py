@@ -16,14 +16,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from vidssl.config import ConfigError, check_values, fields_help, option, parse_overrides, to_dict
+from vidssl.config import ConfigError, check_values, fields_help, option, parse_overrides, to_dict, typed_values
 
 log = logging.getLogger(__name__)
 
@@ -143,18 +142,36 @@ def read_recipe(name: str | Path) -> dict[str, Any]:
             known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
             raise FileNotFoundError(f"{name}: no such recipe file (shipped recipes: {known})")
         path = shipped
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not a YAML recipe ({err})") from err
+    data = _read_yaml(path, "a YAML recipe")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe is a mapping of keys, got {type(data).__name__}")
     if isinstance(data.get("train"), dict) or isinstance(data.get("method"), dict):  # config.yaml layout
-        data = {**data.get("train", {}), **data.get("method", {}), "method": data.get("train", {}).get("method", "fti")}
+        _check_layout(data, path)
+        data = {**data["train"], **data["method"], "method": data["train"].get("method", "fti")}
     return data
 
 
-def resolve(pairs: list[str], *, recipe: dict[str, Any] | None = None) -> tuple[TrainConfig, Any]:
+def _read_yaml(path: Path, what: str) -> Any:
+    """The YAML document in ``path``; ConfigError naming the file if it is not UTF-8 YAML."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not {what}: not UTF-8 text (byte {err.start})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not {what} ({err})") from err
+
+
+def _check_layout(saved: dict[str, Any], source: object) -> None:
+    """The ``{"train": {...}, "method": {...}}`` layout, both halves mappings (a scalar ``train:``
+    used to resume silently with every default)."""
+    for half in ("train", "method"):
+        if not isinstance(saved.get(half), dict):
+            got = "missing" if half not in saved else f"a {type(saved[half]).__name__}"
+            raise ConfigError(f"{source}: '{half}:' must be a mapping of keys, got {got}")
+
+
+def resolve(pairs: list[str], *, recipe: dict[str, Any] | None = None,
+            source: object = "recipe") -> tuple[TrainConfig, Any]:
     """The engine and method configs of ``key=value`` strings on top of a recipe's keys.
 
     The method comes from ``method=`` (command line, else recipe, else ``fti``; on ``resume`` without
@@ -172,20 +189,25 @@ def resolve(pairs: list[str], *, recipe: dict[str, Any] | None = None) -> tuple[
     resumed = _resumed_run(given)
     method = (given.get("method", "").strip() or str(recipe.get("method", ""))
               or (resumed.method if resumed else "") or "fti")
-    recipe_engine, recipe_method = split_keys(method, {k: v for k, v in recipe.items() if k != "method"})
+    try:
+        recipe_engine, recipe_method = split_keys(method, {k: v for k, v in recipe.items() if k != "method"})
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    recipe_engine = typed_values(TrainConfig, recipe_engine, source)
+    cls = method_class(method).Config
+    recipe_method = typed_values(cls, recipe_method, source)
     cli_engine, cli_method = split_keys(method, given)
     base = dataclasses.replace(engine_defaults(method), **recipe_engine)
     if resumed is not None and "steps" not in cli_engine and "steps" not in recipe_engine:
         base = dataclasses.replace(base, steps=resumed.steps)  # resume = finish the run, not extend it
     train_cfg = parse_overrides(TrainConfig, [f"{k}={v}" for k, v in cli_engine.items() if k != "method"], base=base)
     train_cfg = dataclasses.replace(train_cfg, method=method)
-    cls = method_class(method).Config
     method_cfg = parse_overrides(cls, [f"{k}={v}" for k, v in cli_method.items()], base=cls(**recipe_method))
     return check_run(train_cfg, method_cfg)
 
 
 # Method keys checked by name, since the engine does not know a method's options: sizes of layers
-# (``proj_dim``, ``pred_hidden``, ``context_dim``) must be at least 1. A method states any other
+# (``proj_dim``, ``pred_hidden``, ``context_dim``) must be at least 1, temperatures above 0. A method states any other
 # bound with ``option(..., min=...)`` or checks it when built (temperatures: each method's own message).
 _SIZE_SUFFIXES = ("_dim", "_hidden")
 
@@ -201,6 +223,8 @@ def check_run(train_cfg: TrainConfig, method_cfg: Any) -> tuple[TrainConfig, Any
             continue
         if f.name.endswith(_SIZE_SUFFIXES) and value < 1:
             raise ConfigError(f"{f.name}={value}: a layer size must be at least 1")
+        if ("temperature" in f.name or f.name.endswith("_temp")) and value <= 0:  # logits / T: inverted or inf
+            raise ConfigError(f"{f.name}={value}: a temperature must be greater than 0")
     return train_cfg, method_cfg
 
 
@@ -240,43 +264,35 @@ def config_dict(train_cfg: TrainConfig, method_cfg: Any) -> dict[str, Any]:
     return {"train": to_dict(train_cfg), "method": to_dict(method_cfg)}
 
 
-def from_dict(saved: dict[str, Any]) -> tuple[TrainConfig, Any]:
-    """The configs a ``config.yaml`` / checkpoint ``config`` holds, of this release or of 0.1."""
-    if not (isinstance(saved.get("train"), dict) and isinstance(saved.get("method"), dict)):
+def from_dict(saved: dict[str, Any], *, source: object = "config") -> tuple[TrainConfig, Any]:
+    """The configs a ``config.yaml`` / checkpoint ``config`` holds, of this release or of 0.1, every
+    value typed and checked as on the command line (``source``, the file, names it in errors)."""
+    if "train" in saved or isinstance(saved.get("method"), dict):
+        _check_layout(saved, source)
+    else:
         saved = upgrade_flat(saved)
     engine = {k: v for k, v in saved["train"].items() if k in ENGINE_KEYS}
     dropped = sorted(set(saved["train"]) - set(engine))
-    train_cfg = _typed(TrainConfig, engine)
+    train_cfg = TrainConfig(**typed_values(TrainConfig, engine, source))
     cls = method_class(train_cfg.method).Config
     names = {f.name for f in dataclasses.fields(cls)}
     dropped += sorted(set(saved["method"]) - names)
     if dropped:
         log.warning("config: ignoring keys this release does not have: %s", ", ".join(dropped))
-    return train_cfg, _typed(cls, {k: v for k, v in saved["method"].items() if k in names})
+    method_cfg = cls(**typed_values(cls, {k: v for k, v in saved["method"].items() if k in names}, source))
+    try:
+        return check_run(train_cfg, method_cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
 
 
 def load_run_config(path: str | Path) -> tuple[TrainConfig, Any]:
     """Read a run folder's ``config.yaml`` (either layout)."""
     path = Path(path)
-    try:
-        saved = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not a vidssl config.yaml ({err})") from err
+    saved = _read_yaml(path, "a vidssl config.yaml")
     if not isinstance(saved, dict):
         raise ConfigError(f"{path}: not a vidssl config.yaml")
-    return from_dict(saved)
-
-
-def _typed(cls: type, values: dict[str, Any]) -> Any:
-    """``cls(**values)`` with YAML's lists turned back into the fields' tuples."""
-    hints = typing.get_type_hints(cls)
-    fixed = {}
-    for key, value in values.items():
-        origin = typing.get_origin(hints[key])
-        if isinstance(value, list) and (origin is tuple or tuple in typing.get_args(hints[key])):
-            value = tuple(value)
-        fixed[key] = value
-    return cls(**fixed)
+    return from_dict(saved, source=path)
 
 
 # --- release 0.1: one flat TrainConfig grafted with prefixed method options ----------------------
