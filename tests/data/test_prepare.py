@@ -50,7 +50,8 @@ def test_prepare_mp4(source: Path, tmp_path: Path, cache_dir: Path) -> None:
 
     dst = out / "cam" / "day1" / "clip.mp4"
     assert result.written == [dst]
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["cam/day1/clip.mp4"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        ".vidssl-prepare.jsonl", "cam/day1/clip.mp4"]
     assert result.frames == NUM_FRAMES and result.skipped == 0
     assert [Path(p).name for p, _ in result.failed] == ["broken.mp4"]  # reported, and the run went on
 
@@ -117,7 +118,7 @@ def test_decode_failure_is_reported_and_the_run_goes_on(
     assert [p.name for p in result.written] == ["clip.mp4"]
     assert sorted(Path(p).name for p, _ in result.failed) == ["bad_late.mp4", "broken.mp4"]
     assert "simulated" in dict((Path(p).name, why) for p, why in result.failed)["bad_late.mp4"]
-    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["clip.mp4"]  # no half-written file
+    assert sorted(p.name for p in out.rglob("*") if p.is_file() and p.name != ".vidssl-prepare.jsonl") == ["clip.mp4"]
 
 
 def test_prepare_refuses_bad_folders(source: Path, cache_dir: Path) -> None:
@@ -136,3 +137,53 @@ def test_prepare_through_the_cli(source: Path, tmp_path: Path, cache_dir: Path, 
     assert f"into {out}; 0 already done; 1 failed: " in line and "broken.mp4" in line
     frame = open_video(out / "cam" / "day1" / "clip.mp4").get_frames([5])[0]
     assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8
+
+
+def test_prepare_records_sources_and_settings(source: Path, tmp_path: Path, cache_dir: Path, caplog) -> None:
+    """Any existing output counted as done: a rerun with another size= kept the old files, a changed
+    source was not redone, and a file vidssl never wrote was taken as a finished output."""
+    import logging
+    import os
+
+    out = tmp_path / "prepared"
+    dst = out / "cam" / "day1" / "clip.mp4"
+    assert prepare(PrepareConfig(data=str(source), out=str(out), size=48, keyint=4), progress=False).written == [dst]
+    assert prepare(PrepareConfig(data=str(source), out=str(out), size=48, keyint=4), progress=False).skipped == 1
+    caplog.set_level(logging.INFO)
+    again = prepare(PrepareConfig(data=str(source), out=str(out), size=32, keyint=4), progress=False)
+    assert again.written == [dst] and "size=48 -> 32; redoing it" in caplog.text
+    with av.open(str(dst)) as container:
+        assert container.streams.video[0].height == 32
+    clip = source / "cam" / "day1" / "clip.mov"
+    os.utime(clip, ns=(clip.stat().st_atime_ns, clip.stat().st_mtime_ns + 10**9))  # the source changed
+    assert prepare(PrepareConfig(data=str(source), out=str(out), size=32, keyint=4), progress=False).written == [dst]
+    foreign = tmp_path / "foreign"
+    (foreign / "cam" / "day1").mkdir(parents=True)
+    (foreign / "cam" / "day1" / "clip.mp4").write_bytes(b"the user's own file")
+    result = prepare(PrepareConfig(data=str(source), out=str(foreign), size=32), progress=False)
+    assert result.written == [] and "was not written by vidssl prepare" in dict(result.failed)[str(clip)]
+    assert (foreign / "cam" / "day1" / "clip.mp4").read_bytes() == b"the user's own file"
+
+
+def test_outputs_of_different_sources_never_share_a_name(tmp_path: Path, index_videos: dict[str, Path],
+                                                         cache_dir: Path) -> None:
+    root = tmp_path / "src"
+    root.mkdir()
+    for suffix in (".mp4", ".mkv", ".webm"):
+        shutil.copy(index_videos["short_gop"], root / f"clip{suffix}")
+    out = tmp_path / "prepared"
+    result = prepare(PrepareConfig(data=str(root), out=str(out), size=32), progress=False)
+    assert sorted(p.name for p in result.written) == ["clip.mkv.mp4", "clip.mp4", "clip.webm.mp4"]
+    frames = prepare(PrepareConfig(data=str(root), out=str(tmp_path / "f"), size=32, format="frames"), progress=False)
+    assert sorted(p.name for p in frames.written) == ["clip_mkv", "clip_mp4", "clip_webm"]
+
+
+def test_a_partial_left_by_a_killed_prepare_is_never_indexed(source: Path, tmp_path: Path, cache_dir: Path) -> None:
+    """``kill -9`` mid-write leaves ``.clip.mp4.1a2b3c4d.partial.mp4``: it was indexed as one more video."""
+    from vidssl.data.index import find_videos
+
+    out = tmp_path / "prepared"
+    prepare(PrepareConfig(data=str(source), out=str(out), size=48), progress=False)
+    left = out / "cam" / "day1" / ".clip2.mp4.1a2b3c4d.partial.mp4"
+    shutil.copy(out / "cam" / "day1" / "clip.mp4", left)
+    assert find_videos(out) == [out / "cam" / "day1" / "clip.mp4"]

@@ -124,7 +124,8 @@ def find_videos(root: Path) -> list[Path]:
     found = []
     for folder, _, files in walk(root):
         here = Path(folder)
-        found += [here / f for f in files if Path(f).suffix.lower() in VIDEO_EXTENSIONS]
+        # hidden files are never videos: a temporary that a killed writer left (.clip.mp4.1a2b3c4d.partial.mp4)
+        found += [here / f for f in files if Path(f).suffix.lower() in VIDEO_EXTENSIONS and not f.startswith(".")]
         if any(Path(f).suffix.lower() in IMAGE_EXTENSIONS for f in files):
             found.append(here)
     return sorted(found)

@@ -7,14 +7,23 @@ and the frame rate, so samplers draw exactly the same frame indices as before: s
 are unchanged, only cheaper. ``format=frames`` writes JPEG frame folders instead (the fastest random
 access, at several times the disk space).
 
-Outputs mirror the input tree; finished videos are skipped, so an interrupted run resumes, and each
-output is written under a temporary name and renamed into place (no half-written files).
+Outputs mirror the input tree; each is written under a temporary name and renamed into place (no
+half-written files; a temporary left by ``kill -9`` is hidden, and the index never reads hidden
+files). Each finished output is recorded in ``OUT/.vidssl-prepare.jsonl`` with its source (path,
+size, modification time) and settings: a rerun skips outputs recorded with the same source and
+settings (an interrupted run resumes), redoes those made from another source or with other
+settings (``size=``, ``keyint=``, ...), and refuses to overwrite a file it has no record of (made by
+something else). Sources that would share an output name (``clip.mp4``, ``clip.mkv``) keep their
+own: ``clip.mp4`` and ``clip.mkv.mp4``.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +33,11 @@ from vidssl.config import option
 from vidssl.data.backends import VideoReadError, open_video, output_size
 from vidssl.data.index import scan
 from vidssl.data.video_writer import write_frame_folder, write_video
+
+log = logging.getLogger(__name__)
+
+RECORD = ".vidssl-prepare.jsonl"
+"""Under ``out=``: one JSON line per finished output, ``{"output", "source", "settings"}``."""
 
 
 @dataclass(frozen=True)
@@ -47,9 +61,61 @@ class PrepareResult:
     frames: int
 
 
-def _output_path(src: Path, root: Path, out: Path, fmt: str) -> Path:
+def _output_names(sources: list[Path], root: Path, out: Path, fmt: str) -> dict[Path, Path]:
+    """Each source's output: the mirrored path with ``.mp4`` (or no suffix: a frame folder); sources
+    whose outputs would collide (``clip.mp4``, ``clip.mkv``, ``clip.webm``) keep their suffix in the
+    name (``clip.mkv.mp4``; frame folders ``clip_mkv``), all but an ``.mp4`` source of mp4 output."""
+
+    def plain(src: Path) -> Path:
+        rel = src.relative_to(root) if src != root else Path(src.name)
+        return out / (rel.with_suffix(".mp4") if fmt == "mp4" else rel.with_suffix(""))
+
+    taken: dict[Path, int] = {}
+    for src in sources:
+        taken[plain(src)] = taken.get(plain(src), 0) + 1
+    names = {}
+    for src in sources:
+        dst = plain(src)
+        if taken[dst] > 1 and not (fmt == "mp4" and src.suffix.lower() == ".mp4"):
+            dst = dst.with_name(f"{src.name}.mp4" if fmt == "mp4" else f"{src.stem}_{src.suffix.lstrip('.')}")
+        names[src] = dst
+    return names
+
+
+def _source_record(src: Path, root: Path) -> dict[str, object]:
+    st = os.stat(src)
+    size = st.st_size if src.is_file() else sum(1 for _ in src.iterdir())  # a frame folder: its file count
     rel = src.relative_to(root) if src != root else Path(src.name)
-    return out / (rel.with_suffix(".mp4") if fmt == "mp4" else rel.with_suffix(""))
+    return {"path": rel.as_posix(), "size": size, "mtime_ns": st.st_mtime_ns}
+
+
+def _read_records(out: Path) -> dict[str, dict]:
+    """The newest record of each output (a line cut short by a kill is ignored)."""
+    records: dict[str, dict] = {}
+    path = out / RECORD
+    if not path.is_file():
+        return records
+    for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
+        try:
+            entry = json.loads(line)
+            records[entry["output"]] = entry
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return records
+
+
+def _append_record(out: Path, entry: dict) -> None:
+    """Append one line and fsync it: a kill leaves every finished output recorded."""
+    with open(out / RECORD, "a", encoding="utf-8", errors="surrogateescape") as f:
+        f.write(json.dumps(entry) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _settings(cfg: PrepareConfig) -> dict[str, object]:
+    """The keys that change an output (``chunk`` only changes how it is read)."""
+    settings = asdict(cfg)
+    return {k: settings[k] for k in ("size", "keyint", "format", "crf", "quality")}
 
 
 def prepare(cfg: PrepareConfig, *, progress: bool = True) -> PrepareResult:
@@ -60,15 +126,30 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> PrepareResult:
     if out.resolve() == root:
         raise ValueError("out= must differ from the input folder")
     index = scan(root, progress=progress)
+    names = _output_names([Path(info.path) for info in index.videos], root, out, cfg.format)
+    records = _read_records(out)
+    settings = _settings(cfg)
     written, skipped, failed, frames = [], 0, [], 0
     start = time.perf_counter()
     bar = tqdm(index.videos, desc="prepare", unit="video", disable=not progress)
     for info in bar:
         try:
-            dst = _output_path(Path(info.path), root, out, cfg.format)
+            src = Path(info.path)
+            dst = names[src]
+            key = dst.relative_to(out).as_posix()
+            source = _source_record(src, root)
             if dst.exists():
-                skipped += 1
-                continue
+                record = records.get(key)
+                if record is None:
+                    raise ValueError(f"{dst}: exists and was not written by vidssl prepare; left as it is "
+                                     "(remove it, or choose another out=)")
+                if record.get("source") == source and record.get("settings") == settings:
+                    skipped += 1
+                    continue
+                what = "source" if record.get("source") != source else ", ".join(
+                    f"{k}={record.get('settings', {}).get(k)} -> {v}" for k, v in settings.items()
+                    if record.get("settings", {}).get(k) != v)
+                log.info("prepare: %s was made with another %s; redoing it", dst, what)
             dst.parent.mkdir(parents=True, exist_ok=True)
             # H.264 in yuv420p needs even sides.
             height, width = (max(2, 2 * round(n / 2)) for n in output_size(info.height, info.width, cfg.size))
@@ -83,6 +164,7 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> PrepareResult:
             else:
                 frames += write_frame_folder(dst, stream, quality=cfg.quality)
             reader.close()
+            _append_record(out, {"output": key, "source": source, "settings": settings})
             written.append(dst)
         except (VideoReadError, ValueError) as err:
             failed.append((info.path, str(err)))
