@@ -137,13 +137,21 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically; returns ``path``."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """Write UTF-8 ``text`` to ``path`` atomically; returns ``path``. Surrogate escapes (the bytes of a
+    file name that is not UTF-8) are written as those bytes, as the file system gave them."""
+    return atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))  # a non-UTF-8 file name, byte for byte
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
     """Write ``obj`` as JSON (trailing newline) to ``path`` atomically; returns ``path``."""
     return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def shown(name: str | os.PathLike[str]) -> str:
+    """``name`` safe to print: a file name that is not valid UTF-8 (Python keeps its bytes as
+    surrogate escapes) made printable with U+FFFD where the bad bytes were; the real name is kept for
+    every file operation and record."""
+    return os.fsencode(name).decode("utf-8", "replace")
 
 
 def stale_partials(folder: str | os.PathLike[str]) -> list[Path]:

@@ -200,3 +200,23 @@ def test_help_lists_keys(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     for key in ("detector", "tracker", "classes", "min_score", "min_box", "min_track", "imgsz", "stride", "device"):
         assert f"  {key}" in text
+
+
+def test_odd_names_and_link_loops_are_tracked_or_reported(synth_copy: Path, tmp_path: Path, cache_dir: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A non-UTF-8 file name aborted the whole of ``tracks``, and so did a symlink loop with a
+    video's name: each is now tracked (the odd name) or reported and skipped (the loop)."""
+    import os
+
+    odd = os.fsdecode(b"caf\xe9.mp4")  # Latin-1 bytes: not UTF-8
+    shutil.copy(synth_copy / "synth_000.mp4", synth_copy / odd)
+    shutil.copy(synth_copy.parent / "annotations" / "synth_000.json",
+                synth_copy.parent / "annotations" / f"{Path(odd).stem}.json")
+    (synth_copy / "loop.mp4").symlink_to(synth_copy / "loop.mp4")
+    out = tmp_path / "tracks"
+    assert run(synth_copy, out, *GT) == 0
+    manifest = read_manifest(out)
+    assert odd in manifest["videos"] and "loop.mp4" in manifest["failed"]
+    assert read_tracks(out)[odd] and (out / f"{odd}.csv").is_file()
+    assert run(synth_copy, out, *GT) == 0  # and it resumes over them
+    assert "tracked 0 videos" in capsys.readouterr().out

@@ -109,7 +109,7 @@ def read_tracks_csv(path: str | Path) -> list[Track]:
         ValueError: the file's header is not :data:`COLUMNS`.
     """
     path = Path(path)
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as f:
         reader = csv.reader(f)
         header = tuple(next(reader, ()))
         if header != COLUMNS:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from vidssl.config import ConfigError, option, to_dict
 from vidssl.data.backends import VideoReadError, open_video
 from vidssl.data.index import scan
+from vidssl.files import shown
 from vidssl.tracking.detectors import AnnotationError, Detections, Detector, filter_detections, load_detector
 from vidssl.tracking.io import (
     MANIFEST_VERSION,
@@ -91,7 +92,7 @@ class TracksResult:
         if self.failed:
             names = ", ".join(f"{rel} ({why})" for rel, why in self.failed[:3])
             line += f"; {len(self.failed)} failed: {names}" + (" ..." if len(self.failed) > 3 else "")
-        return line
+        return shown(line)
 
 
 def resolve_classes(classes: tuple[int | str, ...], names: dict[int, str]) -> frozenset[int] | None:
@@ -128,7 +129,7 @@ def _rel_path(path: str | Path, base: Path) -> str:
     the root (the index stores resolved paths) keeps just its name."""
     try:
         return Path(path).resolve().relative_to(base).as_posix()
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # outside the root, or a link loop (RuntimeError before 3.13)
         return Path(path).name
 
 
@@ -320,7 +321,7 @@ def track_folder(cfg: TracksConfig, *, progress: bool = True) -> TracksResult:
         bar.set_postfix_str(f"{counted['frames'] / (time.perf_counter() - start):.1f} frames/s", refresh=True)
 
     for info, rel in todo:
-        bar.set_description_str(f"tracks {Path(rel).name}")
+        bar.set_description_str(f"tracks {shown(Path(rel).name)}")
         began = time.perf_counter()
         try:
             video = track_video(Path(info.path), rel, detector=detector, recipe=recipe, classes=classes, cfg=cfg,
@@ -328,7 +329,7 @@ def track_folder(cfg: TracksConfig, *, progress: bool = True) -> TracksResult:
         except (VideoReadError, AnnotationError, OSError) as err:
             result.failed.append((rel, str(err)))
             manifest["failed"][rel] = str(err)
-            bar.write(f"skipped {rel}: {err}")
+            bar.write(shown(f"skipped {rel}: {err}"))
             bar.update()
             write_manifest(out, manifest)
             continue
