@@ -23,7 +23,8 @@ Released recipe and how it maps here (videowalk ``code/train.py``, ``code/model.
   layer4's 512-d map (``stage=layer4``). ``--remove-layers`` is ``[]`` in ``train_args`` and
   ``['layer4']`` only in ``test_args`` (the author confirms it in the repository's issue 8): layer4
   is dropped at test time only, which is what label propagation does with ``layer=res3``
-  (``preset=crw``). ``stage=layer3`` walks on layer3 (256-d) instead, as vidssl did before.
+  (``preset=crw``; the author reports a drop of a few points when testing with layer4).
+  ``stage=layer3`` walks on layer3 (256-d) instead, as vidssl did before.
 * padding: ``--model-type scratch`` sets ``padding_mode='reflect'`` on every convolution with
   padding > 0 (conv1 and the 3x3 convs; not the 1x1 downsample convs, not the max pool):
   ``padding=reflect`` (default) sets it on the encoder through
@@ -57,11 +58,20 @@ Deviations that remain:
   released code's README reports no ablation of it). The closest expressible schedule is a cosine
   to ``min_lr=3.0e-5``, which lowers the lr earlier than the released drop.
 * ImageNet normalization (the released code uses CIFAR's mean and std, 0.4914 0.4822 0.4465 /
-  0.2023 0.1994 0.2010): a fixed affine change of the input that the first BatchNorm largely
-  absorbs; not measured.
-* edge dropout runs in training mode only (the released ``forward`` always drops); only its
-  visualisation calls walked in eval, so training is unchanged.
-* the trainer's own optimiser (recipe: AdamW, weight decay 0, which is Adam).
+  0.2023 0.1994 0.2010): a per-channel affine change of the input. With reflect padding the shift
+  passes conv1 as a constant per output channel, which the first BatchNorm removes; the scales
+  differ by 1.12-1.13x across the three channels, nearly uniform, which BatchNorm also absorbs.
+  Expected negligible; not measured.
+* edge dropout runs in training mode only (the released ``forward`` drops whenever it runs, and it
+  runs only to train), so training is the same.
+* the trainer's own optimiser (recipe: AdamW, weight decay 0, which is Adam: no effect).
+* the run length: the recipe's ``steps=100000`` is not derived from the released run, which trains
+  25 epochs of Kinetics-400 sampling up to 5 clips per video per epoch (``--clips-per-video 5``;
+  about 240k videos at batch 20 would be about 60k steps an epoch: an estimate, not checked).
+
+Cost of the released trunk: a 64 px patch costs 752 M multiply-adds forward to layer4 at stride 8
+against 215 M to layer3 (3.5x; ``torch.utils.flop_counter``), so a step of the released recipe
+(20 clips x 4 frames x 49 patches) is about 2.9 T multiply-adds forward instead of 0.84 T.
 """
 
 from __future__ import annotations
