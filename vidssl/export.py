@@ -64,6 +64,12 @@ def _check_torchvision(encoder: Encoder) -> None:
             f"format='torchvision': torchvision's {encoder.config['name']} has stride 32, this encoder "
             f"{encoder.stride} (same weights, different network); use format='safetensors' or 'onnx'"
         )
+    if encoder.config["kwargs"].get("padding", "zeros") != "zeros":
+        raise ValueError(
+            f"format='torchvision': torchvision's {encoder.config['name']} pads its convolutions with zeros, this "
+            f"encoder with {encoder.config['kwargs']['padding']} (same weights, different network); use "
+            "format='safetensors' or 'onnx'"
+        )
     # Builder kwargs such as groups or width_per_group change the shapes: compare with the real thing.
     reference = getattr(torchvision.models, encoder.config["name"])(weights=None).state_dict()
     ours = encoder.state_dict()

@@ -69,10 +69,11 @@ def test_identity_walks_return_and_random_ones_do_not() -> None:
 def test_edge_dropout_cuts_edges_and_keeps_rows_stochastic() -> None:
     torch.manual_seed(2)
     nodes = F.normalize(torch.randn(4, 3, 25, 8), dim=-1)
-    forward, backward = transitions(nodes, temperature=0.05, edge_dropout=0.3)
-    for step in [*forward, *backward]:
-        torch.testing.assert_close(step.sum(-1), torch.ones(step.shape[:-1]))
-        assert 0.25 < (step == 0).float().mean() < 0.35
+    for rule, backward_rate in [("independent", 0.3), ("released", 1 - 0.7**2)]:  # released: forward cuts kept
+        forward, backward = transitions(nodes, temperature=0.05, edge_dropout=0.3, rule=rule)
+        for step, rate in [*((f, 0.3) for f in forward), *((b, backward_rate) for b in backward)]:
+            torch.testing.assert_close(step.sum(-1), torch.ones(step.shape[:-1]))
+            assert rate - 0.05 < (step == 0).float().mean() < rate + 0.05
     kept, _ = transitions(nodes, temperature=0.05, edge_dropout=0.0)
     assert not (kept[0] == 0).any()
 
@@ -88,16 +89,20 @@ def test_patch_grid_cuts_each_frame_into_windows() -> None:
     assert default.per_frame == 49 and default(torch.zeros(1, 3, 300, 400, dtype=torch.uint8)).shape == (49, 3, 64, 64)
 
 
-def test_crw_walks_on_layer3_of_a_stride_8_resnet() -> None:
+def test_crw_walks_on_layer4_of_a_stride_8_resnet() -> None:
     method = CRW(build_encoder("resnet18", stride=8), CRW.Config(clip_len=3, patch=32, patch_stride=16), image_size=64)
-    assert method.head.in_features == 256  # layer3 of ResNet-18, as the released trunk
+    assert method.head.in_features == 512  # layer4 of ResNet-18: the released training removes no layer
     spec = method.data()
     assert spec.sampler == SequenceSampler(length=3, stride=4) and not spec.color and spec.transform is method.grid
     batch = {"frames": torch.randint(0, 256, (2, 3 * 9, 3, 32, 32), dtype=torch.uint8)}
     out = method.training_step(batch)
     out.loss.backward()
     assert torch.isfinite(out.loss) and set(out.logs) >= {"loss", "xent_2", "acc_2"}
-    assert method.encoder.layer4[0].conv1.weight.grad is None  # layer4 is not part of the walk
+    assert method.encoder.layer4[0].conv1.weight.grad is not None  # layer4 is part of the walk
+    layer3 = CRW(build_encoder("resnet18", stride=8), CRW.Config(clip_len=3, patch=32, patch_stride=16, stage="layer3"),
+                 image_size=64)
+    layer3.training_step(batch).loss.backward()
+    assert layer3.head.in_features == 256 and layer3.encoder.layer4[0].conv1.weight.grad is None  # the option
     with pytest.raises(ValueError, match="clip_len >= 3"):
         CRW(build_encoder("resnet18", stride=8), CRW.Config(clip_len=2))
     with pytest.raises(ValueError, match="ResNet stage"):

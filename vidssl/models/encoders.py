@@ -11,9 +11,10 @@ Every encoder is an :class:`Encoder` (timm's contract):
 
 ResNets come from torchvision with random weights (nothing is ever downloaded) and keep
 torchvision's parameter names, so an encoder's state_dict loads into ``torchvision.models.resnet50()``
-with only ``fc.weight`` / ``fc.bias`` missing. ``vit_tiny`` / ``vit_small`` are torchvision ViTs with
-patch (= stride) 16 whose pooled output is the class token rather than the mean of the dense map
-(the one exception to ``forward = forward_head(forward_features(x))``: see :class:`ViTEncoder`).
+with only ``fc.weight`` / ``fc.bias`` missing (the same network when built at stride 32 with the
+default ``padding="zeros"``; ``padding="reflect"`` is CRW's). ``vit_tiny`` / ``vit_small`` are
+torchvision ViTs with patch (= stride) 16 whose pooled output is the class token rather than the
+mean of the dense map (the one exception to ``forward = forward_head(forward_features(x))``: see :class:`ViTEncoder`).
 ``timm:<name>`` wraps any timm model (timm is optional).
 Weights come from local files only: ``build_encoder(name, weights="trunk.safetensors")``.
 """
@@ -32,6 +33,7 @@ from torch import nn
 
 TIMM_PREFIX = "timm:"
 RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
+PADDING_MODES = ("zeros", "reflect")
 
 
 class Encoder(nn.Module):
@@ -106,14 +108,37 @@ class ResNetEncoder(Encoder):
 
     def forward_stage(self, x: torch.Tensor, stage: str) -> torch.Tensor:
         """(B, in_chans, H, W) -> the dense output of ``stage`` (``layer1`` .. ``layer4``), later
-        stages not run: CRW's trunk is ``layer3`` (res4 in mmaction's counting, 256-d for ResNet-18
-        at stride 8 when built with ``stride=8``). Channels: :meth:`stage_dim`."""
+        stages not run (CRW's label propagation reads ``layer3``, 256-d for ResNet-18, of the
+        stride-8 trunk it trained through ``layer4``). Channels: :meth:`stage_dim`."""
         if stage not in RESNET_STAGES:
             raise ValueError(f"stage must be one of {', '.join(RESNET_STAGES)}, got {stage!r}")
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for name in RESNET_STAGES[: RESNET_STAGES.index(stage) + 1]:
             x = getattr(self, name)(x)
         return x
+
+    def set_padding(self, mode: str) -> None:
+        """Pad every convolution that pads (``padding > 0``: conv1 and the 3x3 convs, not the 1x1
+        downsample convs, not the max pool) with ``mode``: ``zeros`` (torchvision's) or ``reflect``
+        (CRW's ``--model-type scratch``, Jabri et al. 2020, arXiv:2006.14613). Weights are unchanged;
+        the mode is recorded in ``config["kwargs"]["padding"]`` (only when not ``zeros``, so existing
+        configs stay as they were) so checkpoints and exports rebuild the same network.
+
+        Raises:
+            ValueError: a mode other than ``zeros`` / ``reflect``.
+        """
+        if mode not in PADDING_MODES:
+            raise ValueError(f"{self.config['name']}: padding must be one of {', '.join(PADDING_MODES)}, got {mode!r}")
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d) and sum(module.padding) > 0:
+                module.padding_mode = mode
+        kwargs = {k: v for k, v in self.config["kwargs"].items() if k != "padding"}
+        self.config = {**self.config, "kwargs": kwargs if mode == "zeros" else {**kwargs, "padding": mode}}
+
+    @property
+    def padding(self) -> str:
+        """The padding mode of the convolutions that pad: ``zeros`` or ``reflect`` (:meth:`set_padding`)."""
+        return str(self.config["kwargs"].get("padding", "zeros"))
 
     def stage_dim(self, stage: str) -> int:
         """Channels of :meth:`forward_stage`'s output for ``stage``."""
@@ -177,7 +202,7 @@ def _replace_input_conv(trunk: torchvision.models.ResNet, in_chans: int) -> None
     trunk.conv1 = conv
 
 
-def _resnet(name: str, *, stride: int, in_chans: int, kwargs: dict[str, Any]) -> ResNetEncoder:
+def _resnet(name: str, *, stride: int, in_chans: int, padding: str, kwargs: dict[str, Any]) -> ResNetEncoder:
     if stride not in (8, 16, 32):
         raise ValueError(f"{name}: stride must be 8, 16 or 32, got {stride}")
     if "weights" in kwargs:
@@ -200,25 +225,30 @@ def _resnet(name: str, *, stride: int, in_chans: int, kwargs: dict[str, Any]) ->
         _replace_input_conv(trunk, in_chans)
     recorded = {k: v for k, v in kwargs.items() if k != "replace_stride_with_dilation"}  # from stride
     config = {"name": name, "stride": stride, "in_chans": in_chans, "kwargs": recorded}
-    return ResNetEncoder(trunk, stride=stride, config=config)
+    encoder = ResNetEncoder(trunk, stride=stride, config=config)
+    encoder.set_padding(padding)  # records a non-default mode in config["kwargs"]
+    return encoder
 
 
-def resnet18(*, stride: int = 32, in_chans: int = 3, **kwargs: Any) -> ResNetEncoder:
+def resnet18(*, stride: int = 32, in_chans: int = 3, padding: str = "zeros", **kwargs: Any) -> ResNetEncoder:
     """torchvision ResNet-18 trunk, random init, out_dim 512. Stride 16 / 8 by the stride-reduced
-    trick (no dilation: BasicBlock does not support it). ``kwargs`` go to torchvision's builder."""
-    return _resnet("resnet18", stride=stride, in_chans=in_chans, kwargs=kwargs)
+    trick (no dilation: BasicBlock does not support it). ``padding``: ``zeros`` | ``reflect``
+    (:meth:`ResNetEncoder.set_padding`). Other ``kwargs`` go to torchvision's builder."""
+    return _resnet("resnet18", stride=stride, in_chans=in_chans, padding=padding, kwargs=kwargs)
 
 
-def resnet34(*, stride: int = 32, in_chans: int = 3, **kwargs: Any) -> ResNetEncoder:
+def resnet34(*, stride: int = 32, in_chans: int = 3, padding: str = "zeros", **kwargs: Any) -> ResNetEncoder:
     """torchvision ResNet-34 trunk, random init, out_dim 512. Stride 16 / 8 by the stride-reduced
-    trick (no dilation: BasicBlock does not support it). ``kwargs`` go to torchvision's builder."""
-    return _resnet("resnet34", stride=stride, in_chans=in_chans, kwargs=kwargs)
+    trick (no dilation: BasicBlock does not support it). ``padding`` as :func:`resnet18`; other
+    ``kwargs`` go to torchvision's builder."""
+    return _resnet("resnet34", stride=stride, in_chans=in_chans, padding=padding, kwargs=kwargs)
 
 
-def resnet50(*, stride: int = 32, in_chans: int = 3, **kwargs: Any) -> ResNetEncoder:
+def resnet50(*, stride: int = 32, in_chans: int = 3, padding: str = "zeros", **kwargs: Any) -> ResNetEncoder:
     """torchvision ResNet-50 trunk, random init, out_dim 2048. Stride 16 / 8 by torchvision's
-    ``replace_stride_with_dilation`` (dilated layer4, and layer3 for 8). ``kwargs`` go to torchvision."""
-    return _resnet("resnet50", stride=stride, in_chans=in_chans, kwargs=kwargs)
+    ``replace_stride_with_dilation`` (dilated layer4, and layer3 for 8). ``padding`` as :func:`resnet18`;
+    other ``kwargs`` go to torchvision."""
+    return _resnet("resnet50", stride=stride, in_chans=in_chans, padding=padding, kwargs=kwargs)
 
 
 class ViTEncoder(Encoder):
