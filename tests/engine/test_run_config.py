@@ -139,3 +139,17 @@ def test_recipe_and_config_values_are_typed_and_checked_like_the_command_line(tm
     latin.rename(tmp_path / "config.yaml")
     with pytest.raises(ConfigError, match="config.yaml: not a vidssl config.yaml: not UTF-8"):
         load_run_config(tmp_path / "config.yaml")
+
+
+def test_a_run_saved_before_a_key_existed_resumes_as_it_trained() -> None:
+    """CRW's padding and edge-dropout keys came with new defaults (reflect, the released cuts); a run
+    saved before them walked with zero padding and independent cuts and must resume that way."""
+    from vidssl.engine.config import config_dict, from_dict
+
+    old = config_dict(*resolve(["method=crw"]))
+    for key in ("padding", "edge_dropout_rule"):
+        del old["method"][key]
+    _, method = from_dict(old)
+    assert (method.padding, method.edge_dropout_rule) == ("zeros", "independent")
+    _, method = from_dict(config_dict(*resolve(["method=crw"])))  # a config of this release keeps its own
+    assert (method.padding, method.edge_dropout_rule) == ("reflect", "released")

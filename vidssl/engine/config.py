@@ -274,12 +274,14 @@ def from_dict(saved: dict[str, Any], *, source: object = "config") -> tuple[Trai
     engine = {k: v for k, v in saved["train"].items() if k in ENGINE_KEYS}
     dropped = sorted(set(saved["train"]) - set(engine))
     train_cfg = TrainConfig(**typed_values(TrainConfig, engine, source))
-    cls = method_class(train_cfg.method).Config
+    method = method_class(train_cfg.method)
+    cls = method.Config
     names = {f.name for f in dataclasses.fields(cls)}
     dropped += sorted(set(saved["method"]) - names)
     if dropped:
         log.warning("config: ignoring keys this release does not have: %s", ", ".join(dropped))
-    method_cfg = cls(**typed_values(cls, {k: v for k, v in saved["method"].items() if k in names}, source))
+    kept = {**method.saved_defaults, **{k: v for k, v in saved["method"].items() if k in names}}
+    method_cfg = cls(**typed_values(cls, kept, source))
     try:
         return check_run(train_cfg, method_cfg)
     except ConfigError as err:

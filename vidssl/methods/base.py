@@ -7,6 +7,8 @@ carries everything about the method:
   (no prefixes; ``vidssl train method=NAME --help`` lists them, ``config.yaml`` stores them under
   ``method:``). The engine never reads them.
 * ``train_defaults``: engine keys whose default differs for this method (``encoder_stride=8``).
+* ``saved_defaults``: for keys added after a release, the value a config saved without them meant
+  (the behaviour of that release), so a resumed or re-read old run keeps training as it did.
 * :meth:`smoke`: keys for a one-step run on tiny synthetic videos (the registry test uses it).
 * :meth:`data`: what it needs from the loader (a :class:`~vidssl.data.spec.DataSpec`, composed of
   data-layer samplers, view recipes and pair sources).
@@ -61,6 +63,9 @@ class Method(nn.Module):
 
     Config: ClassVar[type] = MethodConfig
     train_defaults: ClassVar[dict[str, Any]] = {}
+    #: Keys a saved config (``config.yaml``, a checkpoint) may lack because it predates them, with the
+    #: value that reproduces what such a run did (the new default may differ: CRW's padding).
+    saved_defaults: ClassVar[dict[str, Any]] = {}
     #: What the trained encoder reads: ``rgb``, or ``gray`` (the Lab lightness in all three
     #: channels, :func:`vidssl.models.color.gray_input`). Exports record it, and propagation's
     #: ``input=auto`` follows it (:func:`vidssl.features.encoder_input`).

@@ -175,6 +175,8 @@ class CRW(Method):
     """
 
     train_defaults: ClassVar[dict[str, Any]] = {"encoder_stride": 8, "image_size": 256}
+    # Runs saved before the release-matching keys walked with zero padding and independent cuts.
+    saved_defaults: ClassVar[dict[str, Any]] = {"padding": "zeros", "edge_dropout_rule": "independent"}
 
     @dataclass(frozen=True)
     class Config:
