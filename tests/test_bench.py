@@ -195,3 +195,16 @@ def test_bench_command_round_trips() -> None:
     assert parse_command(shlex.split(bench_command(cfg))[1:])[1] == cfg
     with pytest.raises(ConfigError):
         parse_command(["bench", "budget_mpx=0"])
+
+
+def test_eval_synth_writes_and_scores_held_out_videos(tmp_path, capsys) -> None:
+    root, out = tmp_path / "held", tmp_path / "scores"
+    args = ["eval", "synth", str(root), "encoder=pixels", "videos=1", "frames=6", "height=64", "width=80",
+            f"out={out}"]
+    assert main(args) == 0
+    assert "held-out synthetic videos: J&F" in capsys.readouterr().out
+    record = json.loads((out / "results.json").read_text())
+    assert 0 <= record["J&F"] <= 1 and 0 <= record["PCK@0.2"] <= 1 and list(record["per_sequence"]) == ["synth_000"]
+    assert (root / "synth.json").exists() and record["settings"]["video_seed"] == 1000
+    assert main([*args[:3], "encoder=copy", f"out={tmp_path / 'copy'}"]) == 0  # copy: masks only
+    assert "PCK@0.2" not in json.loads((tmp_path / "copy" / "results.json").read_text())

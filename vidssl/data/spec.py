@@ -65,7 +65,9 @@ def pixels_per_sample(spec: DataSpec, *, image_size: int) -> int:
     Read from the data pieces themselves, so it holds for any method: the sampler says how many
     frames a sample decodes; without a view recipe each frame becomes one ``image_size`` crop per
     view key (a frame pair and a track-crop pair: 4 views); a view recipe (CRW's patch grid, DINO's
-    multi-crop) is run once on blank frames and its output counted.
+    multi-crop) is run once on blank frames and its output counted. Views a method makes from the
+    batch on the device are not in the spec and not counted (rotation's four rotations of each
+    frame, jigsaw's and relpatch's tiles): compare such methods on steps, not on this budget.
     """
     fps = 30.0  # any rate: it decides which frames, not how many
     frames = len(spec.sampler(spec.sampler.min_frames(fps) + 1000, fps, torch.Generator().manual_seed(0)))
