@@ -163,6 +163,10 @@ def test_bench_compares_two_recipes_and_a_rerun_recomputes_nothing(tmp_path, cac
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "train.image_size 32 -> 48" in err
 
+    # so are other synthetic videos (the encoders and scores in the folder were made on these)
+    assert main([*args, "synth_videos=3"]) == 1
+    assert "synth_train: holds synthetic videos made with other settings (num_videos 2 -> 3)" in capsys.readouterr().err
+
     # the results page, generated from the results file by one command that it names
     page = tmp_path / "results.md"
     assert main(["bench", "report", str(out / "results.json"), f"out={page}"]) == 0

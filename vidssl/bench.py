@@ -206,10 +206,25 @@ def training_videos(cfg: BenchConfig, *, progress: bool) -> Path:
     from vidssl.data.synth import SynthConfig, generate
 
     folder = Path(cfg.out) / "synth_train"
-    if not (folder / "synth.json").exists():
-        generate(folder, SynthConfig(out=str(folder), num_videos=cfg.synth_videos, num_frames=cfg.synth_frames,
-                                     height=cfg.synth_height, width=cfg.synth_width, seed=cfg.seed), progress=progress)
+    wanted = dict(num_videos=cfg.synth_videos, num_frames=cfg.synth_frames, height=cfg.synth_height,
+                  width=cfg.synth_width, seed=cfg.seed)
+    if not check_synth(folder, wanted):
+        generate(folder, SynthConfig(out=str(folder), **wanted), progress=progress)
     return folder / "videos"
+
+
+def check_synth(folder: Path, wanted: dict[str, Any]) -> bool:
+    """Whether ``folder`` holds the synthetic videos of ``wanted`` (SynthConfig keys); False when it
+    holds none; a one-line error when it holds others (its encoders and scores would mix two sets)."""
+    record = folder / "synth.json"
+    if not record.exists():
+        return False
+    held = json.loads(record.read_text()).get("config", {})
+    changed = [f"{k} {held.get(k)!r} -> {v!r}" for k, v in wanted.items() if held.get(k) != v]
+    if changed:
+        raise ValueError(f"{folder}: holds synthetic videos made with other settings ({'; '.join(changed)}); remove "
+                         "the benchmark folder or choose another out=")
+    return True
 
 
 def train_command(cfg: BenchConfig, recipe: str, data: Path, init: Path, steps: int | None) -> list[str]:
@@ -316,7 +331,11 @@ def score_row(cfg: BenchConfig, name: str, which: str, *, progress: bool) -> dic
     if which == "synth":
         from vidssl.evaluation.synth import SynthEvalConfig, evaluate_synth
 
-        evaluate_synth(SynthEvalConfig(encoder=encoder, out=str(out), **held_out(cfg)), progress=progress)
+        held = SynthEvalConfig(encoder=encoder, out=str(out), **held_out(cfg))
+        if not cfg.synth:  # the benchmark's own held-out set: written once, and only with these settings
+            check_synth(Path(held.root), dict(num_videos=held.videos, num_frames=held.frames, height=held.height,
+                                              width=held.width, num_objects=held.objects, seed=held.video_seed))
+        evaluate_synth(held, progress=progress)
     elif which == "davis":
         from vidssl.evaluation.davis import DavisEvalConfig, evaluate_davis
 
