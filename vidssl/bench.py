@@ -45,6 +45,7 @@ from typing import Any
 import torch
 
 from vidssl.config import ConfigError, option, to_dict
+from vidssl.engine.config import TrainConfig
 from vidssl.files import atomic_write_json, atomic_write_text
 from vidssl.methods.base import Method
 
@@ -105,7 +106,7 @@ def method_pixels_per_sample(method: Method) -> int:
     return pixels_per_sample(method.data(), image_size=method.image_size)
 
 
-def build_method(train_cfg: Any, method_cfg: Any) -> Method:
+def build_method(train_cfg: TrainConfig, method_cfg: Any) -> Method:
     """The method of a resolved config with a freshly built encoder (no weights read), for
     inspection; torch's global RNG is left as it was."""
     from vidssl.engine.config import method_class
@@ -117,7 +118,7 @@ def build_method(train_cfg: Any, method_cfg: Any) -> Method:
                                               seed=train_cfg.seed)
 
 
-def pixels_per_step(train_cfg: Any, method_cfg: Any) -> int:
+def pixels_per_step(train_cfg: TrainConfig, method_cfg: Any) -> int:
     """Encoder input pixels of one optimizer step of a resolved config (micro-batch x accumulation x
     :func:`method_pixels_per_sample`)."""
     per_sample = method_pixels_per_sample(build_method(train_cfg, method_cfg))
@@ -238,7 +239,7 @@ def train_command(cfg: BenchConfig, recipe: str, data: Path, init: Path, steps: 
     return argv + ([f"steps={steps}"] if steps is not None else [])
 
 
-def resolve_command(argv: list[str]) -> tuple[Any, Any]:
+def resolve_command(argv: list[str]) -> tuple[TrainConfig, Any]:
     """The configs of a :func:`train_command` argv (``vidssl train RECIPE DATA key=value ...``),
     resolved as the command line resolves them."""
     from vidssl.engine.config import read_recipe, resolve
@@ -247,7 +248,7 @@ def resolve_command(argv: list[str]) -> tuple[Any, Any]:
     return resolve([f"data={data}", *pairs], recipe=read_recipe(recipe))
 
 
-def _learning_config(train_cfg: Any, method_cfg: Any) -> dict[str, Any]:
+def _learning_config(train_cfg: TrainConfig, method_cfg: Any) -> dict[str, Any]:
     """What a run learns from: the saved config without the keys of how it executes."""
     from vidssl.engine.config import config_dict
 
