@@ -155,9 +155,11 @@ def test_bench_compares_two_recipes_and_a_rerun_recomputes_nothing(tmp_path, cac
 
     monkeypatch.setattr("vidssl.engine.trainer.train", fail)
     monkeypatch.setattr("vidssl.evaluation.synth.evaluate_synth", fail)
+    monkeypatch.setattr("vidssl.bench._now", lambda: "a later date")
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-    assert json.loads((out / "results.json").read_text())["table"] == record["table"]
+    again = json.loads((out / "results.json").read_text())
+    assert again["table"] == record["table"] and again["date"] == record["date"]  # when the figures were computed
     # other settings in the same folder are refused in one line naming what differs
     assert main([*args[:-1], "overrides=(image_size=48,batch_size=2,workers=0,proj_hidden=32,decode_size=64)"]) == 1
     err = capsys.readouterr().err.strip()

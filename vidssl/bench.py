@@ -516,7 +516,16 @@ def run_bench(cfg: BenchConfig, *, progress: bool = False) -> dict[str, Any]:
 
         plot_comparison(bars, plot, key="v", title=f"{cfg.budget_mpx:g} Mpx of training per recipe, one "
                         f"initialisation ({cfg.init}); preset={cfg.preset}")
-    record = {"command": bench_command(cfg), "machine": machine(), "date": _now(), "results": str(out / "results.json"),
+    command, when, where = bench_command(cfg), _now(), machine()
+    previous = out / "results.json"
+    if previous.exists():  # a rerun that computed nothing keeps when and where its figures were computed
+        try:
+            held = json.loads(previous.read_text())
+        except json.JSONDecodeError:
+            held = {}
+        if held.get("command") == command and held.get("table") == json.loads(json.dumps(table)):
+            when, where = held.get("date", when), held.get("machine", where)
+    record = {"command": command, "machine": where, "date": when, "results": str(previous),
               "plot": str(plot) if any(bars.values()) else "", "config": to_dict(cfg), "table": table,
               "training": training, "scores": scores}
     atomic_write_json(out / "results.json", record)
