@@ -454,7 +454,8 @@ def section(record: dict[str, Any], *, level: int = 2) -> str:
             lines += ["", f"{caption}:", "", table]
     if record["training"]:
         lines += ["", "Each trained row re-created by (the shared initialisation first: `OUT/init.safetensors`):", ""]
-        lines += [f"- {name}: `{t['command']}` ({t['steps']} steps of {t['pixels_per_step']:,} pixels)"
+        lines += [f"- {name}: `{t['command']}` ({t['steps']} steps of {t['pixels_per_step']:,} pixels; load average "
+                  f"{t['load_average']} when it ended, so wall minutes are upper bounds on a shared machine)"
                   for name, t in record["training"].items()]
     return "\n".join(lines)
 
