@@ -75,7 +75,14 @@ def _run_train(cfgs: tuple[Any, Any]) -> int:
 
 
 def _is_recipe(arg: str) -> bool:
-    return "=" not in arg and arg.endswith((".yaml", ".yml"))
+    """A YAML file, or the name of a shipped recipe (``cpu/fti``) that is not a path on disk."""
+    if "=" in arg:
+        return False
+    if arg.endswith((".yaml", ".yml")):
+        return True
+    from vidssl.engine.config import shipped_recipe
+
+    return not Path(arg).exists() and shipped_recipe(arg) is not None
 
 
 def _engine_config() -> type:
@@ -252,6 +259,67 @@ def _run_demo(cfg: Any) -> int:
     return 0
 
 
+def _bench_config() -> type:
+    from vidssl.bench import BenchConfig
+
+    return BenchConfig
+
+
+def _run_bench(cfg: Any) -> int:
+    from vidssl.bench import markdown_table, run_bench
+
+    record = run_bench(cfg, progress=True)
+    print(markdown_table(record["table"]))
+    print(f"wrote {cfg.out}/results.json, {cfg.out}/results.md" + (f" and {record['plot']}" if record["plot"] else ""))
+    return 0
+
+
+def _report_config() -> type:
+    from vidssl.bench import ReportConfig
+
+    return ReportConfig
+
+
+def _parse_report(args: list[str]) -> Any:
+    """``RESULTS.json ... [out=PAGE]``: every bare argument is a results file."""
+    import dataclasses
+
+    cfg = parse_overrides(_report_config(), [a for a in args if "=" in a])
+    return dataclasses.replace(cfg, results=(*cfg.results, *(a for a in args if "=" not in a)))
+
+
+def _run_report(cfg: Any) -> int:
+    import shlex
+
+    from vidssl.bench import report
+    from vidssl.files import atomic_write_text
+
+    command = shlex.join(["vidssl", "bench", "report", *cfg.results, *([f"out={cfg.out}"] if cfg.out else [])])
+    page = report(cfg.results, command=command)
+    if cfg.out:
+        atomic_write_text(Path(cfg.out), page)
+        print(f"wrote {cfg.out}")
+    else:
+        print(page, end="")
+    return 0
+
+
+def _eval_synth_config() -> type:
+    from vidssl.evaluation.synth import SynthEvalConfig
+
+    return SynthEvalConfig
+
+
+def _run_eval_synth(cfg: Any) -> int:
+    from vidssl.evaluation.synth import evaluate_synth
+
+    r = evaluate_synth(cfg)
+    points = f", PCK@0.1 {r['PCK@0.1']:.3f}, PCK@0.2 {r['PCK@0.2']:.3f}" if "PCK@0.2" in r else ""
+    print(f"held-out synthetic videos: J&F {r['J&F']:.3f} (J {r['J']:.3f}, F {r['F']:.3f}){points}; "
+          f"wrote {cfg.out}/results.json")
+    return 0
+
+
 def _tracks_config() -> type:
     from vidssl.tracking.run import TracksConfig
 
@@ -282,7 +350,8 @@ COMMANDS: dict[str, Command] = {
         _demo_config, _run_demo,
     ),
     "train": Command(
-        "train an encoder with a self-supervised method ([RECIPE.yaml] [DATA] key=value ...)", _engine_config,
+        "train an encoder with a self-supervised method ([RECIPE] [DATA] key=value ...; RECIPE: a YAML file or a "
+        "shipped name such as cpu/fti)", _engine_config,
         _run_train, "data", parse=_parse_train, help_rows=_train_help,
     ),
     "eval linear": Command(
@@ -306,6 +375,18 @@ COMMANDS: dict[str, Command] = {
     ),
     "eval jhmdb": Command(
         "JHMDB PCK of keypoint propagation with an encoder's features", _eval_jhmdb_config, _run_eval_jhmdb, "root",
+    ),
+    "eval synth": Command(
+        "J&F and keypoint PCK of propagation on held-out synthetic videos (written first when absent)",
+        _eval_synth_config, _run_eval_synth, "root",
+    ),
+    "bench": Command(
+        "compare training recipes: one initialisation, one pixel budget, one protocol (cached; results JSON, "
+        "Markdown, plot)", _bench_config, _run_bench,
+    ),
+    "bench report": Command(
+        "a Markdown results page from results files of vidssl bench (RESULTS.json ... [out=PAGE])", _report_config,
+        _run_report, parse=_parse_report,
     ),
 }
 
@@ -420,7 +501,7 @@ def _describe(err: BaseException) -> str:
 
 
 # Subcommands whose ``out`` is a single file; for every other one it is a folder.
-_OUT_IS_FILE = frozenset({"export"})
+_OUT_IS_FILE = frozenset({"export", "bench report"})
 
 
 def _check_out(name: str, cfg: Any) -> None:

@@ -5,8 +5,10 @@
    objects are 8-13 stride-8 feature cells across (at 160 x 128, 3-6 cells, no encoder tracks
    them: BENCHMARKS.md, "make demo"); ``lighting`` > 0 also changes the light over every video,
    training and held-out (synth ``lighting``);
-2. trains a ResNet-18 on the training videos (``method``, by default FTI with the learning
-   benchmark's InfoNCE recipe, chosen on validation videos, where it led SimCLR; ``RECIPES``);
+2. trains a ResNet-18 on the training videos with the CPU recipe of ``method``
+   (``vidssl/recipes/cpu/METHOD.yaml``, the file the learning benchmark trains too; by default
+   ``cpu/fti``, FTI with InfoNCE, chosen on validation videos, where it led SimCLR), the demo's own
+   data, folder and loader given on top, and prints that command (:func:`train_command`);
 3. propagates the first-frame masks and keypoints through the held-out videos with the trained
    encoder, with the same random initialisation, and with ``pixels``, and prints one table (DAVIS
    J&F, PCK@0.1 / @0.2); every ResNet is read at ``res3`` (stride 8);
@@ -33,6 +35,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from vidssl.config import option
+from vidssl.engine.config import find_recipe
 from vidssl.files import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -42,11 +45,12 @@ log = logging.getLogger(__name__)
 class DemoConfig:
     out: str = option("runs/demo", "demo folder (videos, run, evaluations, pictures, export)")
     method: Literal["fti", "colorization", "crw"] = option(
-        "fti", "training method, each with a small-scale recipe (RECIPES; BENCHMARKS.md, make demo, says why fti)")
-    steps: int = option(190, "training steps")
-    batch_size: int = option(0, "samples per step (0: the method's demo recipe)")
-    lr: float = option(0.0, "learning rate (0: the method's demo recipe)")
-    image_size: int = option(64, "training crop size")
+        "fti", "training method, trained with its CPU recipe vidssl/recipes/cpu/METHOD.yaml (BENCHMARKS.md, make "
+        "demo, says why fti)")
+    steps: int = option(0, "training steps, warmup a tenth of them (0: the recipe's)")
+    batch_size: int = option(0, "samples per step (0: the recipe's)")
+    lr: float = option(0.0, "learning rate (0: the recipe's)")
+    image_size: int = option(0, "training crop size, CRW's patches scaled with it (0: the recipe's)")
     decode_size: int = option(0, "short side the training frames are decoded at (0: the videos' own)")
     train_videos: int = option(12, "synthetic training videos")
     held_out: int = option(4, "held-out synthetic videos the encoders are scored on")
@@ -69,48 +73,63 @@ class DemoConfig:
 
 ROWS = ("trained", "random init", "pixels")
 
-RECIPES: dict[str, dict[str, Any]] = {
-    # The recipe of the learning benchmark's fti row (tools/bench_learning.py): two frames up to 30 apart as
-    # positives, InfoNCE at temperature 0.1, batch 32, SGD 0.05; chosen for the demo on validation videos
-    # (BENCHMARKS.md, make demo), where it led SimCLR (the same at gap 0) and colorization.
-    "fti": {"loss": "infonce", "temperature": 0.1, "max_gap": 30, "proj_hidden": 512, "batch_size": 32,
-            "optimizer": "sgd", "lr": 0.05, "weight_decay": 1e-4},
-    "colorization": {"num_refs": 2, "ref_stride": 3, "kmeans_samples": 40, "encoder_stride": 8, "batch_size": 16,
-                     "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0},
-    # CRW cuts each frame into 3 x 3 patches of half its side (32 px of 64)
-    "crw": {"clip_len": 4, "frame_gap": 2, "patch": 0.5, "patch_stride": 0.25, "temperature": 0.05,
-            "encoder_stride": 8, "batch_size": 8, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0},
-}
-"""Small-scale training settings per method (what fits a CPU in minutes); ``patch`` and ``patch_stride``
-are fractions of the crop size."""
+
+def recipe_name(cfg: DemoConfig) -> str:
+    """The shipped CPU recipe the demo trains with (``vidssl/recipes/cpu/METHOD.yaml``)."""
+    return f"cpu/{cfg.method}.yaml"
 
 
-def _train_keys(cfg: DemoConfig) -> dict[str, Any]:
-    """What the demo trains with besides its data and folder; the closing line prints the same keys, so
-    the command it suggests for the user's own videos is the recipe that ran (the shipped recipe files
-    are the papers' GPU settings)."""
-    return {"encoder": "resnet18", "image_size": cfg.image_size, "steps": cfg.steps, **_recipe_keys(cfg)}
+def train_overrides(cfg: DemoConfig, data: Path, run: Path) -> dict[str, Any]:
+    """The keys the demo gives on top of its recipe: its videos and run folder, then each of its
+    own settings that differs from the recipe's value, in the order printed (:func:`train_command`)."""
+    from vidssl.engine.config import config_dict, read_recipe, resolve
 
-
-def _recipe_keys(cfg: DemoConfig) -> dict[str, Any]:
-    """The training keys of ``cfg.method``'s recipe, with the demo's own overrides."""
-    keys = dict(RECIPES[cfg.method])
-    for name in ("patch", "patch_stride"):
-        if name in keys:
-            keys[name] = round(keys[name] * cfg.image_size)
+    recipe = read_recipe(recipe_name(cfg))
+    wanted: dict[str, Any] = {"decode_size": _decode_size(cfg), "workers": cfg.workers, "seed": cfg.seed}
+    if cfg.steps:  # warmup, logging and checkpoints follow the steps, as the recipe's do (190: 19, 19, 47)
+        wanted |= {"steps": cfg.steps, "warmup_steps": max(1, cfg.steps // 10), "log_every": max(1, cfg.steps // 10),
+                   "save_every": max(1, cfg.steps // 4)}
+    if cfg.image_size:
+        wanted["image_size"] = cfg.image_size
+        for name in ("patch", "patch_stride"):  # CRW's patches are a fixed fraction of the crop (32 and 16 of 64)
+            if name in recipe:
+                wanted[name] = max(1, round(recipe[name] * cfg.image_size / recipe["image_size"]))
     if cfg.batch_size:
-        keys["batch_size"] = cfg.batch_size
+        wanted["batch_size"] = cfg.batch_size
     if cfg.lr:
-        keys["lr"] = cfg.lr
-    return keys
+        wanted["lr"] = cfg.lr
+    resolved = config_dict(*resolve([], recipe=recipe))
+    have = {**resolved["train"], **resolved["method"]}
+    return {"data": str(data), "out": str(run), **{k: v for k, v in wanted.items() if have[k] != v}}
+
+
+def train_command(cfg: DemoConfig, data: Path, run: Path) -> str:
+    """``vidssl train RECIPE DATA out=RUN key=value ...``: the command that trains what the demo
+    trains (the same resolution as the command line: :func:`train_configs` parses these keys)."""
+    import shlex
+
+    keys = train_overrides(cfg, data, run)
+    rest = [shlex.quote(f"{k}={v}") for k, v in keys.items() if k not in ("data", "out")]
+    return shlex.join(["vidssl", "train", recipe_name(cfg), keys["data"], f"out={keys['out']}"]) + "".join(
+        f" {r}" for r in rest)
+
+
+def train_configs(cfg: DemoConfig, data: Path, run: Path) -> tuple[Any, Any]:
+    """The (TrainConfig, method Config) the demo trains with: its recipe file and overrides, resolved
+    as ``vidssl train`` resolves them."""
+    from vidssl.engine.config import read_recipe, resolve
+
+    keys = train_overrides(cfg, data, run)
+    return resolve([f"{k}={v}" for k, v in keys.items()], recipe=read_recipe(recipe_name(cfg)))
 
 
 def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
     """Run the five steps of the module docstring under ``cfg.out``; returns the summary record
     (also ``out/demo.json``)."""
     from vidssl.data.synth import SynthConfig, generate
-    from vidssl.engine.trainer import run_config, train
+    from vidssl.engine.trainer import train
     from vidssl.evaluation.davis import DavisEvalConfig, evaluate_davis
+    from vidssl.evaluation.synth import synthetic_keypoint_pck
 
     out = Path(cfg.out)
     _claim(out, cfg)
@@ -124,13 +143,10 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
                                    seed=cfg.seed + 1000, **size), progress=progress)
 
     run = out / "train"
-    train_cfg, method_cfg = run_config(
-        method=cfg.method, data=str(train_data / "videos"), out=str(run), decode_size=_decode_size(cfg),
-        workers=cfg.workers, warmup_steps=max(1, cfg.steps // 10), seed=cfg.seed, log_every=max(1, cfg.steps // 10),
-        save_every=max(1, cfg.steps // 4), **_train_keys(cfg),
-        resume=(run / "config.yaml").exists())  # a killed demo continues its run
+    train_cfg, method_cfg = train_configs(cfg, train_data / "videos", run)
     if not (run / "encoder.safetensors").exists():
-        train(train_cfg, method_cfg)
+        resume = (run / "config.yaml").exists()  # a killed demo continues its run
+        train(dataclasses.replace(train_cfg, resume=resume), method_cfg)
 
     # every ResNet read at res3 (CRW's trunk, stride 8), as the learning benchmark reads every row
     layer = "res3"
@@ -152,7 +168,8 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True) -> dict:
     _export_and_reload(run, export)
     record = {"table": table, "picture": str(picture), "overlay": str(first[0]) if first else "",
               "export": str(export), "config": dataclasses.asdict(cfg),
-              "train_keys": " ".join(f"{k}={v}" for k, v in _train_keys(cfg).items())}
+              "recipe": str(find_recipe(recipe_name(cfg))),
+              "train_command": train_command(cfg, train_data / "videos", run)}
     atomic_write_json(out / "demo.json", record)
     return record
 
@@ -162,11 +179,16 @@ def _decode_size(cfg: DemoConfig) -> int:
 
 
 def _settings(cfg: DemoConfig) -> dict[str, Any]:
-    """What a demo folder's videos, run and scores depend on: ``cfg`` with the recipe resolved (loader
-    workers and the folder aside)."""
-    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "workers", "batch_size", "lr",
-                                                                           "decode_size")}
-    return {**fields, "decode_size": _decode_size(cfg), "recipe": _recipe_keys(cfg)}
+    """What a demo folder's videos, run and scores depend on: the videos' and propagation's keys of
+    ``cfg``, and the training config resolved from the recipe (the folder and the loader aside)."""
+    from vidssl.engine.config import config_dict
+
+    training = ("out", "workers", "method", "steps", "batch_size", "lr", "image_size", "decode_size")
+    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in training}
+    run = Path(cfg.out) / "train"
+    resolved = config_dict(*train_configs(cfg, Path(cfg.out) / "synth_train" / "videos", run))
+    engine = {k: v for k, v in resolved["train"].items() if k not in ("data", "out", "workers", "resume", "overwrite")}
+    return {**fields, **engine, **{f"method.{k}": v for k, v in resolved["method"].items()}}
 
 
 def _claim(out: Path, cfg: DemoConfig) -> None:
@@ -186,29 +208,6 @@ def _claim(out: Path, cfg: DemoConfig) -> None:
                          "it) or choose another out=")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(record, wanted)
-
-
-def synthetic_keypoint_pck(held: Path, out: Path, settings: dict[str, Any], progress: bool) -> dict[str, float]:
-    """PCK@0.1 / @0.2 of the synthetic keypoints propagated from the first frame (every object's 5
-    points; occluded truth not scored), pooled over the held-out videos."""
-    from vidssl.data.synth import NUM_KEYPOINTS
-    from vidssl.evaluation.jhmdb_metrics import joint_distances, pck
-    from vidssl.propagation.keypoints import read_keypoints
-    from vidssl.propagation.propagate import PropagationConfig, extractor_for, propagate_keypoints
-
-    prop = PropagationConfig(**settings)
-    extractor = extractor_for(prop)
-    distances = []
-    for ann in sorted((held / "annotations").glob("*.json")):
-        truth = read_keypoints(ann)
-        frames = held / "davis" / "JPEGImages" / "480p" / ann.stem
-        pred, _ = propagate_keypoints(frames, truth, out, extractor, settings=prop, name=ann.stem, backend="frames",
-                                      progress=progress)
-        gt = np.where(truth.visible[..., None] > 0, truth.xy, np.nan)
-        d = joint_distances(pred, gt, tuple(truth.groups))  # (T, objects * K)
-        distances.append(d.reshape(-1, NUM_KEYPOINTS))  # joint types: the centre and 4 extremities
-    d = np.concatenate(distances)
-    return {"PCK@0.1": pck(d, 0.1), "PCK@0.2": pck(d, 0.2)}
 
 
 def side_by_side(davis: Path, evals: Path, path: Path, *, frames: int = 3, scale: int = 0) -> Path:
@@ -267,7 +266,7 @@ def _export_and_reload(run: Path, path: Path) -> None:
 
 
 def format_summary(record: dict) -> str:
-    """The table and the three closing lines."""
+    """The table and the four closing lines."""
     table = record["table"]
     lines = [f"{'encoder':<12} {'J&F':>7} {'PCK@0.1':>8} {'PCK@0.2':>8}"]
     lines += [f"{row:<12} {r['J&F']:>7.3f} {r['PCK@0.1']:>8.3f} {r['PCK@0.2']:>8.3f}" for row, r in table.items()]
@@ -280,10 +279,21 @@ def format_summary(record: dict) -> str:
         f"{trained['PCK@0.2']:.3f} ({'better' if trained['PCK@0.2'] > random['PCK@0.2'] else 'not better'})",
         f"pictures: {record['picture']} and {record['overlay']}; torchvision: "
         f"resnet18().load_state_dict(torch.load('{record['export']}'), strict=False)",
-        f"next: vidssl train {record['config']['method']}.yaml ~/your/videos out=runs/mine {record['train_keys']}  "
+        f"trained with: {record['train_command']}  (recipe file {record['recipe']})",
+        f"next: the same on your videos: {_on_your_videos(record['train_command'])}  "
         "(then: vidssl eval davis root=DAVIS encoder=runs/mine)",
     ]
     return "\n".join(lines)
+
+
+def _on_your_videos(command: str) -> str:
+    """``command`` with the demo's videos and run folder replaced by the user's."""
+    import shlex
+
+    argv = shlex.split(command)
+    argv[3] = "~/your/videos"
+    argv[4] = "out=runs/mine"
+    return " ".join(argv[:3]) + " ~/your/videos " + shlex.join(argv[4:])
 
 
 def main_record(cfg: DemoConfig) -> str:

@@ -55,3 +55,27 @@ class DataSpec:
     color: bool = True
     dataset: DatasetFactory | None = None
     views: tuple[str, ...] = ("frames",)
+
+
+def pixels_per_sample(spec: DataSpec, *, image_size: int) -> int:
+    """Encoder input pixels of one sample of ``spec`` trained at ``image_size``: every view the
+    trained encoder sees (frames, crops or patches, times their area), summed over the view keys
+    (``spec.views``; a MoCo / BYOL key encoder's forward pass is not counted).
+
+    Read from the data pieces themselves, so it holds for any method: the sampler says how many
+    frames a sample decodes; without a view recipe each frame becomes one ``image_size`` crop per
+    view key (a frame pair and a track-crop pair: 4 views); a view recipe (CRW's patch grid, DINO's
+    multi-crop) is run once on blank frames and its output counted. Views a method makes from the
+    batch on the device are not in the spec and not counted (rotation's four rotations of each
+    frame, jigsaw's and relpatch's tiles): compare such methods on steps, not on this budget.
+    """
+    fps = 30.0  # any rate: it decides which frames, not how many
+    frames = len(spec.sampler(spec.sampler.min_frames(fps) + 1000, fps, torch.Generator().manual_seed(0)))
+    if spec.transform is None:
+        return len(spec.views) * frames * image_size * image_size
+    with torch.random.fork_rng(devices=[]):  # the recipe draws crops from torch's RNG: leave the caller's alone
+        torch.manual_seed(0)
+        out = spec.transform(torch.zeros(frames, 3, image_size, image_size, dtype=torch.uint8))
+    if isinstance(out, dict):  # one entry per view key (DINO: global and local crops)
+        return sum(v.shape[0] * v.shape[-2] * v.shape[-1] for v in out.values())
+    return len(spec.views) * out.shape[0] * out.shape[-2] * out.shape[-1]  # crops go through the same recipe

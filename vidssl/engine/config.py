@@ -8,7 +8,9 @@ to the chosen method, and a key that belongs to another method is an error that 
 :func:`upgrade_flat` reads the flat, prefixed files of release 0.1.
 
 A recipe (``vidssl train RECIPE.yaml key=value ...``) is a YAML file of keys, flat or in the
-``train:`` / ``method:`` layout of ``config.yaml``; one per method ships in ``vidssl/recipes/``.
+``train:`` / ``method:`` layout of ``config.yaml``; one per method ships in ``vidssl/recipes/`` (the
+papers' settings) and the CPU-scale ones in ``vidssl/recipes/cpu/`` (``vidssl train cpu/fti ~/videos``:
+what the demo and the learning benchmark train).
 """
 
 from __future__ import annotations
@@ -133,15 +135,35 @@ def split_keys(method: str, values: dict[str, Any]) -> tuple[dict[str, Any], dic
     return engine, mine
 
 
-def read_recipe(name: str | Path) -> dict[str, Any]:
-    """A recipe as flat keys: a YAML file, or the name of a shipped one (``byol``, ``byol.yaml``)."""
+def shipped_recipe(name: str | Path) -> Path | None:
+    """The shipped recipe file called ``name`` (``byol``, ``byol.yaml``, ``cpu/fti``), or None."""
+    text = str(name).replace("\\", "/").strip()
+    if not text or text.startswith(("/", ".")):
+        return None
+    path = RECIPES / (text if text.endswith((".yaml", ".yml")) else f"{text}.yaml")
+    return path if path.is_file() else None
+
+
+def recipe_names() -> list[str]:
+    """Every shipped recipe: the papers' (``fti``) and the CPU-scale ones (``cpu/fti``)."""
+    return sorted(p.relative_to(RECIPES).with_suffix("").as_posix() for p in RECIPES.rglob("*.yaml"))
+
+
+def find_recipe(name: str | Path) -> Path:
+    """The file of a recipe: ``name`` itself when it is a file, else the shipped one of that name."""
     path = Path(name)
-    if not path.is_file():
-        shipped = RECIPES / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
-        if not shipped.is_file():
-            known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
-            raise FileNotFoundError(f"{name}: no such recipe file (shipped recipes: {known})")
-        path = shipped
+    if path.is_file():
+        return path
+    shipped = shipped_recipe(name)
+    if shipped is None:
+        raise FileNotFoundError(f"{name}: no such recipe file (shipped recipes: {', '.join(recipe_names())})")
+    return shipped
+
+
+def read_recipe(name: str | Path) -> dict[str, Any]:
+    """A recipe as flat keys: a YAML file, or the name of a shipped one (``byol``, ``byol.yaml``,
+    ``cpu/fti``: ``vidssl/recipes/cpu/fti.yaml``)."""
+    path = find_recipe(name)
     data = _read_yaml(path, "a YAML recipe")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe is a mapping of keys, got {type(data).__name__}")
@@ -349,5 +371,6 @@ def upgrade_flat(flat: dict[str, Any]) -> dict[str, Any]:
     return {"train": engine, "method": mine}
 
 
-__all__ = ["TrainConfig", "check_run", "config_dict", "from_dict", "help_rows", "load_run_config", "method_class",
-           "read_recipe", "resolve", "run_config", "split_keys", "upgrade_flat"]
+__all__ = ["TrainConfig", "check_run", "config_dict", "find_recipe", "from_dict", "help_rows", "load_run_config",
+           "method_class", "read_recipe", "recipe_names", "resolve", "run_config", "shipped_recipe", "split_keys",
+           "upgrade_flat"]

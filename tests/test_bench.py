@@ -1,0 +1,216 @@
+"""``vidssl bench``: recipes compared on one pixel budget from one initialisation, cached; its
+results page; the CPU recipes it and the demo share."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vidssl.bench import (
+    BenchConfig,
+    bench_command,
+    build_method,
+    method_pixels_per_sample,
+    pixels_per_step,
+    resolve_command,
+    train_command,
+)
+from vidssl.cli import main, parse_command
+from vidssl.config import ConfigError
+from vidssl.engine.config import RECIPES, config_dict, read_recipe, resolve
+from vidssl.methods import METHODS
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = sorted(p.stem for p in (RECIPES / "cpu").glob("*.yaml"))
+
+
+def built(method: str, **keys):
+    return build_method(*resolve([f"method={method}", *(f"{k}={v}" for k, v in keys.items())]))
+
+
+def test_pixels_per_sample_come_from_the_data_spec_and_views() -> None:
+    # fti: a pair of frames, each one crop of image_size
+    assert method_pixels_per_sample(built("fti", image_size=64)) == 2 * 64 * 64
+    assert method_pixels_per_sample(built("fti", image_size=64, max_gap=0)) == 2 * 64 * 64  # simclr: one frame twice
+    # colorization: the references and the target
+    assert method_pixels_per_sample(built("colorization", image_size=64, num_refs=2)) == 3 * 64 * 64
+    assert method_pixels_per_sample(built("colorization", image_size=32, num_refs=3)) == 4 * 32 * 32
+    # crw: every frame of the clip cut into a grid of patches: 3 x 3 of 32 px from 64, 7 x 7 of 64 px from 256
+    crw = built("crw", image_size=64, clip_len=4, patch=32, patch_stride=16)
+    assert method_pixels_per_sample(crw) == 4 * 9 * 32 * 32
+    paper = built("crw", image_size=256, clip_len=3, patch=64, patch_stride=32)
+    assert method_pixels_per_sample(paper) == 3 * 49 * 64 * 64
+    # cpc: the sequence; dino: two global and N local crops (a view recipe returning a dict)
+    assert method_pixels_per_sample(built("cpc", image_size=48, seq_len=5)) == 5 * 48 * 48
+    assert method_pixels_per_sample(built("dino", image_size=64, local_crops=3, local_size=24)) == 2 * 64**2 + 3 * 24**2
+
+
+def test_frame_and_track_pairs_count_both_views(tmp_path) -> None:
+    (tmp_path / "tracks").mkdir()
+    both = built("fti", image_size=64, positives="both", tracks=str(tmp_path / "tracks"))
+    assert method_pixels_per_sample(both) == 4 * 64 * 64
+
+
+@pytest.mark.parametrize("name", CPU)
+def test_every_cpu_recipe_resolves_and_has_the_benchmarks_budget(name: str, tmp_path) -> None:
+    keys = read_recipe(f"cpu/{name}")
+    (tmp_path / "tracks").mkdir()
+    pairs = [f"tracks={tmp_path / 'tracks'}"] if keys.get("positives", "frames") != "frames" else []
+    train_cfg, method_cfg = resolve(pairs, recipe=keys)
+    assert train_cfg.method == keys["method"] and isinstance(method_cfg, METHODS[train_cfg.method].Config)
+    for key, value in keys.items():
+        where = train_cfg if key in {f.name for f in dataclasses.fields(train_cfg)} else method_cfg
+        assert key == "tracks" or getattr(where, key) == value, (name, key)
+    assert train_cfg.encoder == "resnet18" and train_cfg.image_size == 64
+    # the pixels of the published benchmark rows (their per-name formulas, BENCHMARKS.md): 50 Mpx gave 96-382 steps
+    side, batch = train_cfg.image_size, train_cfg.batch_size
+    views = {"colorization": keys.get("num_refs", 0) + 1, "cpc": keys.get("seq_len", 0),
+             "crw": keys.get("clip_len", 0) * 9 * 32 * 32 / side**2, "fti_tracks": 4}.get(name, 2)
+    assert pixels_per_step(train_cfg, method_cfg) == batch * views * side * side
+
+
+def test_train_takes_a_shipped_recipe_by_name(tmp_path) -> None:
+    name, (train_cfg, method_cfg) = parse_command(["train", "cpu/fti", str(tmp_path), "steps=3"])
+    assert train_cfg.data == str(tmp_path) and train_cfg.steps == 3 and train_cfg.image_size == 64
+    assert method_cfg.loss == "infonce" and train_cfg.warmup_steps == 19
+    assert parse_command(["train", "cpu/crw.yaml", "lr=0.1"])[1][0].method == "crw"
+    with pytest.raises(FileNotFoundError, match="shipped recipes: .*cpu/fti"):
+        read_recipe("cpu/nope")
+
+
+def test_bench_help_and_bad_input_are_one_line(tmp_path, capsys) -> None:
+    assert main(["bench", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "budget_mpx" in out and "recipes" in out and "Traceback" not in out
+    assert main(["bench", "report", "--help"]) == 0 and "results" in capsys.readouterr().out
+    assert main(["eval", "synth", "--help"]) == 0 and "video_seed" in capsys.readouterr().out
+    for args, message in ((["baselines=(nope,)"], "baselines: unknown row 'nope'"),
+                          (["overrides=(steps=3,)"], "overrides: 'steps=3'"),
+                          (["recipes=(cpu/nope,)"], "cpu/nope: no such recipe file"),
+                          (["evals=(davis,)"], "evals has davis but davis=''"),
+                          (["recipes=(cpu/fti,fti)"], "two rows named fti")):
+        assert main(["bench", f"out={tmp_path / 'b'}", *args]) != 0
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_the_learning_benchmark_tool_is_configuration(capsys) -> None:
+    spec = importlib.util.spec_from_file_location("bench_learning", ROOT / "tools" / "bench_learning.py")
+    tool = importlib.util.module_from_spec(spec)
+    sys.modules["bench_learning"] = tool
+    spec.loader.exec_module(tool)
+    assert tool.main(["--help"]) == 0 and "budget_mpx" in capsys.readouterr().out
+    # every row it trains is a recipe file, and its keys are keys of vidssl bench
+    cfg = parse_command(["bench", *(f"{k}={v}" for k, v in tool.BENCH.items())])[1]
+    assert cfg.recipes == tuple(f"cpu/{n}" for n in ("colorization", "fti", "simclr", "fti_moco", "fti_tracks", "cpc",
+                                                      "crw", "vfs"))
+    # no recipe dict is left in tools/ or the demo: the recipes are files
+    for path in (ROOT / "tools" / "bench_learning.py", ROOT / "vidssl" / "demo.py"):
+        text = path.read_text()
+        assert "RECIPES" not in text and '"lr":' not in text and "'lr':" not in text, path
+
+
+TINY = ["synth_videos=2", "synth_held_out=1", "synth_frames=12", "synth_height=64", "synth_width=80",
+        "baselines=(random,)", "budget_mpx=0.008",
+        "overrides=(image_size=32,batch_size=2,workers=0,proj_hidden=32,decode_size=64)"]
+
+
+def test_bench_compares_two_recipes_and_a_rerun_recomputes_nothing(tmp_path, cache_dir, capsys, monkeypatch) -> None:
+    out = tmp_path / "bench"
+    args = ["bench", f"out={out}", "recipes=(cpu/fti,cpu/simclr)", *TINY]
+    assert main(args) == 0
+    capsys.readouterr()
+    record = json.loads((out / "results.json").read_text())
+    assert list(record["table"]) == ["random", "fti", "simclr"]
+    for row in record["table"].values():
+        assert 0 <= row["synth J&F"] <= 1 and 0 <= row["synth PCK@0.2"] <= 1
+    # one budget: 2 views of 32 x 32 px, batch 2 = 4,096 pixels a step; 8,000 pixels = 2 steps
+    for name in ("fti", "simclr"):
+        training = record["training"][name]
+        assert training["pixels_per_step"] == 4096 and training["steps"] == 2 == record["table"][name]["steps"]
+        # the recorded command, parsed by the command line, is the config the row trained with (every key)
+        trained = yaml.safe_load((out / "train" / name / "config.yaml").read_text())
+        command = shlex.split(training["command"])
+        assert config_dict(*parse_command(command[1:])[1]) == trained
+        assert f"weights={out / 'init.safetensors'}" in command  # one shared initialisation
+    # provenance: the command re-creates the config; machine and date are there
+    assert parse_command(shlex.split(record["command"])[1:])[1] == parse_command(args)[1]
+    assert record["machine"] and record["date"].endswith("UTC")
+    assert (out / "learning.png").stat().st_size > 0
+    markdown = (out / "results.md").read_text()
+    assert "| fti |" in markdown and record["command"] in markdown
+
+    # a rerun trains nothing and scores nothing
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.parent != out}
+
+    def fail(*args, **kwargs):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr("vidssl.engine.trainer.train", fail)
+    monkeypatch.setattr("vidssl.evaluation.synth.evaluate_synth", fail)
+    monkeypatch.setattr("vidssl.bench._now", lambda: "a later date")
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    again = json.loads((out / "results.json").read_text())
+    assert again["table"] == record["table"] and again["date"] == record["date"]  # when the figures were computed
+    # other settings in the same folder are refused in one line naming what differs
+    assert main([*args[:-1], "overrides=(image_size=48,batch_size=2,workers=0,proj_hidden=32,decode_size=64)"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train.image_size 32 -> 48" in err
+
+    # so are other synthetic videos (the encoders and scores in the folder were made on these)
+    assert main([*args, "synth_videos=3"]) == 1
+    assert "synth_train: holds synthetic videos made with other settings (num_videos 2 -> 3)" in capsys.readouterr().err
+
+    # the results page, generated from the results file by one command that it names
+    page = tmp_path / "results.md"
+    assert main(["bench", "report", str(out / "results.json"), f"out={page}"]) == 0
+    text = page.read_text()
+    assert f"vidssl bench report {out / 'results.json'} out={page}" in text
+    assert record["command"] in text and record["machine"] in text and record["date"] in text
+
+
+def test_report_refuses_what_is_not_a_results_file(tmp_path, capsys) -> None:
+    assert main(["bench", "report", str(tmp_path / "missing.json")]) == 1
+    assert "missing.json: no such results file" in capsys.readouterr().err
+    (tmp_path / "other.json").write_text("{}")
+    assert main(["bench", "report", str(tmp_path / "other.json")]) == 1
+    assert "not a results file of vidssl bench" in capsys.readouterr().err
+
+
+def test_a_recipe_with_track_positives_gets_the_tracks(tmp_path) -> None:
+    (tmp_path / "tracks").mkdir()
+    cfg = BenchConfig(out=str(tmp_path), tracks=str(tmp_path / "tracks"))
+    with_tracks = train_command(cfg, "cpu/fti_tracks", tmp_path, tmp_path / "init.safetensors", 5)
+    assert f"tracks={tmp_path / 'tracks'}" in with_tracks and with_tracks[-1] == "steps=5"
+    assert resolve_command(with_tracks)[1].positives == "both"
+    plain = train_command(cfg, "cpu/fti", tmp_path, tmp_path / "init.safetensors", 5)
+    assert not any(a.startswith("tracks=") for a in plain)  # fti with frame pairs would refuse tracks=
+
+
+def test_bench_command_round_trips() -> None:
+    cfg = BenchConfig(recipes=("cpu/fti", "cpu/crw"), baselines=(), overrides=("decode_size=96", "workers=1"),
+                      title="a b", budget_mpx=0.5)
+    assert parse_command(shlex.split(bench_command(cfg))[1:])[1] == cfg
+    with pytest.raises(ConfigError):
+        parse_command(["bench", "budget_mpx=0"])
+
+
+def test_eval_synth_writes_and_scores_held_out_videos(tmp_path, capsys) -> None:
+    root, out = tmp_path / "held", tmp_path / "scores"
+    args = ["eval", "synth", str(root), "encoder=pixels", "videos=1", "frames=6", "height=64", "width=80",
+            f"out={out}"]
+    assert main(args) == 0
+    assert "held-out synthetic videos: J&F" in capsys.readouterr().out
+    record = json.loads((out / "results.json").read_text())
+    assert 0 <= record["J&F"] <= 1 and 0 <= record["PCK@0.2"] <= 1 and list(record["per_sequence"]) == ["synth_000"]
+    assert (root / "synth.json").exists() and record["settings"]["video_seed"] == 1000
+    assert main([*args[:3], "encoder=copy", f"out={tmp_path / 'copy'}"]) == 0  # copy: masks only
+    assert "PCK@0.2" not in json.loads((tmp_path / "copy" / "results.json").read_text())
