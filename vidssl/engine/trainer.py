@@ -43,12 +43,12 @@ from vidssl.data.gpu_augment import color_augment
 from vidssl.data.index import scan, scan_images
 from vidssl.data.transforms import random_crop, simclr_augment
 from vidssl.device import resolve_device
+from vidssl.distributed import DistInfo, init_distributed, shutdown_distributed
+from vidssl.ema import ema_update, momentum_at
 from vidssl.engine.checkpoint import keep_previous, load_latest, save_checkpoint
 from vidssl.engine.config import TrainConfig, check_run, config_dict, load_run_config, method_class, run_config
-from vidssl.engine.distributed import DistInfo, init_distributed, shutdown_distributed
-from vidssl.engine.ema import ema_update
 from vidssl.engine.optim import build_optimizer
-from vidssl.engine.schedules import cosine_schedule, momentum_at
+from vidssl.engine.schedules import cosine_schedule
 from vidssl.files import atomic_write_text, stale_partials
 from vidssl.methods.base import Method
 
