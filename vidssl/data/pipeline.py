@@ -150,7 +150,10 @@ def build_loader(
     Raises:
         ValueError: ``data`` holds nothing usable (the message carries the index summary).
     """
-    index = scan_images(data, progress=dist.is_main) if images else scan(data, progress=dist.is_main)
+    if images:
+        index = scan_images(data, progress=dist.is_main)
+    else:  # probed by the backend that will read each file
+        index = scan(data, backend=backend, progress=dist.is_main)
     if dist.is_main:
         log.info("%s", index.summary())
     if not index.videos:
