@@ -241,6 +241,10 @@ def scan(
         cache_dir: where the manifest lives (default :func:`default_cache_dir`).
         refresh: ignore the manifest and probe everything again.
         workers: probing threads (FFmpeg releases the GIL while it reads).
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist.
+        ValueError: ``backend`` is unknown or not installed.
     """
     root = Path(root)
     if not root.exists():
@@ -255,8 +259,8 @@ def scan(
         except (json.JSONDecodeError, KeyError):
             cached = {}  # a damaged cache is only a cache: probe again
 
-    if backend != "auto" and backend not in BACKENDS:
-        resolve_backend(root, backend)  # the one-line error naming the choices
+    if backend != "auto":
+        resolve_backend(root, backend)  # unknown or not installed: one line, before any probe
     paths = find_videos(root, backend=backend)
     entries: dict[str, dict] = {}
     todo: list[tuple[str, Path, list[int], str]] = []
