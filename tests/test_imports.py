@@ -86,3 +86,29 @@ def test_every_module_imports_on_its_own() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+
+
+# (lower package, package above it): the lower one must not import the upper (issue 24). The engine
+# trains methods, so methods cannot lean on the engine; tracking writes what data reads, so data
+# cannot lean on tracking. Pieces both need live below both (vidssl.ema, vidssl.distributed,
+# vidssl.data.tracks).
+FORBIDDEN = [
+    ("vidssl.methods", "vidssl.engine"),
+    ("vidssl.data", "vidssl.tracking"),
+    *[(lower, upper) for lower in ("vidssl.data", "vidssl.losses", "vidssl.models", "vidssl.ema", "vidssl.distributed")
+      for upper in ("vidssl.engine", "vidssl.methods")],
+]
+
+
+def test_layering() -> None:
+    """No module of a lower package imports a higher one (imports inside functions count)."""
+    modules = module_names()
+    found = [
+        f"{name} imports {target}"
+        for name, path in modules.items()
+        for lower, upper in FORBIDDEN
+        if name == lower or name.startswith(lower + ".")
+        for target in sorted(imports_of(name, path, modules))
+        if target == upper or target.startswith(upper + ".")
+    ]
+    assert not found, "; ".join(found)

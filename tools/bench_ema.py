@@ -22,7 +22,7 @@ import torch
 
 from vidssl.config import option, parse_overrides
 from vidssl.device import resolve_device
-from vidssl.engine.ema import ema_update
+from vidssl.ema import ema_update
 from vidssl.models.encoders import build_encoder
 from vidssl.models.heads import projection_mlp
 

@@ -34,9 +34,8 @@ from torch.utils.data import Dataset
 from vidssl.config import option, parse_overrides
 from vidssl.data.spec import DataSpec
 from vidssl.data.transforms import normalize
-from vidssl.engine.ema import ema_update
+from vidssl.ema import ema_update, momentum_at
 from vidssl.engine.optim import build_optimizer
-from vidssl.engine.schedules import momentum_at
 from vidssl.engine.trainer import run_config
 from vidssl.methods import METHODS
 from vidssl.methods.base import Method

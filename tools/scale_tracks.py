@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from vidssl.data.backends import open_video
-from vidssl.tracking.io import csv_path, read_manifest, read_tracks, write_manifest, write_tracks_csv
+from vidssl.data.tracks import csv_path, read_manifest, read_tracks, write_manifest, write_tracks_csv
 
 src, prepared, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 manifest = read_manifest(src)

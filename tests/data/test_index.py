@@ -53,7 +53,7 @@ def test_manifest_makes_second_scan_probe_nothing(messy_folder: Path, cache_dir:
     first = scan(messy_folder, progress=False)
     calls: list[Path] = []
     real_probe = index_module.probe
-    monkeypatch.setattr(index_module, "probe", lambda p: calls.append(p) or real_probe(p))
+    monkeypatch.setattr(index_module, "probe", lambda p, **kw: calls.append(p) or real_probe(p, **kw))
     second = scan(messy_folder, progress=False)
     assert calls == []  # everything came from the manifest, bad files included
     assert second.videos == first.videos and second.unreadable == first.unreadable

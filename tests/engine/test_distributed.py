@@ -158,7 +158,7 @@ def test_each_elastic_attempt_keeps_its_store_keys_apart(monkeypatch: pytest.Mon
     prefix of the attempt: a restarted rank never reads the address its killed peer published."""
     import torch.distributed as dist
 
-    from vidssl.engine.distributed import DistInfo, _attempt_store
+    from vidssl.distributed import DistInfo, _attempt_store
 
     assert _attempt_store(DistInfo(0, 2)) is None  # not under torchrun's agent store: torch's own setup
     server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)

@@ -19,8 +19,8 @@ from vidssl.config import option
 from vidssl.data.gpu_augment import color_augment
 from vidssl.data.samplers import PairSampler, SequenceSampler
 from vidssl.data.spec import DataSpec
+from vidssl.ema import EMA, ema_update
 from vidssl.engine.checkpoint import load_checkpoint
-from vidssl.engine.ema import EMA, ema_update
 from vidssl.engine.trainer import run_config, train
 from vidssl.methods.base import Method, StepOutput
 

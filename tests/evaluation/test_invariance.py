@@ -265,7 +265,7 @@ def test_tracks_files_plug_in_relative_to_their_data_root(synth: Path, tmp_path:
     ground truth read directly: one Track type (vidssl.tracking) serves both."""
     import dataclasses
 
-    from vidssl.tracking.io import read_tracks_csv, write_tracks_csv
+    from vidssl.data.tracks import read_tracks_csv, write_tracks_csv
 
     tracks = tracks_from_synth(synth)
     relative = [dataclasses.replace(t, video=Path(t.video).relative_to(synth).as_posix()) for t in tracks]
@@ -335,7 +335,7 @@ def _tracks_folder(synth: Path, out: Path) -> list:
     mp4s, tracks.json naming the data root), plus one 3-box track and one track of tiny boxes."""
     import dataclasses
 
-    from vidssl.tracking.io import csv_path, write_manifest, write_tracks_csv
+    from vidssl.data.tracks import csv_path, write_manifest, write_tracks_csv
 
     tracks = [
         dataclasses.replace(t, video=f"videos/{Path(t.video).name}.mp4") for t in tracks_from_synth(synth)

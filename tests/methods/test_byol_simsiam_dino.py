@@ -18,10 +18,10 @@ import torchvision
 from vidssl.cli import main
 from vidssl.data.spec import DataSpec
 from vidssl.data.transforms import simclr_augment
+from vidssl.ema import cosine_momentum, ema_update, momentum_at
 from vidssl.engine.checkpoint import load_checkpoint
-from vidssl.engine.ema import ema_update
 from vidssl.engine.optim import build_optimizer
-from vidssl.engine.schedules import cosine_momentum, cosine_schedule, momentum_at
+from vidssl.engine.schedules import cosine_schedule
 from vidssl.engine.trainer import run_config, train
 from vidssl.losses.dino import dino_loss, entropy, teacher_probabilities
 from vidssl.losses.similarity import embedding_std, negative_cosine, normalized_mse

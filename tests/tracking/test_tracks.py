@@ -12,9 +12,9 @@ import pytest
 from track_identity import identity_scores
 
 from vidssl.cli import main
+from vidssl.data.tracks import COLUMNS, write_tracks_csv
 from vidssl.tracking import Track, read_manifest, read_tracks, read_tracks_csv
 from vidssl.tracking.detectors import Detections, filter_detections
-from vidssl.tracking.io import COLUMNS, write_tracks_csv
 from vidssl.tracking.run import resolve_classes
 
 GT = ["detector=groundtruth", "min_box=0", "min_track=2"]

@@ -5,6 +5,11 @@ Random access is frame-accurate: ``get_frames([i])`` equals frame ``i`` of a ful
 (frames counted in presentation order from 0). Backends are imported lazily, so a missing decoder
 only matters when it is asked for.
 
+A backend is one class (a :class:`Backend`) and one line in :data:`BACKENDS`. The class declares
+everything else: the package it needs, the files it reads, its place in ``auto``'s order and how
+it probes a file (frames, fps, size) for the index. The index (:mod:`vidssl.data.index`), ``auto``
+(:func:`resolve_backend`) and the ``backend=`` help (:func:`backend_choices`) follow from it.
+
     reader = open_video("clip.mp4", backend="auto", size=256)
     frames = reader.get_frames([3, 40])        # (2, H, W, 3) uint8 RGB, short side 256
 
@@ -20,12 +25,13 @@ with a message naming the backends that handle it.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, NamedTuple, Protocol
 
 import numpy as np
 
@@ -46,7 +52,7 @@ class VideoReadError(RuntimeError):
 
 
 class VideoReader(Protocol):
-    """What every backend provides."""
+    """What every open video provides (a :class:`Backend` instance)."""
 
     path: Path
     num_frames: int
@@ -72,7 +78,8 @@ def output_size(height: int, width: int, size: Size) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def _check_indices(path: Path, indices: Sequence[int], num_frames: int) -> list[int]:
+def check_indices(path: Path, indices: Sequence[int], num_frames: int) -> list[int]:
+    """``indices`` as ints, or VideoReadError naming the first one outside ``[0, num_frames)``."""
     out = [int(i) for i in indices]
     bad = [i for i in out if not 0 <= i < num_frames]
     if bad:
@@ -85,6 +92,70 @@ def _gather(path: Path, indices: list[int], decoded: dict[int, np.ndarray]) -> n
     if missing:
         raise VideoReadError(path, f"frame {missing[0]} could not be decoded (truncated or corrupt file?)")
     return np.stack([decoded[i] for i in indices])
+
+
+class Probe(NamedTuple):
+    """What the index stores about a video: its frame count, rate and shown size (before any resize)."""
+
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+
+
+class Backend:
+    """One way of reading videos: subclass it, set the class attributes, add one line to :data:`BACKENDS`.
+
+    Attributes:
+        module: the package it imports; the backend is available when it is installed.
+        package: what to install for ``module`` (pip's name), when that differs.
+        extensions: the file suffixes it reads (lower case, with the dot).
+        folders: it reads a folder as one video (frame folders).
+        priority: its place in ``auto``'s order among the backends that read a path, lower first
+            (fastest first); None: used only when asked for by name.
+
+    An instance is an open video (:class:`VideoReader`): ``num_frames``, ``fps``, ``height`` /
+    ``width`` after resizing to ``size``, ``get_frames``, ``close``. It raises VideoReadError,
+    naming the file, for a file it cannot open.
+    """
+
+    module: ClassVar[str]
+    package: ClassVar[str] = ""
+    extensions: ClassVar[tuple[str, ...]] = ()
+    folders: ClassVar[bool] = False
+    priority: ClassVar[int | None] = None
+
+    path: Path
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+
+    def __init__(self, path: str | Path, *, size: Size = None, threads: int = 1) -> None:
+        raise NotImplementedError
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        """Frames at ``indices`` (any order, repeats allowed) as (T, H, W, 3) uint8 RGB."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    @classmethod
+    def probe(cls, path: Path) -> Probe:
+        """Frames, fps and shown size of ``path``, after checking that its first frame decodes.
+        This default opens the video and decodes frame 0; override it where a header says more
+        cheaply (or more truly, as PyAV does for damaged files).
+
+        Raises:
+            VideoReadError: naming the file and what is wrong with it.
+        """
+        reader = cls(path)
+        try:
+            reader.get_frames([0])
+            return Probe(reader.num_frames, reader.fps, reader.height, reader.width)
+        finally:
+            reader.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,13 +203,17 @@ def _rotate(frame: np.ndarray, degrees: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(frame, (degrees // 90) % 4)) if degrees else frame
 
 
-class PyAVReader:
+class PyAVReader(Backend):
     """PyAV (FFmpeg) decoding with keyframe-aware seeking.
 
     Frame ``i`` is identified by the i-th smallest packet timestamp. To reach it the reader keeps
     decoding forward when ``i`` lies in the GOP it is already in (or just ahead); otherwise it seeks
     to the keyframe at or before ``i`` and decodes forward until the timestamp matches.
     """
+
+    module = "av"
+    extensions = VIDEO_EXTENSIONS
+    priority = 10  # auto's first: the fastest in tools/bench_loader.py (BENCHMARKS.md)
 
     def __init__(self, path: str | Path, *, size: Size = None, threads: int = 1) -> None:
         import av
@@ -180,7 +255,7 @@ class PyAVReader:
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         import av
 
-        wanted = _check_indices(self.path, indices, self.num_frames)
+        wanted = check_indices(self.path, indices, self.num_frames)
         decoded: dict[int, np.ndarray] = {}
         try:
             for target in sorted(set(wanted)):
@@ -206,13 +281,70 @@ class PyAVReader:
     def close(self) -> None:
         self._container.close()
 
+    @classmethod
+    def probe(cls, path: Path) -> Probe:
+        """From the container's header, without building the frame table; a file shorter than its
+        index promises (a truncated mp4 with its index at the front) is counted by the frames that
+        really decode."""
+        import av
+
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise VideoReadError(path, "no video stream")
+                stream = container.streams.video[0]
+                promised = stream.frames
+                num_frames = promised or sum(1 for p in container.demux(stream) if p.pts is not None)
+                rate = stream.average_rate or stream.guessed_rate
+                if num_frames:
+                    container.seek(0)
+                    next(container.decode(stream))  # the first frame must decode
+                if promised and Path(path).stat().st_size < _bytes_promised(stream):
+                    num_frames = _decodable_frames(container, stream)  # truncated: count what is there
+        except (av.FFmpegError, StopIteration, UnicodeDecodeError) as err:
+            raise VideoReadError(path, f"unreadable ({type(err).__name__}: {err})".replace("\n", " ")) from err
+        if not num_frames:
+            raise VideoReadError(path, "no frames")
+        height, width = stream.height, stream.width
+        if display_rotation(path) in (90, 270):  # the size it is shown at, which every backend returns
+            height, width = width, height
+        return Probe(int(num_frames), float(rate or 0.0), height, width)
+
+
+def _bytes_promised(stream: object) -> int:
+    """Where the last packet's data ends according to the container's index (0 if unknown): a file
+    shorter than this was cut off."""
+    end = 0
+    with contextlib.suppress(AttributeError, TypeError):  # PyAV < 17 has no index_entries: no check
+        entries = stream.index_entries  # the demuxer's sample table (mp4: from the moov box); nothing is read
+        for i in range(len(entries)):
+            if entries[i].pos >= 0:
+                end = max(end, entries[i].pos + entries[i].size)
+    return end
+
+
+def _decodable_frames(container: object, stream: object) -> int:
+    """Frames of a damaged file that decode (read to the first error): its honest length."""
+    import av
+
+    container.seek(0)
+    count = 0
+    with contextlib.suppress(av.FFmpegError):
+        for _ in container.decode(stream):
+            count += 1
+    return count
+
 
 # --------------------------------------------------------------------------------------------
 # decord
 
 
-class DecordReader:
+class DecordReader(Backend):
     """decord, which builds a frame index on open and seeks to keyframes itself."""
+
+    module = "decord"
+    extensions = VIDEO_EXTENSIONS
+    priority = 20
 
     def __init__(self, path: str | Path, *, size: Size = None, threads: int = 1) -> None:
         import decord
@@ -244,7 +376,7 @@ class DecordReader:
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         import decord
 
-        wanted = _check_indices(self.path, indices, self.num_frames)
+        wanted = check_indices(self.path, indices, self.num_frames)
         try:
             return self._vr.get_batch(wanted).asnumpy()
         except (decord.DECORDError, RuntimeError) as err:
@@ -258,8 +390,13 @@ class DecordReader:
 # OpenCV
 
 
-class OpenCVReader:
+class OpenCVReader(Backend):
     """OpenCV's VideoCapture; seeks with CAP_PROP_POS_FRAMES, reads forward for short jumps."""
+
+    module = "cv2"
+    package = "opencv-python"
+    extensions = VIDEO_EXTENSIONS
+    priority = 30
 
     SEEK_DISTANCE = 16  # jumps shorter than this are cheaper to decode through than to seek
 
@@ -284,7 +421,7 @@ class OpenCVReader:
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         import cv2
 
-        wanted = _check_indices(self.path, indices, self.num_frames)
+        wanted = check_indices(self.path, indices, self.num_frames)
         decoded: dict[int, np.ndarray] = {}
         for target in sorted(set(wanted)):
             if target < self._next or target - self._next > self.SEEK_DISTANCE:
@@ -315,6 +452,7 @@ class OpenCVReader:
 # What opening a bad image raises: PIL's UnidentifiedImageError (an OSError), and, once ultralytics
 # is imported (it patches Image.open to try optional HEIF support), ImportError or ValueError.
 IMAGE_ERRORS = (OSError, ValueError, ImportError)
+FRAME_FOLDER_FPS = 30.0  # frame folders and images carry no rate; DAVIS and JHMDB are 24 / 30 fps
 
 
 def list_frame_files(folder: Path) -> list[Path]:
@@ -322,12 +460,27 @@ def list_frame_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
-class FrameFolderReader:
+def _image_size(file: Path) -> tuple[int, int]:
+    """(height, width) from an image's header (nothing decoded)."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as im:
+            return im.height, im.width
+    except IMAGE_ERRORS as err:
+        raise VideoReadError(file, f"unreadable image ({err})") from err
+
+
+class FrameFolderReader(Backend):
     """A folder of images, one per frame; JPEGs are decoded at reduced size when that suffices."""
 
-    def __init__(self, path: str | Path, *, size: Size = None, threads: int = 1, fps: float = 30.0) -> None:
-        from PIL import Image
+    module = "PIL"
+    package = "pillow"
+    folders = True
+    priority = 40
 
+    def __init__(self, path: str | Path, *, size: Size = None, threads: int = 1,
+                 fps: float = FRAME_FOLDER_FPS) -> None:
         self.path = Path(path)
         if not self.path.is_dir():
             raise VideoReadError(self.path, "not a frame folder")
@@ -336,20 +489,20 @@ class FrameFolderReader:
         if self.num_frames == 0:
             raise VideoReadError(self.path, "frame folder holds no images")
         self.fps = fps
-        try:
-            with Image.open(self._files[0]) as im:
-                w0, h0 = im.size
-        except IMAGE_ERRORS as err:
-            raise VideoReadError(self._files[0], f"unreadable image ({err})") from err
-        self.height, self.width = output_size(h0, w0, size)
+        self.height, self.width = output_size(*_image_size(self._files[0]), size)
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        wanted = _check_indices(self.path, indices, self.num_frames)
+        wanted = check_indices(self.path, indices, self.num_frames)
         decoded = {i: _load_image(self._files[i], self.height, self.width) for i in set(wanted)}
         return np.stack([decoded[i] for i in wanted])
 
-    def close(self) -> None:
-        pass
+    @classmethod
+    def probe(cls, path: Path) -> Probe:
+        """The image count and the first image's header (the others are not opened)."""
+        files = list_frame_files(Path(path))
+        if not files:
+            raise VideoReadError(path, "no images")
+        return Probe(len(files), FRAME_FOLDER_FPS, *_image_size(files[0]))
 
 
 def _load_image(file: Path, height: int, width: int) -> np.ndarray:
@@ -366,65 +519,100 @@ def _load_image(file: Path, height: int, width: int) -> np.ndarray:
         raise VideoReadError(file, f"unreadable image ({err})") from err
 
 
-class ImageReader:
+class ImageReader(Backend):
     """One image file as a one-frame video: image folders (``data_kind=images``) train through
-    the same loader, every sampler reading frame 0."""
+    the same loader, every sampler reading frame 0. In a video folder images are the frames of
+    frame folders instead (:func:`vidssl.data.index.find_videos`)."""
 
-    def __init__(self, path: str | Path, *, size: Size = None, threads: int = 1, fps: float = 30.0) -> None:
-        from PIL import Image
+    module = "PIL"
+    package = "pillow"
+    extensions = IMAGE_EXTENSIONS
+    priority = 50
 
+    def __init__(self, path: str | Path, *, size: Size = None, threads: int = 1,
+                 fps: float = FRAME_FOLDER_FPS) -> None:
         self.path = Path(path)
         self.num_frames, self.fps = 1, fps
-        try:
-            with Image.open(self.path) as im:
-                w0, h0 = im.size
-        except IMAGE_ERRORS as err:
-            raise VideoReadError(self.path, f"unreadable image ({err})") from err
-        self.height, self.width = output_size(h0, w0, size)
+        self.height, self.width = output_size(*_image_size(self.path), size)
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        wanted = _check_indices(self.path, indices, 1)
+        wanted = check_indices(self.path, indices, 1)
         return np.stack([_load_image(self.path, self.height, self.width)] * len(wanted))
 
-    def close(self) -> None:
-        pass
+    @classmethod
+    def probe(cls, path: Path) -> Probe:
+        """The image's header (nothing decoded)."""
+        return Probe(1, FRAME_FOLDER_FPS, *_image_size(Path(path)))
 
 
-BACKENDS: dict[str, type] = {
-    "decord": DecordReader,
+BACKENDS: dict[str, type[Backend]] = {
     "pyav": PyAVReader,
+    "decord": DecordReader,
     "opencv": OpenCVReader,
     "frames": FrameFolderReader,
     "image": ImageReader,
 }
-_MODULES = {"decord": "decord", "pyav": "av", "opencv": "cv2", "frames": "PIL", "image": "PIL"}
-# Fastest first, as measured by tools/bench_loader.py (see BENCHMARKS.md).
-AUTO_ORDER = ("pyav", "decord", "opencv")
+"""Every backend by name: a new backend is one :class:`Backend` subclass and one line here."""
+
+
+@functools.cache
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _install_hint(names: Sequence[str]) -> str:
+    packages = dict.fromkeys(BACKENDS[n].package or BACKENDS[n].module for n in names)
+    return " or ".join(packages)
 
 
 def available_backends() -> list[str]:
     """Names of the backends whose decoder library is installed."""
-    return [name for name, module in _MODULES.items() if importlib.util.find_spec(module) is not None]
+    return [name for name, backend in BACKENDS.items() if _installed(backend.module)]
+
+
+def backend_choices() -> str:
+    """``auto | pyav | ...``: the values of a ``backend=`` key, in ``auto``'s order (by ``priority``)."""
+    order = sorted(BACKENDS, key=lambda n: (BACKENDS[n].priority is None, BACKENDS[n].priority or 0))
+    return " | ".join(["auto", *order])
+
+
+def backend_help() -> str:
+    """The help text of every ``backend=`` key, generated from :data:`BACKENDS`."""
+    return f"video backend: {backend_choices()} (auto: per file, the first installed one that reads it)"
+
+
+def reads(name: str, path: str | Path) -> bool:
+    """Whether backend ``name`` claims ``path``: a folder it reads, or a file with one of its suffixes."""
+    backend = BACKENDS[name]
+    return backend.folders if Path(path).is_dir() else Path(path).suffix.lower() in backend.extensions
 
 
 def resolve_backend(path: str | Path, backend: str = "auto") -> str:
-    """The backend that will open ``path``: ``auto`` picks frame folders for directories, the
-    image reader for image files, and the fastest installed decoder for video files."""
+    """The backend that will open ``path``. ``auto``: the installed backend that claims it
+    (:func:`reads`) with the lowest ``priority``: frame folders for directories, the image reader
+    for image files, the fastest installed decoder for video files. A file no backend claims is
+    tried with the first installed backend that reads video files.
+
+    Raises:
+        ValueError: an unknown backend, or none installed that reads ``path`` (naming what to install).
+    """
     if backend != "auto":
         if backend not in BACKENDS:
-            raise ValueError(f"unknown backend '{backend}'; choose from auto, {', '.join(BACKENDS)}")
-        if backend not in available_backends():
-            raise ValueError(f"backend '{backend}' needs the '{_MODULES[backend]}' package, which is not installed")
+            raise ValueError(f"unknown backend '{backend}'; choose from {backend_choices()}")
+        if not _installed(BACKENDS[backend].module):
+            raise ValueError(f"backend '{backend}' needs the '{_install_hint([backend])}' package, "
+                             f"which is not installed")
         return backend
-    if Path(path).is_dir():
-        return "frames"
-    if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
-        return "image"
-    installed = available_backends()
-    for name in AUTO_ORDER:
-        if name in installed:
+    ranked = sorted((n for n, b in BACKENDS.items() if b.priority is not None), key=lambda n: BACKENDS[n].priority)
+    claim = [n for n in ranked if reads(n, path)]
+    if not claim and not Path(path).is_dir():
+        claim = [n for n in ranked if set(BACKENDS[n].extensions) & set(VIDEO_EXTENSIONS)]
+    for name in claim:
+        if _installed(BACKENDS[name].module):
             return name
-    raise ValueError("no video decoder installed: install av, decord or opencv-python")
+    what = "frame folders" if Path(path).is_dir() else f"{Path(path).suffix or 'these'} files"
+    raise ValueError(f"no backend for {what} is installed: install {_install_hint(claim)}" if claim
+                     else f"no backend reads {what} ({backend_choices()})")
 
 
 def open_video(path: str | Path, *, backend: str = "auto", size: Size = None, threads: int = 1) -> VideoReader:

@@ -1,18 +1,21 @@
 """Index a folder of videos: which files are usable, and their frames, fps and size.
 
-A scan walks the folder recursively for video files (mp4, avi, mkv, webm, mov, m4v) and frame
-folders (a folder holding images, DAVIS / JHMDB style), probes each one, and writes a manifest
-into a cache folder (never into the data folder, which may be read-only). The next scan reuses every
-entry whose file size and modification time are unchanged, so a second start costs a ``stat`` per
-file. Unusable files (unreadable, no frames, shorter than the sampler's window) are reported in one
-summary line and left out; they never stop a scan.
+A scan walks the folder recursively for the files a backend reads (mp4, avi, mkv, webm, mov, m4v,
+and whatever a registered backend adds) and frame folders (a folder holding images, DAVIS / JHMDB
+style), probes each one with the backend that will read it
+(:meth:`~vidssl.data.backends.Backend.probe`: the ``backend=`` training reads with, ``auto``'s
+choice per file by default), and writes a manifest into a cache folder (never into the data
+folder, which may be read-only). The next scan reuses every entry whose file size, modification
+time and backend are unchanged, so a second start costs a ``stat`` per file. Unusable files
+(unreadable, no frames, shorter than the sampler's window, no installed backend reads them) are
+reported in one summary line and left out; they never stop a scan.
 
 Folders named ``Annotations`` are skipped: in the DAVIS layout they hold label masks, not video.
 
 Links are followed, but never in circles: a folder reached twice (``dirloop/up -> ..``) is walked
 once, and a broken link or a link loop is reported under its own name with that reason. A damaged
 file whose header promises more frames than it holds (a truncated mp4 with its index at the front)
-is counted by the frames that really decode.
+is counted by the frames that really decode (PyAV's probe).
 """
 
 from __future__ import annotations
@@ -28,12 +31,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vidssl.data.backends import IMAGE_ERRORS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, VideoReadError, list_frame_files
+from vidssl.data.backends import (
+    BACKENDS,
+    IMAGE_EXTENSIONS,
+    VideoReadError,
+    resolve_backend,
+)
 from vidssl.files import atomic_write_json
 
-MANIFEST_VERSION = 2  # 2: damaged files counted by the frames that decode, rotated videos' shown size
+# 2: damaged files counted by the frames that decode, rotated videos' shown size; 3: probed by the
+# backend that reads the file (stored per entry)
+MANIFEST_VERSION = 3
 SKIP_FOLDERS = frozenset({"Annotations", "__MACOSX"})
-FRAME_FOLDER_FPS = 30.0  # frame folders carry no rate; DAVIS and JHMDB are 24 / 30 fps
 
 
 @dataclass(frozen=True)
@@ -115,18 +124,28 @@ def walk(root: Path):
         yield folder, subdirs, files
 
 
-def find_videos(root: Path) -> list[Path]:
-    """Video files and frame folders below ``root`` (sorted); ``root`` itself may be either.
-    Broken links and link loops with a video's name are listed too, so the scan reports them."""
+def video_suffixes(backend: str = "auto") -> frozenset[str]:
+    """File suffixes a scan lists: those ``backend`` reads (``auto``: any registered backend),
+    images excepted: in a video folder images are the frames of frame folders."""
+    names = BACKENDS if backend == "auto" else [backend]
+    return frozenset(s for n in names for s in BACKENDS[n].extensions) - frozenset(IMAGE_EXTENSIONS)
+
+
+def find_videos(root: Path, *, backend: str = "auto") -> list[Path]:
+    """Video files and frame folders below ``root`` (sorted) that ``backend`` reads (``auto``: any
+    backend); ``root`` itself may be either. Broken links and link loops with a video's name are
+    listed too, so the scan reports them."""
     root = Path(root)
     if root.is_file():
         return [root]
+    suffixes = video_suffixes(backend)
+    folders = any(b.folders for b in BACKENDS.values()) if backend == "auto" else BACKENDS[backend].folders
     found = []
     for folder, _, files in walk(root):
         here = Path(folder)
         # hidden files are never videos: a temporary that a killed writer left (.clip.mp4.1a2b3c4d.partial.mp4)
-        found += [here / f for f in files if Path(f).suffix.lower() in VIDEO_EXTENSIONS and not f.startswith(".")]
-        if any(Path(f).suffix.lower() in IMAGE_EXTENSIONS for f in files):
+        found += [here / f for f in files if Path(f).suffix.lower() in suffixes and not f.startswith(".")]
+        if folders and any(Path(f).suffix.lower() in IMAGE_EXTENSIONS for f in files):
             found.append(here)
     return sorted(found)
 
@@ -161,78 +180,25 @@ def _signature(path: Path) -> list[int]:
     return [st.st_mtime_ns, st.st_size]
 
 
-def probe(path: Path) -> VideoInfo:
-    """Frames, fps and size of a video file (PyAV) or frame folder; decodes the first frame to
-    check the file is readable.
+def probe(path: Path, *, backend: str = "auto") -> VideoInfo:
+    """Frames, fps and shown size of a video file or frame folder, probed by the backend that will
+    read it (``backend``, or ``auto``'s choice for this path), which checks that its first frame
+    decodes.
 
     Raises:
-        VideoReadError: naming the file and what is wrong with it.
+        VideoReadError: naming the file and what is wrong with it (no installed backend reads it
+            included).
     """
     path = Path(path)
-    if path.is_dir():
-        from PIL import Image
-
-        files = list_frame_files(path)
-        if not files:
-            raise VideoReadError(path, "no images")
-        try:
-            with Image.open(files[0]) as im:
-                width, height = im.size
-        except IMAGE_ERRORS as err:
-            raise VideoReadError(files[0], f"unreadable image ({err})") from err
-        return VideoInfo(str(path.resolve()), len(files), FRAME_FOLDER_FPS, height, width, is_frames=True)
-
-    import av
-
-    if path.stat().st_size == 0:
-        raise VideoReadError(path, "empty file")
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoReadError(path, "no video stream")
-            stream = container.streams.video[0]
-            promised = stream.frames
-            num_frames = promised or sum(1 for p in container.demux(stream) if p.pts is not None)
-            rate = stream.average_rate or stream.guessed_rate
-            if num_frames:
-                container.seek(0)
-                next(container.decode(stream))  # the first frame must decode
-            if promised and path.stat().st_size < _bytes_promised(stream):
-                num_frames = _decodable_frames(container, stream)  # truncated: count what is there
-    except (av.FFmpegError, StopIteration, UnicodeDecodeError) as err:
-        raise VideoReadError(path, f"unreadable ({type(err).__name__}: {err})".replace("\n", " ")) from err
-    if not num_frames:
-        raise VideoReadError(path, "no frames")
-    from vidssl.data.backends import display_rotation
-
-    height, width = stream.height, stream.width
-    if display_rotation(path) in (90, 270):  # the size it is shown at, which every backend returns
-        height, width = width, height
-    return VideoInfo(str(path.resolve()), int(num_frames), float(rate or 0.0), height, width)
-
-
-def _bytes_promised(stream: object) -> int:
-    """Where the last packet's data ends according to the container's index (0 if unknown): a file
-    shorter than this was cut off."""
-    end = 0
-    with contextlib.suppress(AttributeError, TypeError):  # PyAV < 17 has no index_entries: no check
-        entries = stream.index_entries  # the demuxer's sample table (mp4: from the moov box); nothing is read
-        for i in range(len(entries)):
-            if entries[i].pos >= 0:
-                end = max(end, entries[i].pos + entries[i].size)
-    return end
-
-
-def _decodable_frames(container: object, stream: object) -> int:
-    """Frames of a damaged file that decode (read to the first error): its honest length."""
-    import av
-
-    container.seek(0)
-    count = 0
-    with contextlib.suppress(av.FFmpegError):
-        for _ in container.decode(stream):
-            count += 1
-    return count
+        name = resolve_backend(path, backend)
+    except ValueError as err:
+        raise VideoReadError(path, str(err)) from err
+    if not path.is_dir() and path.stat().st_size == 0:
+        raise VideoReadError(path, "empty file")
+    info = BACKENDS[name].probe(path)
+    return VideoInfo(str(path.resolve()), int(info.num_frames), float(info.fps), int(info.height), int(info.width),
+                     is_frames=BACKENDS[name].folders)
 
 
 def _manifest_path(root: Path, cache_dir: Path) -> Path:
@@ -240,18 +206,27 @@ def _manifest_path(root: Path, cache_dir: Path) -> Path:
     return cache_dir / f"index-{root.resolve().name}-{key}.json"
 
 
-def _probe_entry(path: Path) -> dict:
+def _probe_entry(path: Path, backend: str) -> dict:
     try:
-        return {"info": asdict(probe(path))}
+        return {"info": asdict(probe(path, backend=backend))}
     except VideoReadError as err:
         return {"error": err.reason}
     except OSError as err:  # permission denied, vanished while scanning
         return {"error": str(err)}
 
 
+def _chosen(path: Path, backend: str) -> str:
+    """The backend a probe of ``path`` uses, as stored in its manifest entry ("" if none can)."""
+    try:
+        return resolve_backend(path, backend)
+    except ValueError:
+        return ""
+
+
 def scan(
     root: str | Path,
     *,
+    backend: str = "auto",
     min_frames: int = 1,
     cache_dir: Path | None = None,
     refresh: bool = False,
@@ -262,10 +237,15 @@ def scan(
 
     Args:
         root: a folder (searched recursively), a single video file or a frame folder.
+        backend: the backend that will read the videos (``auto``: per file); it finds and probes them.
         min_frames: videos with fewer frames are left out and counted in the summary.
         cache_dir: where the manifest lives (default :func:`default_cache_dir`).
         refresh: ignore the manifest and probe everything again.
         workers: probing threads (FFmpeg releases the GIL while it reads).
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist.
+        ValueError: ``backend`` is unknown or not installed.
     """
     root = Path(root)
     if not root.exists():
@@ -280,9 +260,11 @@ def scan(
         except (json.JSONDecodeError, KeyError):
             cached = {}  # a damaged cache is only a cache: probe again
 
-    paths = find_videos(root)
+    if backend != "auto":
+        resolve_backend(root, backend)  # unknown or not installed: one line, before any probe
+    paths = find_videos(root, backend=backend)
     entries: dict[str, dict] = {}
-    todo: list[tuple[str, Path, list[int]]] = []
+    todo: list[tuple[str, Path, list[int], str]] = []
     for path in paths:
         key = _key(path)
         try:
@@ -290,16 +272,18 @@ def scan(
         except OSError as err:
             entries[key] = {"sig": [], "error": _link_problem(path) or str(err)}
             continue
-        if key in cached and cached[key].get("sig") == sig:
+        name = _chosen(path, backend)  # a cached probe by another backend is probed again
+        if key in cached and cached[key].get("sig") == sig and cached[key].get("backend") == name:
             entries[key] = cached[key]
         else:
-            todo.append((key, path, sig))
+            todo.append((key, path, sig, name))
 
     if todo:
         bar = tqdm(total=len(todo), desc=f"indexing {root.name}", unit="video", disable=not progress, leave=False)
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            for (key, _, sig), entry in zip(todo, pool.map(lambda t: _probe_entry(t[1]), todo), strict=True):
-                entries[key] = {"sig": sig, **entry}
+            probed = pool.map(lambda t: _probe_entry(t[1], t[3] or backend), todo)
+            for (key, _, sig, name), entry in zip(todo, probed, strict=True):
+                entries[key] = {"sig": sig, "backend": name, **entry}
                 bar.update()
         bar.close()
         manifest = {"version": MANIFEST_VERSION, "root": str(root.resolve()), "entries": entries}
@@ -328,10 +312,9 @@ def scan_images(root: str | Path, *, workers: int = 4, progress: bool = True) ->
     """Index an image folder (torchvision ``ImageFolder`` layout or flat; searched recursively,
     labels ignored): every image is a one-frame "video", so image-level methods train on it
     through the same loader. Only image headers are read; an unreadable image is reported in the
-    summary and left out.
+    summary and left out. The ``image`` backend reads them, and probes them.
     """
-    from PIL import Image
-
+    image = BACKENDS["image"]
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder")
@@ -339,16 +322,15 @@ def scan_images(root: str | Path, *, workers: int = 4, progress: bool = True) ->
         Path(folder) / f
         for folder, _, names in walk(root)
         for f in names
-        if Path(f).suffix.lower() in IMAGE_EXTENSIONS and not Path(f).name.startswith(".")
+        if Path(f).suffix.lower() in image.extensions and not Path(f).name.startswith(".")
     )
 
     def header(path: Path) -> VideoInfo | tuple[str, str]:
         try:
-            with Image.open(path) as im:
-                width, height = im.size
-        except IMAGE_ERRORS as err:
-            return (str(path), f"unreadable image ({err})")
-        return VideoInfo(str(path.resolve()), 1, FRAME_FOLDER_FPS, height, width)
+            info = image.probe(path)
+        except VideoReadError as err:
+            return (str(path), err.reason)
+        return VideoInfo(str(path.resolve()), info.num_frames, info.fps, info.height, info.width)
 
     videos, unreadable = [], []
     with ThreadPoolExecutor(max(1, workers)) as pool:

@@ -93,7 +93,7 @@ def _track_dataset(opts: PairOptions, **kwargs: Any) -> Dataset:
     """A :class:`~vidssl.data.track_pairs.TrackPairDataset` of ``opts.tracks``; ``kwargs`` are the
     trainer's dataset arguments (videos, backend, size, transform, consistent, seed, data_root, ...)."""
     from vidssl.data.track_pairs import TrackPairDataset, native_sizes
-    from vidssl.tracking import read_manifest, read_tracks
+    from vidssl.data.tracks import read_manifest, read_tracks
 
     manifest = read_manifest(opts.tracks)
     return TrackPairDataset(

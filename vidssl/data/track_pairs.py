@@ -84,7 +84,7 @@ class TrackPairDataset(Dataset):
 
     Args:
         videos: the training index's usable videos; tracks of other videos are left out.
-        tracks: ``{video rel path: [Track, ...]}`` (:func:`vidssl.tracking.read_tracks`).
+        tracks: ``{video rel path: [Track, ...]}`` (:func:`vidssl.data.tracks.read_tracks`).
         data_root: the folder the rel paths are relative to.
         native_sizes: ``{rel path: (height, width)}`` the boxes' pixel frame (``tracks.json``).
         min_gap, max_gap: frames between the two boxes (see :func:`pick_pair`).

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from vidssl.config import ConfigError, check_values, fields_help, option, parse_overrides, to_dict, typed_values
+from vidssl.data.backends import backend_help
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class TrainConfig:
         "(auto: device on CUDA)"
     )
     decode_size: int = option(256, "short side frames are resized to while decoding", min=1)
-    backend: str = option("auto", "video backend: auto | decord | pyav | opencv | frames")
+    backend: str = option("auto", backend_help())
     workers: int = option(4, "DataLoader workers per process", min=0)
     device: str = option("auto", "auto | cpu | cuda")
     amp: bool = option(True, "bf16 autocast on CUDA")

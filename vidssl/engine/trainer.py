@@ -3,12 +3,14 @@
     vidssl train [data=DIR] method=fti encoder=resnet18 steps=1000 batch_size=64 out=runs/fti
 
 Building the run (:func:`build_run`: encoder, method, optimizer) is separate from the loop
-(:func:`train`). Per step: ``accum`` micro-batches (bf16 autocast and channels_last on CUDA),
-gradient clipping, an optimizer step with the scheduled learning rate, then the EMA copies the
-method declares (:meth:`~vidssl.methods.base.Method.ema`) and its ``after_step``. Samples
-are a function of (seed, sample number), so resuming at step s continues with the very samples
-the uninterrupted run would have drawn, and the global RNG is reseeded from (seed, step, rank) at
-every step, so draws inside a step repeat too; the checkpoint holds model, optimizer and step.
+(:func:`train`), and so is the data pipeline (:func:`vidssl.data.pipeline.build_loader`: index,
+dataset, loader, device colour augmentation). Per step: ``accum`` micro-batches (bf16 autocast
+and channels_last on CUDA), gradient clipping, an optimizer step with the scheduled learning
+rate, then the EMA copies the method declares (:meth:`~vidssl.methods.base.Method.ema`) and its
+``after_step``. Samples are a function of (seed, sample number), so resuming at step s continues
+with the very samples the uninterrupted run would have drawn, and the global RNG is reseeded from
+(seed, step, rank) at every step, so draws inside a step repeat too; the checkpoint holds model,
+optimizer and step.
 A non-finite loss stops the run before the update, keeping the last good checkpoint.
 
 The run folder is safe by construction (:func:`_open_run`): training into a folder that holds a
@@ -34,21 +36,18 @@ from typing import Any
 
 import torch
 import yaml
-from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from vidssl.config import ConfigError
-from vidssl.data.datasets import VideoFrameDataset, sample_seed
-from vidssl.data.gpu_augment import color_augment
-from vidssl.data.index import scan, scan_images
-from vidssl.data.transforms import random_crop, simclr_augment
+from vidssl.data.datasets import sample_seed
+from vidssl.data.pipeline import build_loader, training_folder
 from vidssl.device import resolve_device
+from vidssl.distributed import init_distributed, shutdown_distributed
+from vidssl.ema import ema_update, momentum_at
 from vidssl.engine.checkpoint import keep_previous, load_latest, save_checkpoint
 from vidssl.engine.config import TrainConfig, check_run, config_dict, load_run_config, method_class, run_config
-from vidssl.engine.distributed import DistInfo, init_distributed, shutdown_distributed
-from vidssl.engine.ema import ema_update
 from vidssl.engine.optim import build_optimizer
-from vidssl.engine.schedules import cosine_schedule, momentum_at
+from vidssl.engine.schedules import cosine_schedule
 from vidssl.files import atomic_write_text, stale_partials
 from vidssl.methods.base import Method
 
@@ -59,37 +58,6 @@ __all__ = ["NonFiniteLossError", "TrainConfig", "build_run", "run_config", "trai
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stops before the update."""
-
-
-class SampleRange(Sampler[int]):
-    """Sample numbers ``first, first+1, ...`` of this rank's share of a global stream.
-
-    Global micro-batch m holds samples [m*B*W, (m+1)*B*W); rank r takes its r-th slice of B."""
-
-    def __init__(self, *, first_micro_batch: int, num_micro_batches: int, batch_size: int, dist: DistInfo) -> None:
-        self.first, self.count, self.batch_size, self.dist = first_micro_batch, num_micro_batches, batch_size, dist
-
-    def __iter__(self):
-        global_batch = self.batch_size * self.dist.world_size
-        for m in range(self.first, self.first + self.count):
-            base = m * global_batch + self.dist.rank * self.batch_size
-            yield from range(base, base + self.batch_size)
-
-    def __len__(self) -> int:
-        return self.count * self.batch_size
-
-
-def _training_data(cfg: TrainConfig, out: Path, dist: DistInfo) -> Path:
-    if cfg.data:
-        return Path(cfg.data)
-    from vidssl.data.synth import SynthConfig, generate
-
-    synth = out / "synth"
-    if dist.is_main and not (synth / "synth.json").exists():
-        generate(synth, SynthConfig(out=str(synth)), progress=True)
-    if dist.world_size > 1:
-        torch.distributed.barrier()
-    return synth / "videos"
 
 
 def _resume_config(cfg: TrainConfig, method_cfg: Any) -> tuple[TrainConfig, Any]:
@@ -260,47 +228,17 @@ def train(cfg: TrainConfig, method_cfg: Any = None) -> Path:
         if cfg.compile:
             model = torch.compile(model)
 
-        data = _training_data(cfg, out, dist)
-        images_only = cfg.data_kind == "images"
-        index = scan_images(data, progress=dist.is_main) if images_only else scan(data, progress=dist.is_main)
-        if dist.is_main:
-            log.info("%s", index.summary())
-        if not index.videos:
-            raise ValueError(f"{data}: no usable {'images' if images_only else 'videos'} ({index.summary()})")
-        # Colour augmentation of the default transform, batched on the device or in the workers.
-        device_color = spec.transform is None and spec.color and (
-            cfg.color_on == "device" or (cfg.color_on == "auto" and cuda))
-        if spec.transform is not None:
-            transform = spec.transform
-        elif spec.color and not device_color:
-            transform = simclr_augment(cfg.image_size)
-        else:
-            transform = random_crop(cfg.image_size)
-        kwargs = dict(videos=index.videos, sampler=spec.sampler, backend="image" if images_only else cfg.backend,
-                      size=cfg.decode_size, transform=transform, samples_per_epoch=2**62, seed=cfg.seed,
-                      consistent=spec.consistent or spec.transform is not None)
-        dataset = spec.dataset(**kwargs, data_root=data) if spec.dataset else VideoFrameDataset(**kwargs)
-        if dist.is_main and getattr(dataset, "too_short", 0):
-            log.warning("%d videos are too short for %s and were left out", dataset.too_short, spec.sampler)
+        data = build_loader(
+            data=training_folder(cfg.data, out, dist=dist), spec=spec, device=device, dist=dist,
+            images=cfg.data_kind == "images", backend=cfg.backend, decode_size=cfg.decode_size,
+            image_size=cfg.image_size, color_on=cfg.color_on, batch_size=cfg.batch_size, accum=cfg.accum,
+            workers=cfg.workers, seed=cfg.seed, first_step=step, steps=cfg.steps)
         if step == 0:
-            method.prepare(dataset)
-        remaining = cfg.steps - step
-        loader = DataLoader(
-            dataset,
-            batch_size=cfg.batch_size,
-            sampler=SampleRange(first_micro_batch=step * cfg.accum, num_micro_batches=max(0, remaining) * cfg.accum,
-                                batch_size=cfg.batch_size, dist=dist),
-            num_workers=cfg.workers,
-            generator=torch.Generator().manual_seed(cfg.seed),  # leaves the global RNG alone
-            pin_memory=cuda,
-            persistent_workers=False,
-            prefetch_factor=4 if cfg.workers else None,
-            worker_init_fn=_one_thread,
-        )
+            method.prepare(data.dataset)
         writer = _Logs(out, enabled=dist.is_main, purge_step=step + 1 if step else None)
         bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.method}", unit="step", disable=not dist.is_main,
                    dynamic_ncols=True)
-        batches = iter(loader)
+        batches = iter(data.loader)
         images = 0  # frames seen by the encoder on this process since the last log
         tick = time.perf_counter()
 
@@ -320,18 +258,8 @@ def train(cfg: TrainConfig, method_cfg: Any = None) -> Path:
             logs: dict[str, float] = {}
             for micro in range(cfg.accum):
                 batch = next(batches)
-                views = [k for k in batch if _is_views(batch[k])]
-                images += sum(batch[k].shape[0] * batch[k].shape[1] for k in views)
-                batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                         for k, v in batch.items()}
-                if device_color:
-                    for i, key in enumerate(k for k in spec.views if k in batch):
-                        # a stream per (step, micro-batch, view key, rank): resumable
-                        stream = (micro + cfg.accum * i) * dist.world_size + dist.rank
-                        g = torch.Generator(device).manual_seed(sample_seed(cfg.seed, step, stream))
-                        v = batch[key]
-                        share = v.shape[1] if spec.consistent else 1
-                        batch[key] = color_augment(v.flatten(0, 1).float().div_(255), g, share=share).view(v.shape)
+                images += data.images_in(batch)
+                batch = data.to_device(batch, step=step, micro=micro)
                 sync = dist.world_size == 1 or micro == cfg.accum - 1
                 with model.no_sync() if not sync and hasattr(model, "no_sync") else contextlib.nullcontext():
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and cfg.amp):
@@ -373,17 +301,6 @@ def train(cfg: TrainConfig, method_cfg: Any = None) -> Path:
         if writer is not None:
             writer.close()
         shutdown_distributed()
-
-
-def _is_views(value: object) -> bool:
-    """Image views in a batch: uint8 (B, V, 3, H, W)."""
-    return isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.ndim == 5 and value.shape[2] == 3
-
-
-def _one_thread(worker_id: int) -> None:
-    """Loader workers decode and augment one sample at a time; letting each also start a pool of
-    intra-op threads oversubscribes the cores the training step needs."""
-    torch.set_num_threads(1)
 
 
 class _Logs:

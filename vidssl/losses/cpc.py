@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from vidssl.engine.distributed import all_gather_with_grad, rank, world_size
+from vidssl.distributed import all_gather_with_grad, rank, world_size
 
 
 class CPCLoss(NamedTuple):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vidssl.engine.distributed import all_gather_no_grad, all_gather_with_grad, rank, world_size
+from vidssl.distributed import all_gather_no_grad, all_gather_with_grad, rank, world_size
 
 
 def info_nce(z: torch.Tensor, ids: torch.Tensor, *, temperature: float = 0.1, gather: bool = True) -> torch.Tensor:

@@ -33,8 +33,8 @@ from vidssl.data.datasets import sample_seed
 from vidssl.data.pairs import PairOptions, check_pairs, pair_data
 from vidssl.data.spec import DataSpec
 from vidssl.data.transforms import normalize
-from vidssl.engine.distributed import rank
-from vidssl.engine.ema import EMA
+from vidssl.distributed import rank
+from vidssl.ema import EMA
 from vidssl.models.encoders import Encoder
 
 

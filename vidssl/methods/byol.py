@@ -46,7 +46,7 @@ from torch import nn
 from vidssl.config import option
 from vidssl.data.pairs import PairOptions
 from vidssl.data.views import PerFrameViews, byol_views
-from vidssl.engine.ema import EMA
+from vidssl.ema import EMA
 from vidssl.losses.similarity import embedding_std, normalized_mse
 from vidssl.methods.base import PairMethod
 from vidssl.models.encoders import Encoder

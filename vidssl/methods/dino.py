@@ -49,8 +49,8 @@ from vidssl.config import option
 from vidssl.data.samplers import ClipSampler
 from vidssl.data.spec import DataSpec
 from vidssl.data.views import MultiCrop
-from vidssl.engine.distributed import all_gather_no_grad
-from vidssl.engine.ema import EMA
+from vidssl.distributed import all_gather_no_grad
+from vidssl.ema import EMA
 from vidssl.losses.dino import dino_loss, entropy, teacher_probabilities
 from vidssl.losses.similarity import embedding_std
 from vidssl.methods.base import Method, StepOutput

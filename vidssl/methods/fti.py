@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from vidssl.config import option
 from vidssl.data.pairs import PairOptions
-from vidssl.engine.distributed import all_gather_no_grad
-from vidssl.engine.ema import EMA
+from vidssl.distributed import all_gather_no_grad
+from vidssl.ema import EMA
 from vidssl.losses.info_nce import info_nce, moco_loss
 from vidssl.methods.base import PairMethod
 from vidssl.models.encoders import Encoder

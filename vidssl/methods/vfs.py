@@ -41,7 +41,7 @@ import torch
 from vidssl.config import option
 from vidssl.data.pairs import PairOptions, pair_data
 from vidssl.data.spec import DataSpec
-from vidssl.engine.ema import EMA
+from vidssl.ema import EMA
 from vidssl.methods.base import PairMethod
 from vidssl.methods.byol import byol_heads, byol_loss
 from vidssl.methods.simsiam import simsiam_heads, simsiam_loss

@@ -5,10 +5,11 @@
 
 Modules: :mod:`~vidssl.tracking.offline` (importing ultralytics without network),
 :mod:`~vidssl.tracking.detectors` (YOLO and ground-truth adapters), :mod:`~vidssl.tracking.trackers`
-(tracker recipes), :mod:`~vidssl.tracking.run` (the folder run), :mod:`~vidssl.tracking.io` (output
-format and reader). Importing this package imports neither ultralytics nor torch.
+(tracker recipes), :mod:`~vidssl.tracking.run` (the folder run). The output format, its writer and
+its reader live in :mod:`vidssl.data.tracks` (training reads it too); the reader is re-exported
+here. Importing this package imports neither ultralytics nor torch.
 """
 
-from vidssl.tracking.io import Track, read_manifest, read_tracks, read_tracks_csv
+from vidssl.data.tracks import Track, read_manifest, read_tracks, read_tracks_csv
 
 __all__ = ["Track", "read_manifest", "read_tracks", "read_tracks_csv"]

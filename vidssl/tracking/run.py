@@ -4,7 +4,7 @@ For each video (from :func:`vidssl.data.index.scan`) frames are decoded ``chunk`
 :func:`vidssl.data.backends.open_video` (never the whole video in memory), detected, filtered
 (``classes``, ``min_score``, ``min_box``) and fed frame by frame to a fresh ultralytics
 ``BYTETracker`` / ``BOTSORT``. Tracks with fewer than ``min_track`` boxes are dropped, and the rest
-are written as ``OUT/<rel path>.csv`` (format: :mod:`vidssl.tracking.io`).
+are written as ``OUT/<rel path>.csv`` (format: :mod:`vidssl.data.tracks`).
 
 Each row is the *detection* the tracker matched to the track in that frame (its box and score),
 not the Kalman-filtered estimate: positives are cropped from these boxes, which should hug what the
@@ -32,9 +32,7 @@ from tqdm import tqdm
 from vidssl.config import ConfigError, option, to_dict
 from vidssl.data.backends import VideoReadError, open_video
 from vidssl.data.index import scan
-from vidssl.files import shown
-from vidssl.tracking.detectors import AnnotationError, Detections, Detector, filter_detections, load_detector
-from vidssl.tracking.io import (
+from vidssl.data.tracks import (
     MANIFEST_VERSION,
     Track,
     csv_path,
@@ -43,6 +41,8 @@ from vidssl.tracking.io import (
     write_manifest,
     write_tracks_csv,
 )
+from vidssl.files import shown
+from vidssl.tracking.detectors import AnnotationError, Detections, Detector, filter_detections, load_detector
 from vidssl.tracking.trackers import TrackerRecipe, load_tracker_recipe, new_tracker
 
 

@@ -1,4 +1,6 @@
-"""The tracks folder written by ``vidssl tracks``, and its reader.
+"""The tracks folder format: what ``vidssl tracks`` writes (:mod:`vidssl.tracking.run`) and what
+track-pair training reads (:mod:`vidssl.data.pairs`). It lives in the data layer, below both, so
+data never imports tracking; :mod:`vidssl.tracking` re-exports the reader.
 
 Layout of ``OUT/`` for a data folder ``ROOT``::
 
