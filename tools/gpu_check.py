@@ -342,16 +342,21 @@ def tail(path: Path, lines: int = 3) -> str:
     return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:]) if path.exists() else ""
 
 
+def ddp_train_args(ctx: Context, run: Path) -> list[str]:
+    """``vidssl train`` arguments of the torchrun run: 8 steps of ``ddp_method`` into ``run``."""
+    keys = train_keys(ctx, ctx.cfg.ddp_method, steps=8, log_every=4)
+    return ["train", *(f"{k}={v}" for k, v in keys.items()), f"out={run}"]
+
+
 def part_ddp(ctx: Context) -> dict:
     """``torchrun -m vidssl train`` with one process, then the NCCL probe under torchrun."""
     cfg = ctx.cfg
     found: dict[str, Any] = {}
     run = ctx.work / "torchrun"
-    keys = train_keys(ctx, cfg.ddp_method, steps=8, log_every=4)
-    args = ["-m", "vidssl", "train", *(f"{k}={v}" for k, v in keys.items()), f"out={run}"]
     started = time.perf_counter()
     try:
-        proc = torchrun(args, timeout=max(10.0, ctx.left() / 2), log=ctx.work / "torchrun.log")
+        proc = torchrun(["-m", "vidssl", *ddp_train_args(ctx, run)], timeout=max(10.0, ctx.left() / 2),
+                        log=ctx.work / "torchrun.log")
         logs = read_log(run)
         found["torchrun_train"] = {
             "returncode": proc.returncode, "steps": logs[-1]["step"] if logs else 0,
@@ -404,7 +409,7 @@ def nccl_probe(result: Path, argv: list[str]) -> None:
                 loss = model({"frames": frames}).loss
             loss.backward()
             optimizer.step()
-            losses.append(round(float(loss), 4))
+            losses.append(round(float(loss.detach()), 4))
         total = torch.ones(1, device=device)
         dist.all_reduce(total)
         found |= {"losses": losses, "finite": all(map(math.isfinite, losses)),
