@@ -101,6 +101,7 @@ def test_propagation_without_davis_is_skipped_with_its_reason(tmp_path: Path, gc
 
 def test_a_failing_part_leaves_the_others(tmp_path: Path, gc, monkeypatch) -> None:
     def boom(ctx):
+        ctx.report({"methods": {"fti": {"images_per_s": 5.0}}})
         raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore lines")
 
     parts = dict(gc.PARTS)
@@ -109,6 +110,7 @@ def test_a_failing_part_leaves_the_others(tmp_path: Path, gc, monkeypatch) -> No
     monkeypatch.setattr(gc, "PARTS", parts)
     record = gc.check([f"out={tmp_path}", "device=cpu", "cpu_smoke=true", "isolate=false", "parts=(train, decode)"])
     assert record["parts"]["train"] == {"error": "RuntimeError: CUDA error: an illegal memory access was encountered",
+                                        "methods": {"fti": {"images_per_s": 5.0}},  # reported before the error
                                         "seconds": record["parts"]["train"]["seconds"]}
     assert record["parts"]["decode"]["pairs_per_s"] == 3.0 and record["errors"] == ["train"]
     assert "error: RuntimeError: CUDA error" in (tmp_path / "gpu_check.md").read_text()
@@ -123,6 +125,10 @@ def test_isolated_parts_are_killed_at_their_limit_or_report_their_crash(tmp_path
     assert gc.run_isolated(crash, timeout=30, result=result)["error"].startswith("exit code -6 without a result")
     write = [sys.executable, "-c", f"open({str(result)!r}, 'w').write('{{\"x\": 1}}')"]
     assert gc.run_isolated(write, timeout=30, result=result) == {"x": 1}
+    write_then_hang = [sys.executable, "-c", f"open({str(result)!r}, 'w').write('{{\"x\": 2}}'); "
+                       "import time; time.sleep(60)"]
+    found = gc.run_isolated(write_then_hang, timeout=3, result=result)
+    assert found["x"] == 2 and found["error"].startswith("timed out after 3 s")  # the figures so far are kept
 
 
 def test_an_isolated_part_runs_in_its_own_process(tmp_path: Path, gc) -> None:

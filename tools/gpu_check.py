@@ -142,6 +142,8 @@ class Context:
     device: torch.device
     work: Path
     deadline: float  # time.time() by which the part should return
+    result: Path | None = None  # where an isolated part's figures go (also those so far: see report)
+    so_far: dict = dataclasses.field(default_factory=dict)
 
     @property
     def smoke(self) -> bool:
@@ -149,6 +151,14 @@ class Context:
 
     def left(self) -> float:
         return self.deadline - time.time()
+
+    def report(self, found: dict) -> None:
+        """Keep the figures so far: a part that fails, or is killed at its limit, keeps what it had measured."""
+        self.so_far = dict(found)
+        if self.result is not None:
+            partial = self.result.with_suffix(".partial")
+            partial.write_text(json.dumps(found))
+            partial.replace(self.result)
 
 
 @dataclass(frozen=True)
@@ -248,7 +258,8 @@ def part_env(ctx: Context) -> dict:
                   "capability": f"{props.major}.{props.minor}", "cuda": torch.version.cuda,
                   "cudnn": torch.backends.cudnn.version(), "gpus": torch.cuda.device_count()}
         with contextlib.suppress(Exception):
-            found["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+            nccl = torch.cuda.nccl.version()
+            found["nccl"] = ".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl)
     from importlib.metadata import PackageNotFoundError, version
 
     for name, dists in (("torchvision", ["torchvision"]), ("av", ["av"]), ("decord", ["decord"]),
@@ -292,6 +303,7 @@ def part_train(ctx: Context) -> dict:
         if ctx.device.type == "cuda":
             torch.cuda.empty_cache()
         print(f"train {name}: {rows[name]}", flush=True)
+        ctx.report({"methods": rows})
     failed = [n for n, r in rows.items() if "error" in r or r.get("finite") is False]
     return {"methods": rows, "ok": not failed, "failed": failed, "image_size": cfg.image_size or "method default",
             "batch_size": cfg.batch_size, "steps": cfg.steps, "workers": cfg.workers,
@@ -325,6 +337,7 @@ def part_compile(ctx: Context) -> dict:
             row["compile_seconds"] = round(compiled["seconds"] - eager["seconds"], 1)
         rows[name] = row
         print(f"compile {name}: {row}", flush=True)
+        ctx.report({"methods": rows})
     return {"methods": rows, "steps": cfg.compile_steps, "batch_size": cfg.batch_size}
 
 
@@ -334,8 +347,15 @@ def torchrun(args: list[str], *, timeout: float, log: Path) -> subprocess.Comple
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", *args]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
     with log.open("w") as out:
-        return subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, text=True,
-                              check=False)
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its worker, which holds the GPU
+            proc.wait()
+            raise
+    return subprocess.CompletedProcess(cmd, returncode)
 
 
 def tail(path: Path, lines: int = 3) -> str:
@@ -366,6 +386,7 @@ def part_ddp(ctx: Context) -> dict:
             **({"error": tail(ctx.work / "torchrun.log")} if proc.returncode else {})}
     except subprocess.TimeoutExpired as err:
         found["torchrun_train"] = {"error": f"timed out after {err.timeout:.0f} s"}
+    ctx.report(found)
     result = ctx.work / "probe.json"
     try:
         proc = torchrun([str(Path(__file__).resolve()), "--nccl-probe", str(result), f"device={ctx.device.type}",
@@ -519,8 +540,10 @@ def part_propagation(ctx: Context) -> dict:
                            **{f"J&F {s}": round(results["per_sequence"][s]["J&F"], 4) for s in seqs},
                            "frames": results["frames"], "fps": round(results["fps"], 2), **memory}
         print(f"propagation {precision}: {rows[precision]}", flush=True)
+        ctx.report({"sequences": seqs, "precisions": rows})
     found: dict[str, Any] = {"sequences": seqs, "encoder": cfg.prop_encoder, "preset": "crw", "precisions": rows,
                              "J&F_difference": round(rows["auto"]["J&F"] - rows["float32"]["J&F"], 4)}
+    ctx.report(found)
     if cfg.wide_frames and ctx.left() > 20:
         tool = load_tool("bench_propagation")
         bench_cfg = tool.BenchConfig(data=str(root), seq=seqs[0], wide_encoder=cfg.wide_encoder,
@@ -639,6 +662,7 @@ def part_decode(ctx: Context) -> dict:
         finally:
             decoder.close()
         print(f"decode {name}: {rows[name]}", flush=True)
+        ctx.report({"decoders": rows})
     return {"decoders": rows, "videos": len(videos), "into": str(ctx.device),
             "note": "one process; random pairs at most 30 frames apart; CPU decoders copy through pinned memory"}
 
@@ -684,7 +708,9 @@ def run_isolated(cmd: list[str], *, timeout: float, result: Path, prefix: str = 
             os.killpg(proc.pid, signal.SIGKILL)  # the part and its loader workers
         proc.wait()
         reader.join(timeout=5)
-        return {"error": f"timed out after {timeout:.0f} s (last output: {last[-1] if last else 'none'})"[:400]}
+        so_far = json.loads(result.read_text()) if result.exists() else {}  # figures the part had reported
+        return {**so_far, "error": f"timed out after {timeout:.0f} s (last output: {last[-1] if last else 'none'})"
+                [:400]}
     reader.join(timeout=5)
     if result.exists():
         return json.loads(result.read_text())
@@ -692,11 +718,12 @@ def run_isolated(cmd: list[str], *, timeout: float, result: Path, prefix: str = 
 
 
 def run_part(part: Part, ctx: Context) -> dict:
-    """The part in this process: its dict, or ``{"error": ...}`` for any exception."""
+    """The part in this process: its dict, or ``{"error": ...}`` (and the figures it had reported)
+    for any exception."""
     try:
         return part.run(ctx)
     except Exception as err:  # noqa: BLE001 - one part's failure never stops the others
-        return {"error": one_line(err)}
+        return {**ctx.so_far, "error": one_line(err)}
 
 
 def skip_reason(part: Part, cfg: CheckConfig, device: torch.device) -> str | None:
@@ -790,7 +817,8 @@ def child(argv: list[str]) -> None:
     """``--part NAME RESULT DEADLINE WORK key=value ...``: one part in this process."""
     name, result, deadline, work, *keys = argv
     cfg = parse_overrides(CheckConfig, keys)
-    found = run_part(PARTS[name], Context(cfg, resolve_device(cfg), Path(work), deadline=float(deadline)))
+    found = run_part(PARTS[name], Context(cfg, resolve_device(cfg), Path(work), deadline=float(deadline),
+                                          result=Path(result)))
     Path(result).write_text(json.dumps(found))
 
 
@@ -831,8 +859,7 @@ def markdown(record: dict) -> str:
         lines += ["", f"## {name}", ""]
         if "skipped" in found or "error" in found:
             lines.append(status(found))
-            continue
-        lines += render(found)
+        lines += render({k: v for k, v in found.items() if k not in ("skipped", "error")})
     return "\n".join(lines) + "\n"
 
 
