@@ -26,8 +26,11 @@ seconds (470: under 8 minutes on one H100 or H200); a part that has no time left
 - ``decode``: frame pairs decoded by PyAV, decord and TorchCodec (CPU, and CUDA/NVDEC) into
   uint8 tensors on the GPU (pinned host memory, non_blocking copies): pairs/s of each, and each
   one's mean absolute difference from PyAV on the same frames.
-- ``compile``: ``compile=true`` for ``compile_methods`` against eager: the speed-up in img/s
-  and the compile time (first step, compiled minus eager).
+- ``compile``: ``compile=true`` for ``compile_methods`` against eager: the speed-up in warm img/s
+  and the compile time (the compiled run's seconds minus the eager run's).
+
+A part that fails or is killed at its limit keeps the figures it had reported (``error`` beside
+them); one method's failure in ``train`` is that method's row.
 
 Without CUDA every part but ``env`` is ``{"skipped": "no CUDA device ..."}``. ``cpu_smoke=true``
 instead runs the parts that have a CPU mode at tiny sizes (the tests do: tests/test_gpu_check.py).
@@ -42,8 +45,8 @@ in the repo root (``.gpu/`` is git-ignored)::
 
     mkdir -p .gpu/davis/JPEGImages/480p .gpu/davis/Annotations/480p .gpu/whl
     for s in blackswan kite-surf; do
-      cp -r ../shared/data/davis2016/JPEGImages/480p/$s .gpu/davis/JPEGImages/480p/
-      cp -r ../shared/data/davis2016/Annotations/480p/$s .gpu/davis/Annotations/480p/
+      cp -r --no-preserve=mode ../shared/data/davis2016/JPEGImages/480p/$s .gpu/davis/JPEGImages/480p/
+      cp -r --no-preserve=mode ../shared/data/davis2016/Annotations/480p/$s .gpu/davis/Annotations/480p/
     done
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \\
