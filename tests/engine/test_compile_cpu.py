@@ -29,7 +29,7 @@ class Graphs(list):
 
 
 TINY = dict(encoder="resnet18", batch_size=2, image_size=32, decode_size=40, workers=0, lr=0.01, log_every=1,
-            save_every=2, export=False, proj_hidden=32, proj_dim=16)
+            save_every=2, export=False, proj_hidden=32, proj_dim=16, device="cpu")
 
 
 @pytest.fixture()

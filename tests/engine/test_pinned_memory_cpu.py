@@ -20,7 +20,7 @@ from vidssl.engine.checkpoint import load_checkpoint
 from vidssl.engine.trainer import run_config, train
 
 TINY = dict(encoder="resnet18", batch_size=2, image_size=32, decode_size=40, lr=0.01, log_every=1, save_every=10,
-            export=False, proj_hidden=32, proj_dim=16, queue_size=8, steps=3)
+            export=False, proj_hidden=32, proj_dim=16, queue_size=8, steps=3, device="cpu")
 
 
 def test_pinned_batches_reach_the_step_through_non_blocking_copies(tmp_path: Path, synth_dir: Path,
