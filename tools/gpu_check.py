@@ -5,7 +5,7 @@
 Each part is a function returning its figures, ``{"skipped": reason}`` or ``{"error": one line}``;
 by default (``isolate=true``) each runs in a process of its own under its own time limit, so a
 CUDA error, a crash or a hang in one part never stops the others. The whole fits ``budget``
-seconds (470: under 8 minutes on one H100 or H200); a part that has no time left is skipped.
+seconds (450: with the wheels' install, under 8 minutes on one H100 or H200); a part that has no time left is skipped.
 
 - ``env``: device, torch / CUDA / cuDNN / NCCL versions, the decoders installed.
 - ``train``: every registered method (``methods=``) for ``steps`` steps through ``vidssl train``
@@ -102,7 +102,7 @@ class CheckConfig:
     davis: str = option("", "DAVIS-layout folder of the propagation part (skipped without; cpu_smoke: synthetic)")
     seqs: tuple[str, ...] = option((), "DAVIS sequences propagated (default: the first two of JPEGImages/480p)")
     work: str = option("", "scratch folder (default: a temporary one, removed at the end)")
-    budget: float = option(470.0, "seconds for the whole check; a part with less than 20 s left is skipped", min=1)
+    budget: float = option(450.0, "seconds for the whole check; a part with less than 20 s left is skipped", min=1)
     isolate: bool = option(True, "each part in a process of its own, killed at its time limit")
     cpu_smoke: bool = option(False, "without CUDA, run the parts that have a CPU mode at tiny sizes (tests)")
     device: str = option("auto", "auto (CUDA when available) | cpu | cuda")
