@@ -182,3 +182,37 @@ def test_gpu_parts_run_on_cuda(tmp_path: Path, gc) -> None:
                        "decode_seconds=1"])
     assert record["errors"] == [], record["parts"]
     assert all(r["finite"] and r["peak_mib"] > 0 for r in record["parts"]["train"]["methods"].values())
+
+
+def test_torchcodec_rows_through_its_api(tmp_path: Path, gc, monkeypatch, cache_dir) -> None:
+    """TorchCodec is not installed here: a stand-in with its API (VideoDecoder(path, device=,
+    seek_mode=), .metadata.num_frames, .get_frames_at(indices=).data as (N, 3, H, W)) that decodes
+    with PyAV, so its row must match PyAV's frames exactly."""
+    import importlib.machinery
+    import types
+
+    from vidssl.data.backends import open_video
+
+    pytest.importorskip("av")
+
+    class FakeVideoDecoder:
+        def __init__(self, source: str, *, device: str = "cpu", seek_mode: str = "exact") -> None:
+            assert device == "cpu" and seek_mode == "exact"
+            self.reader = open_video(source, backend="pyav")
+            self.metadata = types.SimpleNamespace(num_frames=self.reader.num_frames)
+
+        def get_frames_at(self, indices: list[int]) -> types.SimpleNamespace:
+            return types.SimpleNamespace(data=torch.from_numpy(self.reader.get_frames(indices)).permute(0, 3, 1, 2))
+
+    package = types.ModuleType("torchcodec")
+    package.__spec__ = importlib.machinery.ModuleSpec("torchcodec", None)
+    decoders = types.ModuleType("torchcodec.decoders")
+    decoders.VideoDecoder = FakeVideoDecoder
+    package.decoders = decoders
+    monkeypatch.setitem(sys.modules, "torchcodec", package)
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", decoders)
+    record = gc.check([f"out={tmp_path / 'out'}", f"work={tmp_path / 'work'}", "device=cpu", "cpu_smoke=true",
+                       "isolate=false", "parts=(decode,)", "decode_seconds=0.2"])
+    rows = record["parts"]["decode"]["decoders"]
+    assert rows["torchcodec-cpu"]["pairs"] > 0 and rows["torchcodec-cpu"]["mean_abs_diff_vs_pyav"] == 0, rows
+    assert rows["torchcodec-cuda"] == {"skipped": "no CUDA device"}
