@@ -799,6 +799,7 @@ def check(argv: list[str]) -> dict:
             tic = time.time()
             if cfg.isolate and name != "env":
                 result = part_work / "result.json"
+                result.unlink(missing_ok=True)  # a result left by an earlier run in the same work=
                 keys = [f"{k}={v}" for k, v in to_dict(cfg).items()]  # resolved: data, smoke sizes
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--part", name, str(result),
                        str(tic + limit - 5), str(part_work), *keys]
@@ -810,6 +811,7 @@ def check(argv: list[str]) -> dict:
             print(f"== {name}: {status(found)} in {found['seconds']} s", flush=True)
     record["seconds"] = round(time.time() - started, 1)
     record["errors"] = [n for n, r in record["parts"].items() if "error" in r]
+    record["failed"] = [n for n, r in record["parts"].items() if r.get("ok") is False]  # ran; a row failed
     record["skipped"] = [n for n, r in record["parts"].items() if "skipped" in r]
     (out / "gpu_check.json").write_text(json.dumps(record, indent=1))
     (out / "gpu_check.md").write_text(markdown(record))
