@@ -75,10 +75,15 @@ def test_cpu_smoke_trains_and_resumes_bit_exact(tmp_path: Path, gc, cache_dir) -
     assert "| methods | steps | first_loss |" in summary and "| fti | 2 |" in summary
 
 
-def test_cpu_smoke_propagation_and_decode(tmp_path: Path, gc, cache_dir) -> None:
+def test_cpu_smoke_resnet_propagation_and_decode(tmp_path: Path, gc, cache_dir) -> None:
+    """Also the glue to tools/bench_train.py and tools/bench_propagation.py, which these parts call."""
     record = gc.check([f"out={tmp_path / 'out'}", f"work={tmp_path / 'work'}", "device=cpu", "cpu_smoke=true",
-                       "isolate=false", "parts=(propagation, decode)", "wide_frames=0", "decode_seconds=0.2"])
+                       "isolate=false", "parts=(resnet, propagation, decode)", "decode_seconds=0.2"])
     assert record["errors"] == [], record["parts"]
+    resnet = record["parts"]["resnet"]
+    assert list(resnet["fraction_of_ceiling"]) == ["resnet18"] and resnet["fraction_of_ceiling"]["resnet18"] > 0
+    wide = record["parts"]["propagation"]["wide"]
+    assert wide["frames"] == 2 and wide["size"] == "1920x1080" and wide["peak_mib"] > 0
     prop = record["parts"]["propagation"]
     assert prop["sequences"] == ["synth_000", "synth_001"] and prop["preset"] == "crw"
     f32, auto = prop["precisions"]["float32"], prop["precisions"]["auto"]
