@@ -466,18 +466,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[name].run(cfg)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training's graceful stop
+        if debug:
+            raise
+        print(f"vidssl {name}: interrupted", file=sys.stderr)
+        return 130
     except Exception as err:  # noqa: BLE001 - every failure is one line; VIDSSL_DEBUG=1 shows the traceback
         if debug:
             raise
         print(f"vidssl {name}: {_describe(err)}", file=sys.stderr)
-        return 1
+        stopped = getattr(err, "exit_code", None)  # TrainingStopped: 128 + the signal, as schedulers expect
+        return stopped if isinstance(stopped, int) else 1
 
 
 # Errors whose message already says what is wrong and where (vidssl's own, and the OS's, which
 # name the file); anything else is prefixed with its type so the line still means something.
 def _expected() -> tuple[type[BaseException], ...]:
     expected: list[type[BaseException]] = [ConfigError, ValueError, OSError]
-    for module, name in (("vidssl.data.backends", "VideoReadError"), ("vidssl.engine.trainer", "NonFiniteLossError")):
+    for module, name in (("vidssl.data.backends", "VideoReadError"), ("vidssl.engine.trainer", "NonFiniteLossError"),
+                         ("vidssl.engine.run_folder", "TrainingStopped")):
         cls = getattr(sys.modules.get(module), name, None)
         if cls is not None:
             expected.append(cls)

@@ -39,8 +39,8 @@ def test_two_gloo_ranks_agree_and_only_rank0_writes(tmp_path: Path, synth_dir: P
     assert any(k.startswith("encoder.") for k in rank0)
 
     files = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file() and "tb" not in p.parts)
-    assert files == ["checkpoints/last.pt", "checkpoints/previous.pt",  # step 3 and step 2
-                     "config.yaml", "encoder.safetensors", "log.jsonl"]
+    assert files == [".vidssl-run.json", "checkpoints/last.pt", "checkpoints/previous.pt",  # step 3 and step 2
+                     "config.yaml", "encoder.safetensors", "log.jsonl"]  # and no lock left behind
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]  # one writer: a second rank would have doubled every line
     assert len(list((run / "tb").iterdir())) == 1

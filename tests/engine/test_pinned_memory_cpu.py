@@ -1,6 +1,7 @@
 """The loader's pinned-memory path, run on the CPU with a fake pin and a fake transfer.
 
-On CUDA the trainer builds its DataLoader with ``pin_memory=True`` (a pinning thread copies each
+On CUDA the data pipeline (vidssl.data.pipeline) builds its DataLoader with ``pin_memory=True``
+(a pinning thread copies each
 batch from the workers into page-locked memory) and moves every batch tensor with
 ``non_blocking=True``. Without an accelerator PyTorch turns pinning off, so here the accelerator
 is declared present, ``Tensor.pin_memory`` is a fake that records the tensors it "pins" (a copy),
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import vidssl.engine.trainer as trainer
+import vidssl.data.pipeline as pipeline
 from vidssl.engine.checkpoint import load_checkpoint
 from vidssl.engine.trainer import run_config, train
 
@@ -30,7 +31,7 @@ def test_pinned_batches_reach_the_step_through_non_blocking_copies(tmp_path: Pat
     plain = train(*run_config(data=data, out=str(tmp_path / "plain"), workers=2, **TINY))
 
     asked: list[bool] = []
-    real_loader = trainer.DataLoader
+    real_loader = pipeline.DataLoader
 
     def pinning_loader(*args, **kwargs):
         asked.append(kwargs["pin_memory"])
@@ -50,7 +51,7 @@ def test_pinned_batches_reach_the_step_through_non_blocking_copies(tmp_path: Pat
             moved.append((tuple(self.shape), kwargs.get("non_blocking", False)))
         return real_to(self, *args, **kwargs)
 
-    monkeypatch.setattr(trainer, "DataLoader", pinning_loader)
+    monkeypatch.setattr(pipeline, "DataLoader", pinning_loader)
     monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
     monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *a, **k: torch.device("cuda"))
     monkeypatch.setattr(torch.accelerator, "current_device_index", lambda: 0)

@@ -13,13 +13,16 @@ with the very samples the uninterrupted run would have drawn, and the global RNG
 optimizer and step.
 A non-finite loss stops the run before the update, keeping the last good checkpoint.
 
-The run folder is safe by construction (:func:`_open_run`): training into a folder that holds a
-run is refused unless ``resume=true`` (continue it) or ``overwrite=true`` (replace it); the folder
-given is the run folder wherever it was created (copies and moves resume in place); a resumed run
-goes to its own ``steps`` unless ``steps=`` extends it, and a finished one changes nothing;
-``log.jsonl`` and TensorBoard are cut back to the checkpoint's step; two checkpoints are kept
-(``last.pt``, ``previous.pt``) and the newest readable one is resumed; temporary files of killed
-writes are removed.
+The run folder is safe by construction (:func:`_open_run`, :mod:`vidssl.engine.run_folder`):
+training into a folder that holds a run is refused unless ``resume=true`` (continue it) or
+``overwrite=true`` (replace it), and a folder vidssl did not write is never trained into or
+cleared; one process trains in a folder at a time (a lock); the folder given is the run folder
+wherever it was created (copies and moves resume in place); a resumed run goes to its own
+``steps`` unless ``steps=`` extends it, and a finished one changes nothing; ``log.jsonl`` and
+TensorBoard are cut back to the checkpoint's step; two checkpoints are kept (``last.pt``,
+``previous.pt``) and the newest readable one is resumed; temporary files of killed writes are
+removed. SIGTERM or SIGINT finishes the step, writes a checkpoint and raises
+:class:`~vidssl.engine.run_folder.TrainingStopped` (the CLI exits 143 / 130).
 """
 
 from __future__ import annotations
@@ -47,13 +50,24 @@ from vidssl.ema import ema_update, momentum_at
 from vidssl.engine.checkpoint import keep_previous, load_latest, save_checkpoint
 from vidssl.engine.config import TrainConfig, check_run, config_dict, load_run_config, method_class, run_config
 from vidssl.engine.optim import build_optimizer
+from vidssl.engine.run_folder import (
+    GracefulStop,
+    RunLock,
+    TrainingStopped,
+    check_folder,
+    clear_run,
+    has_checkpoint,
+    holds_run,
+    mark,
+    run_files,
+)
 from vidssl.engine.schedules import cosine_schedule
 from vidssl.files import atomic_write_text, stale_partials
 from vidssl.methods.base import Method
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NonFiniteLossError", "TrainConfig", "build_run", "run_config", "train"]
+__all__ = ["NonFiniteLossError", "TrainConfig", "TrainingStopped", "build_run", "run_config", "train"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -63,8 +77,12 @@ class NonFiniteLossError(RuntimeError):
 def _resume_config(cfg: TrainConfig, method_cfg: Any) -> tuple[TrainConfig, Any]:
     """On resume, the run's saved settings win, except ``steps`` (a run may be extended) and where
     the run folder is (``out``, ``resume``: a copied or moved run resumes where it now is)."""
-    saved = Path(cfg.out) / "config.yaml"
+    out = Path(cfg.out)
+    saved = out / "config.yaml"
     if not cfg.resume or not saved.exists():
+        return cfg, method_cfg
+    if not has_checkpoint(out):  # a start that never reached a checkpoint: nothing of it to keep
+        log.warning("resume: %s holds no checkpoint yet; starting with the settings given", out)
         return cfg, method_cfg
     train_saved, method_saved = load_run_config(saved)
     resumed = dataclasses.replace(train_saved, steps=cfg.steps, out=cfg.out, resume=True, overwrite=False)
@@ -77,36 +95,22 @@ def _resume_config(cfg: TrainConfig, method_cfg: Any) -> tuple[TrainConfig, Any]
     return resumed, method_saved
 
 
-RUN_FILES = ("config.yaml", "log.jsonl", "encoder.safetensors", "checkpoints", "tb")
-"""What a run folder holds besides its data (``synth/``): ``overwrite=true`` removes exactly these."""
-
-
-def _holds_run(out: Path) -> bool:
-    return any((out / name).exists() for name in ("config.yaml", "log.jsonl", "checkpoints/last.pt",
-                                                  "checkpoints/previous.pt"))
-
-
 def _open_run(cfg: TrainConfig) -> dict[str, Any] | None:
-    """The checkpoint to resume from (None: a fresh run), after the run-folder rules.
+    """The checkpoint to resume from (None: a fresh run), after the run-folder rules
+    (:func:`vidssl.engine.run_folder.check_folder`).
 
     Raises:
-        ConfigError: ``out`` is a file, holds a run and neither ``resume`` nor ``overwrite`` is
-            set, or ``steps`` is below the checkpoint's step.
+        ConfigError: ``out`` is a file or holds files vidssl did not write, holds a run and neither
+            ``resume`` nor ``overwrite`` is set, or ``steps`` is below the checkpoint's step.
         ValueError: checkpoints exist but none can be read.
     """
     out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out={out}: is a file, not a run folder")
+    check_folder(out, resume=cfg.resume, overwrite=cfg.overwrite)
     if not cfg.resume:
-        if _holds_run(out) and not cfg.overwrite:
-            raise ConfigError(f"{out}: already holds a training run; continue it with resume=true, or replace it "
-                              f"with overwrite=true (or choose another out=)")
         return None
     found = load_latest(out / "checkpoints", map_location="cpu")
     if found is None:
-        if _holds_run(out):
-            log.warning("resume: %s holds no checkpoint yet; starting the run from step 0", out)
-        else:
+        if not run_files(out):
             log.warning("resume: %s holds no run; starting a new one", out)
         return None
     state, _ = found
@@ -120,17 +124,6 @@ def _open_run(cfg: TrainConfig) -> dict[str, Any] | None:
         log.warning("resume: extending %s from %d to %d steps (the learning-rate schedule is recomputed over %d)",
                     out, saved_steps, cfg.steps, cfg.steps)
     return state
-
-
-def _clear_run(out: Path) -> None:
-    """Remove the files of the run in ``out`` (``overwrite=true``); data and other files stay."""
-    for name in RUN_FILES:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-    log.warning("overwrite: removed the previous run's files from %s", out)
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -200,11 +193,15 @@ def train(cfg: TrainConfig, method_cfg: Any = None) -> Path:
     step = int(state["step"]) if state is not None else 0
     bar: tqdm | None = None
     writer: _Logs | None = None
+    lock = RunLock(out)
+    stop = GracefulStop()
     try:
         if dist.is_main:
-            if cfg.overwrite and not cfg.resume:
-                _clear_run(out)
+            lock.acquire()  # before anything in the folder is written or removed
+            if state is None and run_files(out):  # overwrite=true, or a start that never checkpointed
+                clear_run(out, why="overwrite" if holds_run(out) else "a start that never reached a checkpoint")
             out.mkdir(parents=True, exist_ok=True)
+            mark(out)
             for folder in (out, ckpt_dir):
                 for stale in stale_partials(folder):  # left by a killed write (kill -9 runs no cleanup)
                     log.info("removing %s, left by an interrupted write", stale)
@@ -242,12 +239,17 @@ def train(cfg: TrainConfig, method_cfg: Any = None) -> Path:
         images = 0  # frames seen by the encoder on this process since the last log
         tick = time.perf_counter()
 
+        saved_step = step
+
         def save() -> None:
+            nonlocal saved_step
             if dist.is_main:
                 keep_previous(last, previous)
                 save_checkpoint({"model": method.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                                  "config": saved_config, "encoder": method.encoder.config}, last)
+            saved_step = step
 
+        stop.__enter__()
         while step < cfg.steps:
             # Random draws inside a step (dropout, masks, a method's choices) come from a stream
             # per (seed, step, rank): a resumed run repeats them exactly, and ranks differ.
@@ -257,7 +259,16 @@ def train(cfg: TrainConfig, method_cfg: Any = None) -> Path:
             optimizer.zero_grad(set_to_none=True)
             logs: dict[str, float] = {}
             for micro in range(cfg.accum):
-                batch = next(batches)
+                try:
+                    batch = next(batches)
+                except Exception:
+                    if stop.signum is None:
+                        raise
+                    # Ctrl-C reached the loader workers too: this step is not taken; the one before is saved
+                    if step != saved_step:
+                        save()
+                    raise TrainingStopped(stop.signum, step, last if last.exists() else None) from None
+
                 images += data.images_in(batch)
                 batch = data.to_device(batch, step=step, micro=micro)
                 sync = dist.world_size == 1 or micro == cfg.accum - 1
@@ -289,6 +300,11 @@ def train(cfg: TrainConfig, method_cfg: Any = None) -> Path:
                 writer.write(step, logs)
             if step % cfg.save_every == 0 or step == cfg.steps:
                 save()
+            signum = stop.requested(distributed=dist.world_size > 1, device=device)
+            if signum is not None and step < cfg.steps:
+                if step != saved_step:
+                    save()
+                raise TrainingStopped(signum, step, last if last.exists() else None)
         if dist.is_main and cfg.export:
             from vidssl.export import save_encoder
 
@@ -296,10 +312,12 @@ def train(cfg: TrainConfig, method_cfg: Any = None) -> Path:
             save_encoder(method.encoder, out / "encoder.safetensors", metadata=metadata)
         return out
     finally:
+        stop.__exit__()
         if bar is not None:  # ends the progress line, so an error message starts a line of its own
             bar.close()
         if writer is not None:
             writer.close()
+        lock.release()
         shutdown_distributed()
 
 
