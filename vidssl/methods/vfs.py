@@ -33,7 +33,9 @@ no colour augmentation; J&F 66.7 on DAVIS-2017 after 100 epochs of Kinetics-400)
   frames) is one forward, so BatchNorm statistics are per half, as released;
 * loss (``CosineSimLoss(negative=False)``): ``2 - 2 cos(p, sg(z))`` per pair, symmetric with
   weights 1/2, averaged over samples and pairs (:func:`vfs_loss`), in [0, 4]. SimSiam's ``-cos``
-  has half its gradient: at the same lr, ``method=simsiam`` takes half the released step;
+  has half its gradient: at the same lr, ``method=simsiam`` takes half the released step. (SGD
+  with ``-cos``, lr 0.1 and weight decay 5e-5 would take the same steps; the loss itself is
+  released instead, so ``lr``, ``weight_decay`` and the logged loss read as the release's);
 * backbone: ``zero_init_residual`` (each residual block's last BN scale starts at 0) on a freshly
   built ResNet (encoder weights given with ``weights=`` are left as they are);
 * optimiser: SGD lr 0.05, momentum 0.9, weight decay 1e-4 on every parameter, biases and BN
