@@ -12,6 +12,10 @@ of every two-view method (``fti``, ``simclr``, ``mocov2``, ``byol``, ``simsiam``
     vidssl train ~/videos method=fti positives=tracks tracks=runs/tracks      # track pairs only
     vidssl train ~/videos method=byol positives=both tracks=runs/tracks       # both, weighted
 
+Two frames of one video are ``min_gap``..``max_gap`` apart (``sampling=gap``, uniform gap), or one
+from each half of the video (``sampling=halves``: the released VFS sampler,
+:func:`vidssl.data.samplers.halves`).
+
 Batches hold the frame pairs under ``frames`` and, with ``positives=both``, the track pairs under
 ``crops`` (uint8 (B, 2, 3, S, S) each); with ``positives=tracks`` the track pairs are ``frames``.
 Crops get the same view recipe as frames.
@@ -27,7 +31,7 @@ from typing import Any, Literal
 from torch.utils.data import Dataset
 
 from vidssl.config import option
-from vidssl.data.samplers import ClipSampler, PairSampler
+from vidssl.data.samplers import ClipSampler, HalvesSampler, PairSampler
 from vidssl.data.spec import DataSpec, SampleTransform
 
 
@@ -36,9 +40,14 @@ class PairOptions:
     """Where the two views of a positive pair come from (keys of every two-view method)."""
 
     positives: Literal["frames", "tracks", "both"] = option(
-        "frames", "frames: two frames min_gap..max_gap apart | tracks: two crops of one object track (needs "
+        "frames", "frames: two frames of one video (see sampling) | tracks: two crops of one object track (needs "
         "tracks=DIR) | both: a frame pair and a track pair per sample, loss frame_weight*L(frames) + "
         "track_weight*L(crops)"
+    )
+    sampling: Literal["gap", "halves"] = option(
+        "gap", "frame pairs: gap: two frames min_gap..max_gap apart | halves: the released VFS sampler, one random "
+        "frame in each of 8 equal segments of the whole video, a pair = one frame of the first 4 segments and one "
+        "of the last 4 (min_gap / max_gap unused)"
     )
     min_gap: float = option(0, "smallest gap between the frames of a pair")
     max_gap: float = option(30, "largest gap between the frames of a pair (0: two views of one frame)")
@@ -69,18 +78,27 @@ def check_pairs(opts: PairOptions) -> None:
         raise ValueError(f"need 0 <= track_min_gap <= track_max_gap, got {opts.track_min_gap}, {opts.track_max_gap}")
 
 
-def pair_data(opts: PairOptions, *, transform: SampleTransform | None = None, color: bool = True) -> DataSpec:
+def pair_data(opts: PairOptions, *, transform: SampleTransform | None = None, color: bool = True,
+              frames_per_half: int = 1) -> DataSpec:
     """The DataSpec of ``opts``: frame pairs, track-crop pairs, or both.
 
     ``transform`` is a view recipe called once per sample with both frames (or crops), e.g.
     :func:`vidssl.data.views.byol_views`; by default each frame gets the trainer's symmetric
     augmentation independently. A recipe with a gap of 0 decodes one frame and cuts both views
-    from it.
+    from it. ``frames_per_half`` (``sampling=halves`` only): frames of each half per sample, so
+    ``frames`` is (B, 2 * frames_per_half, 3, S, S), the first half's frames first (VFS's
+    ``intra_video``: 4).
     """
     check_pairs(opts)
-    one_frame = transform is not None and opts.max_gap == 0
-    sampler = ClipSampler(length=1) if one_frame else PairSampler(min_gap=opts.min_gap, max_gap=opts.max_gap,
-                                                                  unit=opts.gap_unit)
+    if frames_per_half != 1 and opts.sampling != "halves":
+        raise ValueError(f"frames_per_half={frames_per_half} needs sampling=halves (a gap pair has one frame per side)")
+    one_frame = transform is not None and opts.max_gap == 0 and opts.sampling == "gap"
+    if opts.sampling == "halves":
+        sampler: ClipSampler | PairSampler | HalvesSampler = HalvesSampler(per_half=frames_per_half)
+    elif one_frame:
+        sampler = ClipSampler(length=1)
+    else:
+        sampler = PairSampler(min_gap=opts.min_gap, max_gap=opts.max_gap, unit=opts.gap_unit)
     if opts.positives == "frames":
         return DataSpec(sampler, transform=transform, color=color)
     if opts.positives == "tracks":

@@ -64,6 +64,54 @@ def clip(num_frames: int, *, length: int, generator: torch.Generator) -> list[in
     return sequence(num_frames, length=length, stride=1, generator=generator)
 
 
+def segments(num_frames: int, *, num_segments: int, generator: torch.Generator) -> list[int]:
+    """One random frame in each of ``num_segments`` equal segments of the whole video: the released
+    VFS sampler (Xu & Wang, 2021, arXiv:2103.17263; mmaction2's ``SampleFrames`` in training mode
+    with ``clip_len=1, frame_interval=0``, ``out_of_bound_opt='loop'``), step by step:
+
+    * segment length ``a = (num_frames + 1) // num_segments`` (the ``+ 1`` is mmaction's, for a clip
+      of ``clip_len * frame_interval = 0`` frames); if ``a > 0``, frame ``k a + u_k`` with ``u_k``
+      uniform in [0, a) for segment k; else (fewer than ``num_segments - 1`` frames) the fixed
+      frames ``round(k (num_frames + 1) / num_segments)``, rounding half to even as ``np.around``;
+    * indices wrap modulo ``num_frames`` (``loop``). Only ``8 a = num_frames + 1`` lets the last
+      segment reach frame ``num_frames``, which wraps to frame 0, as in the released code.
+
+    Returns ``num_segments`` indices in segment order.
+    """
+    if num_segments < 1:
+        raise ValueError(f"need num_segments >= 1, got {num_segments}")
+    if num_frames < 1:
+        raise TooShortError("an empty video has no frames to sample")
+    seg = (num_frames + 1) // num_segments
+    if seg > 0:
+        offsets = [k * seg + int(u) for k, u in enumerate(torch.randint(seg, (num_segments,), generator=generator))]
+    else:
+        ratio = (num_frames + 1) / num_segments
+        offsets = [round(k * ratio) for k in range(num_segments)]  # Python rounds half to even, as np.around
+    return [o % num_frames for o in offsets]
+
+
+def halves(num_frames: int, *, per_half: int, num_segments: int = 8, generator: torch.Generator) -> list[int]:
+    """:func:`segments`, then ``per_half`` frames of the first half's segments followed by
+    ``per_half`` of the second half's, so each frame of the first half pairs with one of the second.
+
+    The released VFS model (``Clip2Frame(clip_len=4)``) takes all of them: 8 segments, the first 4
+    frames against the last 4 (``per_half=4``, its 16 cross pairs). ``per_half=1`` keeps one random
+    frame of each half: a random one of those 16 pairs, so its pair distribution is the released
+    one. Fewer than all keeps a random subset of each half, in segment order.
+    """
+    if num_segments < 2 or num_segments % 2:
+        raise ValueError(f"need an even num_segments >= 2, got {num_segments}")
+    half = num_segments // 2
+    if not 1 <= per_half <= half:
+        raise ValueError(f"need 1 <= per_half <= {half} (num_segments / 2), got {per_half}")
+    frames = segments(num_frames, num_segments=num_segments, generator=generator)
+    if per_half == half:
+        return frames
+    keep = [sorted(torch.randperm(half, generator=generator)[:per_half].tolist()) for _ in range(2)]
+    return [frames[j] for j in keep[0]] + [frames[half + j] for j in keep[1]]
+
+
 def to_frames(value: float, unit: Literal["frames", "seconds"], fps: float) -> int:
     """A gap given in frames or seconds, in frames (seconds are rounded to the nearest frame)."""
     if unit == "frames":
@@ -134,11 +182,26 @@ class ClipSampler:
         return self.length
 
 
-Sampler = PairSampler | SequenceSampler | ReferenceTargetSampler | ClipSampler
+@dataclass(frozen=True)
+class HalvesSampler:
+    """:func:`halves`: the released VFS sampler, ``per_half`` frames of each half of the video."""
+
+    per_half: int = 4
+    num_segments: int = 8
+
+    def __call__(self, num_frames: int, fps: float, generator: torch.Generator) -> list[int]:
+        return halves(num_frames, per_half=self.per_half, num_segments=self.num_segments, generator=generator)
+
+    def min_frames(self, fps: float) -> int:
+        return 1  # shorter videos than segments repeat frames, as the released sampler
+
+
+Sampler = PairSampler | SequenceSampler | ReferenceTargetSampler | ClipSampler | HalvesSampler
 
 SAMPLERS: dict[str, type] = {
     "pair": PairSampler,
     "sequence": SequenceSampler,
     "reference_target": ReferenceTargetSampler,
     "clip": ClipSampler,
+    "halves": HalvesSampler,
 }

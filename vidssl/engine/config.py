@@ -56,7 +56,9 @@ class TrainConfig:
     lr: float = option(0.05, "peak learning rate (per optimizer step, not scaled by batch)", min=0)
     min_lr: float = option(0.0, "final learning rate of the cosine schedule", min=0)
     warmup_steps: int = option(0, "linear warmup steps", min=0)
-    weight_decay: float = option(1e-4, "weight decay (not on biases and norms)", min=0)
+    weight_decay: float = option(1e-4, "weight decay (not on biases and norms unless weight_decay_all)", min=0)
+    weight_decay_all: bool = option(False, "weight decay on every parameter, biases and norms too (mmcv's default, "
+                                           "as the released VFS)")
     clip_grad: float = option(0.0, "clip the gradient norm to this (0: off)", min=0)
     image_size: int = option(224, "crop size seen by the encoder", min=1)
     color_on: Literal["auto", "loader", "device"] = option(

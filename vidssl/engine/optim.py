@@ -34,19 +34,22 @@ class LARS(torch.optim.Optimizer):
                 p.add_(mu, alpha=-group["lr"])
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weights of linear / conv layers only; not on biases and norm parameters."""
+def param_groups(model: nn.Module, weight_decay: float, *, decay_all: bool = False) -> list[dict]:
+    """Weight decay on weights of linear / conv layers only; not on biases and norm parameters,
+    unless ``decay_all`` (mmcv's default optimizer, e.g. the released VFS: every parameter decays).
+    The two groups are kept either way, so checkpoints have one layout."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": weight_decay if decay_all else 0.0}]
 
 
 def build_optimizer(
-    name: str, model: nn.Module, *, lr: float, weight_decay: float, momentum: float = 0.9
+    name: str, model: nn.Module, *, lr: float, weight_decay: float, momentum: float = 0.9, decay_all: bool = False
 ) -> torch.optim.Optimizer:
-    groups = param_groups(model, weight_decay)
+    groups = param_groups(model, weight_decay, decay_all=decay_all)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     if name == "lars":

@@ -164,7 +164,8 @@ def build_run(cfg: TrainConfig, method_cfg: Any, device: torch.device) -> tuple[
     method.to(device)
     if device.type == "cuda" and cfg.channels_last:
         method.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg.optimizer, method, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(cfg.optimizer, method, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                decay_all=cfg.weight_decay_all)
     return method, optimizer
 
 
