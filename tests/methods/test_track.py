@@ -114,3 +114,27 @@ def test_pair_source_errors_are_clear(tracks_dir, synth_dir, tmp_path, cache_dir
                           out=str(tmp_path / "c"), steps=1, **TINY))
     assert main(["train", "method=track", f"out={tmp_path / 'e'}"]) == 2
     assert "positives=tracks" in capsys.readouterr().err
+
+
+def test_tracks_of_other_videos_with_the_same_names_are_left_out(tracks_dir, synth_dir, tmp_path, cache_dir,
+                                                                 caplog) -> None:
+    """Tracks made on other videos with the same file names were used: their boxes cropped frames of
+    the wrong video. The frame count and the shape recorded in tracks.json must fit the video."""
+    import logging
+    import shutil
+
+    from vidssl.data.track_pairs import native_frames
+    from vidssl.data.video_writer import write_video
+
+    other = tmp_path / "videos"
+    shutil.copytree(synth_dir / "videos", other)
+    (other / "synth_000.mp4").unlink()  # another video under the same name: fewer frames
+    write_video(other / "synth_000.mp4", (np.zeros((120, 160, 3), np.uint8) for _ in range(10)), 24.0)
+    manifest = read_manifest(tracks_dir)
+    index = scan(other, progress=False)
+    caplog.set_level(logging.WARNING)
+    data = TrackPairDataset(index.videos, tracks=read_tracks(tracks_dir), data_root=other,
+                            native_sizes=native_sizes(manifest), native_frames=native_frames(manifest))
+    kept = {Path(data.videos[position].path).name for position, _ in data.tracks}
+    assert "synth_000.mp4" not in kept and kept  # the others still fit
+    assert "made on other videos of the same name" in caplog.text and "24 frames tracked, 10 here" in caplog.text

@@ -110,7 +110,7 @@ def pair_data(opts: PairOptions, *, transform: SampleTransform | None = None, co
 def _track_dataset(opts: PairOptions, **kwargs: Any) -> Dataset:
     """A :class:`~vidssl.data.track_pairs.TrackPairDataset` of ``opts.tracks``; ``kwargs`` are the
     trainer's dataset arguments (videos, backend, size, transform, consistent, seed, data_root, ...)."""
-    from vidssl.data.track_pairs import TrackPairDataset, native_sizes
+    from vidssl.data.track_pairs import TrackPairDataset, native_frames, native_sizes
     from vidssl.data.tracks import read_manifest, read_tracks
 
     manifest = read_manifest(opts.tracks)
@@ -119,6 +119,7 @@ def _track_dataset(opts: PairOptions, **kwargs: Any) -> Dataset:
         tracks=read_tracks(opts.tracks, min_length=opts.track_min_length),
         data_root=Path(kwargs.get("data_root") or manifest["data"]),
         native_sizes=native_sizes(manifest),
+        native_frames=native_frames(manifest),
         min_gap=opts.track_min_gap,
         max_gap=opts.track_max_gap,
         min_length=opts.track_min_length,

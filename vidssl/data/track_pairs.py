@@ -102,6 +102,7 @@ class TrackPairDataset(Dataset):
         tracks: dict[str, list[Any]],
         data_root: str | Path,
         native_sizes: dict[str, tuple[int, int]],
+        native_frames: dict[str, int] | None = None,
         min_gap: int = 0,
         max_gap: int = 30,
         min_length: int = 2,
@@ -119,19 +120,28 @@ class TrackPairDataset(Dataset):
         self.videos = list(videos)
         self.tracks: list[tuple[int, Any]] = []  # (video position, Track)
         missing: list[str] = []
+        other: list[str] = []  # same name, another video: tracks of it would crop the wrong frames
         for rel, video_tracks in sorted(tracks.items()):
             position = by_path.get(str((root / rel).resolve()))
             if position is None:
                 missing.append(rel)
                 continue
+            why = _other_video(videos[position], native_frames.get(rel) if native_frames else None,
+                               native_sizes.get(rel))
+            if why:
+                other.append(f"{rel} ({why})")
+                continue
             self.tracks += [(position, t) for t in video_tracks if len(t) >= min_length]
         if missing:
             log.warning("vidssl: tracks of %d videos not in the training data (%s%s) are left out", len(missing),
                         ", ".join(missing[:3]), " ..." if len(missing) > 3 else "")
+        if other:
+            log.warning("vidssl: tracks of %d videos were made on other videos of the same name and are left out: "
+                        "%s%s", len(other), ", ".join(other[:3]), " ..." if len(other) > 3 else "")
         if not self.tracks:
             raise ValueError(
                 f"no usable tracks: none of {sum(map(len, tracks.values()))} tracks has {min_length}+ boxes in a video"
-                f" of the training data under {root}"
+                f" of the training data under {root}" + (f" (made on other videos: {other[0]} ...)" if other else "")
             )
         self.native_sizes = native_sizes
         self.min_gap, self.max_gap, self.context = min_gap, max_gap, context
@@ -202,6 +212,26 @@ class FramesAndTracks(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {**self.frames[index], "crops": self.tracks[index]["frames"]}
+
+
+def _other_video(video: VideoInfo, frames: int | None, size: tuple[int, int] | None) -> str:
+    """Why the tracked video (``frames``, ``size`` from ``tracks.json``) is not ``video``, or "".
+
+    A prepared copy keeps every frame and the shape of the frame (``vidssl prepare``), so tracks of
+    the original still fit it: only another frame count (one frame of slack: decoders count a damaged
+    last frame differently) or another aspect ratio means another video."""
+    if frames is not None and abs(int(frames) - video.num_frames) > 1:
+        return f"{frames} frames tracked, {video.num_frames} here"
+    if size is not None and video.height and video.width and size[0] and size[1]:
+        tracked, here = size[1] / size[0], video.width / video.height
+        if abs(tracked / here - 1) > 0.02:
+            return f"{size[1]}x{size[0]} tracked, {video.width}x{video.height} here"
+    return ""
+
+
+def native_frames(manifest: dict[str, Any]) -> dict[str, int]:
+    """``{rel path: frame count}`` of the videos a ``tracks.json`` tracked."""
+    return {rel: int(v["num_frames"]) for rel, v in manifest.get("videos", {}).items() if "num_frames" in v}
 
 
 def native_sizes(manifest: dict[str, Any]) -> dict[str, tuple[int, int]]:
