@@ -284,6 +284,12 @@ def test_top_k_with_ties() -> None:
     assert values[1, :2].tolist() == [5.0, 4.0] and values[1, 2:].isinf().all()  # no tie: k, then -inf
     assert top_k(x[2:], 2, ties=True)[0].shape == (1, 2)  # fewer than k allowed: nothing widened
     assert top_k(x, 2)[0].shape == (3, 2)
+    # DINO compares the weights exp(a / 0.1) in float32: affinities a last bit apart can tie there
+    a = torch.tensor([0.01], dtype=torch.float32) + torch.arange(6) * 1e-9
+    assert len(set(a.tolist())) == 6 and len(set(torch.exp(a / 0.1).tolist())) < 6
+    kth = torch.exp(a.max() / 0.1)
+    values, _ = top_k(a, 1, ties=True, temperature=0.1)
+    assert int(values.isfinite().sum()) == int((torch.exp(a / 0.1) >= kth).sum()) > 1
 
 
 def test_processing_size_floors_the_exact_long_side_as_dino_does() -> None:

@@ -16,10 +16,10 @@ radius``: DINO's ``restrict_neighborhood``, Spa-then-Temp's ``mode='square'``); 
 lifts it; ``first_unrestricted`` leaves the first context frame (the annotated one) unrestricted,
 as CRW's code does (``A[0, :, len(long_mem):] += D`` masks every frame but the first).
 
-``ties``: keep every context position whose affinity equals the k-th largest, not exactly k (DINO's
-``aff[aff < tk_val_min] = 0`` and the DINOv3 notebook keep all values >= the k-th; CRW's and VFS's
-``torch.topk`` keep k). It matters only where affinities tie exactly (repeated frames, flat pixel
-features).
+``ties``: keep every context position whose weight ``exp(affinity / temperature)`` equals the
+k-th's, not exactly k (DINO's ``aff[aff < tk_val_min] = 0`` on those weights and the DINOv3
+notebook keep all values >= the k-th; CRW's and VFS's ``torch.topk`` keep k). It matters only where
+weights tie exactly in float (repeated frames, flat colour features).
 
 Implementations, all giving :func:`propagate_labels_naive`'s result up to float rounding and the
 order of ties (tested), held by one :class:`Context` that streams frames through a ring:
@@ -116,24 +116,29 @@ def radius_mask(height: int, width: int, radius: float, *, device: torch.device 
     return Neighbourhood(radius, shape).allows(yy[None] - yy[:, None], xx[None] - xx[:, None])
 
 
-def top_k(x: torch.Tensor, k: int, *, ties: bool = False, rows: torch.Tensor | None = None
-          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` largest values of ``x`` along its last dim and their indices, largest first; with
-    ``ties`` also every further value equal to the k-th (the rows are then padded to the longest
-    with -inf values, whose softmax weight is 0). ``rows`` (``x.shape[:-1]`` bool): the rows whose
-    ties count (others, e.g. targets past the map's edge, get exactly k and more only by chance)."""
+def top_k(x: torch.Tensor, k: int, *, ties: bool = False, temperature: float = 1.0,
+          rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest values of ``x`` along its last dim and their indices, largest first.
+
+    With ``ties`` also every further value whose weight ``exp(x / temperature)``, computed in
+    ``x``'s dtype, equals the k-th's: DINO compares those weights (``aff[aff < tk_val_min] = 0``
+    after ``exp(aff / 0.1)``), and float rounding makes affinities a last bit apart tie there. The
+    rows are then padded to the longest with -inf values, whose softmax weight is 0. ``rows``
+    (``x.shape[:-1]`` bool): the rows whose ties count (others, e.g. targets past the map's edge,
+    get exactly k and more only by chance)."""
     values, index = x.topk(k, dim=-1)
     if not ties:
         return values, index
-    kth = values[..., -1:]
-    # -inf at the k-th: fewer than k allowed positions, no tie worth keeping
-    counts = ((x >= kth) & (kth > float("-inf"))).sum(-1)
+    kth = torch.exp(values[..., -1:] / temperature)
+    # weights are monotone in x: the values tied with the k-th are the largest ones, counted here
+    wide = torch.exp(x / temperature) >= kth
+    counts = (wide & (values[..., -1:] > float("-inf"))).sum(-1)  # -inf k-th: fewer than k allowed
     if rows is not None:
         counts = counts * rows
     most = int(counts.max()) if counts.numel() else 0
     if most > k:
         values, index = x.topk(most, dim=-1)
-        values = values.masked_fill(values < kth, float("-inf"))
+        values = values.masked_fill(torch.exp(values / temperature) < kth, float("-inf"))
     return values, index
 
 
@@ -186,7 +191,7 @@ def propagate_labels_naive(
     allowed = radius_mask(height, width, radius, device=query.device, shape=shape)
     masked = affinity.view(n, frames, n)[:, 1:] if first_unrestricted else affinity.view(n, frames, n)
     masked.masked_fill_(~allowed[:, None, :], float("-inf"))
-    values, index = top_k(affinity, min(topk, frames * n), ties=ties)
+    values, index = top_k(affinity, min(topk, frames * n), ties=ties, temperature=temperature)
     weights = torch.softmax(values.float() / temperature, dim=1)
     context = labels.float().permute(0, 2, 3, 1).reshape(frames * n, -1)
     out = (context[index] * weights[..., None]).sum(dim=1)  # (n, L)
@@ -412,7 +417,7 @@ class Context:
                 allowed = nb.allows(yy[None] - yy[start:stop, None], xx[None] - xx[start:stop, None])
                 masked = affinity[:, 1:] if nb.first_unrestricted else affinity
                 masked.masked_fill_(~allowed[:, None, :], float("-inf"))
-            values, index = top_k(affinity.view(stop - start, used * n), k, ties=ties)
+            values, index = top_k(affinity.view(stop - start, used * n), k, ties=ties, temperature=temperature)
             weights = torch.softmax(values.float() / temperature, dim=1)
             out[start:stop] = (labels[index] * weights[..., None]).sum(dim=1)
         return out.T.reshape(-1, h, w)
@@ -495,7 +500,8 @@ class Context:
                     self._outside[a, b] = outside[:, :, None, :] if bool(outside.any()) else None
                 if self._outside[a, b] is not None:
                     kept.masked_fill_(self._outside[a, b], float("-inf"))
-                values, index = top_k(kept.view(n, t2, frames * per_frame), k, ties=ties, rows=inside)
+                values, index = top_k(kept.view(n, t2, frames * per_frame), k, ties=ties, temperature=temperature,
+                                      rows=inside)
                 cell = cells[ti[None, :, None], index % per_frame]  # (n, t2, k) window cells
                 py, px = ty + cell // window, tx + cell % window
                 candidates.append(values)
@@ -504,14 +510,15 @@ class Context:
                 affinity = self._buffer("first", (n * t2, self.first.shape[0]), query.dtype)
                 torch.mm(qt.reshape(n * t2, channels), self.first.T, out=affinity)
                 affinity = affinity.view(n, t2, -1)
-                values, index = top_k(affinity, kf, ties=ties, rows=inside)
+                values, index = top_k(affinity, kf, ties=ties, temperature=temperature, rows=inside)
                 candidates.append(values)
                 positions.append((index // self.width + reach) * wp + index % self.width + reach)  # slot 0
             values, position = candidates[0], positions[0]
             if len(candidates) > 1:
                 # with ties, each part holds every value >= its own k-th, so every value >= the k-th
                 # of the union (which is no smaller than either part's)
-                values, index = top_k(torch.cat(candidates, dim=2), min(topk, k + kf), ties=ties, rows=inside)
+                values, index = top_k(torch.cat(candidates, dim=2), min(topk, k + kf), ties=ties,
+                                      temperature=temperature, rows=inside)
                 position = torch.cat(positions, dim=2).gather(2, index)
             weights = torch.softmax(values.float() / temperature, dim=2)
             out[a:b] = (labels_flat[position] * weights[..., None]).sum(dim=2)
