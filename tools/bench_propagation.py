@@ -8,10 +8,10 @@ At 480p (a DAVIS sequence's JPEGs, 854x480), for each of ``encoders`` (``random`
 ResNet-18 at stride 8 read at ``layer``, res3 = CRW's 256-d trunk; ``pixels``: Lab colour): the
 features of 1 + 20 + ``frames`` frames are computed once (timed: encoder frames/s), a context of
 the first frame and 20 frames with their ground-truth masks is filled, then one propagation step
-per target frame is timed for the three implementations of
-:class:`vidssl.propagation.affinity.Context` on the same features and context: ``local`` (the
-default), ``tiled`` (the previous step: every window copied per target, masked and ranked whole)
-and ``naive`` (the whole (h*w, 21*h*w) affinity, then mask, top-k, softmax), with CRW's settings
+per target frame is timed for three implementations on the same features and context: ``local``
+(the default of :class:`vidssl.propagation.affinity.Context`), ``tiled`` (the previous step, kept
+here only, :class:`TiledStep`: every window copied per target, masked and ranked whole) and
+``naive`` (the whole (h*w, 21*h*w) affinity, then mask, top-k, softmax), with CRW's settings
 (circle of radius 12, top-k 10, temperature 0.05). Outputs are compared; reported per
 implementation: step frames/s, end-to-end frames/s (encoder + step), peak memory during the steps
 (CUDA max allocated on GPU, the process's peak RSS on CPU, sampled every 10 ms), and the ratios
@@ -29,6 +29,7 @@ The last line printed is one JSON object with every figure.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -41,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
+import torch.nn.functional as F
 
 from vidssl.config import option, parse_overrides, to_dict
 from vidssl.features import resolve_features
@@ -50,6 +52,80 @@ from vidssl.propagation.propagate import PropagationConfig, propagate
 
 REPO = Path(__file__).resolve().parents[1]
 IMPLS = ("local", "tiled", "naive")
+
+
+class TiledStep:
+    """The previous ``tiled`` step, kept for this comparison only (vidssl uses the local step):
+    context frames in channels-last buffers padded by a :class:`TileGrid`; per chunk of tiles every
+    tile's window of every frame is copied, scored against the tile's targets, the neighbourhood
+    applied to the whole window, and top-k taken over all of it. ``set_first``, ``push`` and
+    ``step`` as :class:`vidssl.propagation.affinity.Context` (no unrestricted first frame)."""
+
+    def __init__(self, height: int, width: int, *, context: int, channels: int, num_labels: int,
+                 neighbourhood: Neighbourhood, tile: int = 12, chunk_mb: float = 256.0,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
+        self.grid = TileGrid(height, width, tile, neighbourhood.reach(height, width))
+        self.chunk_mb, self.context = chunk_mb, context
+        padded = (1 + context, *self.grid.padded_shape)
+        self.keys = torch.zeros(*padded, channels, dtype=dtype, device=device)
+        self.labels = torch.zeros(*padded, num_labels, dtype=torch.float32, device=device)
+        self.valid = self.grid.valid(torch.device(device))
+        self.offsets = self.grid.offsets_mask(neighbourhood.radius, torch.device(device), neighbourhood.shape)
+        self.filled, self.next = 0, 1
+
+    def _write(self, slot: int, features: torch.Tensor, labels: torch.Tensor) -> None:
+        r, h, w = self.grid.reach, self.grid.height, self.grid.width
+        self.keys[slot, r : r + h, r : r + w] = features
+        self.labels[slot, r : r + h, r : r + w] = labels.permute(1, 2, 0)
+
+    def set_first(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        self._write(0, features, labels)
+
+    def push(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        if self.context:
+            self._write(self.next, features, labels)
+            self.filled = min(self.filled + 1, self.context)
+            self.next = 1 + self.next % self.context
+
+    def step(self, query: torch.Tensor, *, topk: int, temperature: float) -> torch.Tensor:
+        """(h, w, C) target features -> (L, h, w) float32 soft labels."""
+        used = 1 + self.filled
+        return propagate_tiles(query, self.keys[:used], self.labels[:used], self.grid, topk=topk,
+                               temperature=temperature, chunk_mb=self.chunk_mb, offsets=self.offsets,
+                               valid=self.valid)
+
+
+def propagate_tiles(query: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor, grid: TileGrid, *, topk: int,
+                    temperature: float, chunk_mb: float, offsets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The ``tiled`` step on channels-last buffers padded by ``grid``: query (h, w, C), keys
+    (T, *grid.padded_shape, C), labels (T, *grid.padded_shape, L) -> (L, h, w) float32."""
+    frames, channels = keys.shape[0], keys.shape[-1]
+    num_labels = labels.shape[-1]
+    tile, window, cols = grid.tile, grid.window, grid.cols
+    num_tiles = grid.rows * cols
+    k = min(topk, frames * window**2)
+    q = F.pad(query, (0, 0, 0, cols * tile - grid.width, 0, grid.rows * tile - grid.height))
+    q = q.reshape(grid.rows, tile, cols, tile, channels).transpose(1, 2).reshape(num_tiles, tile**2, channels)
+    # tiles per batched matmul so one chunk's gathered keys, labels and affinities fit chunk_mb
+    per_tile = frames * window**2 * (channels * keys.element_size() + tile**2 * keys.element_size() + num_labels * 4)
+    step = max(1, int(chunk_mb * 2**20 // per_tile))
+    out = torch.empty(num_tiles, tile**2, num_labels, dtype=torch.float32, device=query.device)
+    for start in range(0, num_tiles, step):
+        corners = [(t // cols * tile, t % cols * tile) for t in range(start, min(start + step, num_tiles))]
+        n = len(corners)
+        context = torch.stack([keys[:, y : y + window, x : x + window] for y, x in corners])
+        context_labels = torch.stack([labels[:, y : y + window, x : x + window] for y, x in corners])
+        inside = torch.stack([valid[y : y + window, x : x + window] for y, x in corners])  # (n, win, win)
+        affinity = torch.bmm(q[start : start + n], context.view(n, frames * window**2, channels).transpose(1, 2))
+        allowed = offsets[None] & inside.view(n, 1, window**2)  # (n, tile^2, win^2), every frame alike
+        affinity.view(n, tile**2, frames, window**2).masked_fill_(~allowed[:, :, None, :], float("-inf"))
+        values, index = affinity.topk(k, dim=2)  # over all context frames together
+        weights = torch.softmax(values.float() / temperature, dim=2)
+        picked = torch.gather(context_labels.view(n, frames * window**2, num_labels).float(), 1,
+                              index.view(n, -1, 1).expand(-1, -1, num_labels))
+        out[start : start + n] = (picked.view(n, tile**2, k, num_labels) * weights[..., None]).sum(dim=2)
+    out = out.view(grid.rows, cols, tile, tile, num_labels).permute(4, 0, 2, 1, 3)
+    return out.reshape(num_labels, grid.rows * tile, cols * tile)[:, : grid.height, : grid.width]
 
 
 @dataclass(frozen=True)
@@ -172,9 +248,10 @@ def compare_480p(cfg: BenchConfig, device: torch.device, encoder: str) -> dict:
 
     rows, outputs = {}, {}
     for impl, n in zip(IMPLS, (cfg.frames, cfg.tiled_frames, cfg.naive_frames), strict=True):
-        ctx = Context(*grid_hw, context=cfg.context, channels=channels, num_labels=len(ids),
-                      neighbourhood=Neighbourhood(cfg.radius), impl=impl, tile=tile if impl == "local" else 12,
-                      chunk_mb=cfg.chunk_mb, dtype=features.dtype, device=device)
+        kind = TiledStep if impl == "tiled" else functools.partial(Context, impl=impl)
+        ctx = kind(*grid_hw, context=cfg.context, channels=channels, num_labels=len(ids),
+                   neighbourhood=Neighbourhood(cfg.radius), tile=tile if impl == "local" else 12,
+                   chunk_mb=cfg.chunk_mb, dtype=features.dtype, device=device)
         ctx.set_first(features[0], labels[0])
         for t in range(1, 1 + cfg.context):
             ctx.push(features[t], labels[t])

@@ -25,9 +25,11 @@ devices follow :func:`vidssl.device.resolve_device`.
 
 Precision. Pooled features are computed under bf16 autocast on CUDA (``autocast=True``, the image
 evaluations) or in float32 (``autocast=False``), and returned as float32 on the CPU. Dense maps
-are computed under bf16 autocast on CUDA and stored in :func:`storage_dtype` (float16 on CUDA:
-unit vectors lose nothing that matters at that precision and take half the memory of float32;
-float32 on CPU, where half-precision matmuls are slow). On the CPU everything is float32.
+are stored in :func:`storage_dtype` (``precision=auto``: float16 on CUDA, where unit vectors lose
+nothing that matters at that precision and take half the memory of float32; float32 on CPU, where
+half-precision matmuls are slow) and computed under bf16 autocast on CUDA unless they are stored in
+float32: ``precision=float32`` runs the encoder in float32 too, as the released propagation codes
+do (every propagation preset pins it). On the CPU everything is float32.
 """
 
 from __future__ import annotations
@@ -360,6 +362,13 @@ def storage_dtype(precision: str, device: torch.device) -> torch.dtype:
     return dtypes[precision]
 
 
+def dense_autocast(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether dense maps stored in ``dtype`` are computed under bf16 autocast: on CUDA, unless
+    they are stored in float32 (then the encoder runs in float32, as the released propagation
+    protocols do)."""
+    return device.type == "cuda" and dtype != torch.float32
+
+
 class LabPixels:
     """CIE Lab colour averaged over ``stride`` x ``stride`` cells, centred and scaled to about
     [-1, 1] per channel ((L - 50) / 50, a / 50, b / 50), then L2-normalized: propagation by colour
@@ -399,9 +408,10 @@ class CopyFirst:
 
 
 class EncoderFeatures:
-    """An encoder's ``forward_features`` on ImageNet-normalized frames (bf16 autocast on CUDA),
-    L2-normalized over channels. ``gray``: the frames are first turned into the Lab-lightness
-    input a colorization encoder was trained on (:func:`vidssl.models.color.gray_input`)."""
+    """An encoder's ``forward_features`` on ImageNet-normalized frames, L2-normalized over channels,
+    returned in ``dtype``; on CUDA under bf16 autocast unless ``dtype`` is float32 (``autocast``
+    says which). ``gray``: the frames are first turned into the Lab-lightness input a colorization
+    encoder was trained on (:func:`vidssl.models.color.gray_input`)."""
 
     def __init__(self, encoder: Encoder, *, name: str, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, gray: bool = False, layer: str = "") -> None:
@@ -418,6 +428,7 @@ class EncoderFeatures:
         # layer3 keeps its stride of 2 only in a stride-32 ResNet: then res3 is at 16.
         self.stride = min(int(encoder.stride), 16) if layer == "res3" else int(encoder.stride)
         self.dtype = dtype
+        self.autocast = dense_autocast(self.device, dtype)
         self.name = name if not layer else f"{name}@{layer}"
         self.gray = gray
         in_chans = encoder.config.get("in_chans", 3)
@@ -431,7 +442,7 @@ class EncoderFeatures:
             from vidssl.models.color import gray_input
 
             x = gray_input(x)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             maps = self.encoder.forward_stage(x, "layer3") if self.layer == "res3" else self.encoder.forward_features(x)
         height, width = x.shape[2:]
         allowed = {(-(-height // self.stride), -(-width // self.stride)), (height // self.stride, width // self.stride)}
@@ -449,7 +460,7 @@ def resolve_features(spec: str, *, stride: int | None = 8, device: str = "auto",
     ``copy`` (:class:`CopyFirst`), or anything :func:`resolve_encoder` takes (a run folder, an
     exported ``.safetensors``, ``random:NAME``), rebuilt at ``stride`` (weights fit every stride;
     None keeps the encoder's own, and means 8 for ``pixels``), read at ``layer`` (:data:`LAYERS`),
-    on ``device``, storing maps in ``storage_dtype(precision)``.
+    on ``device``, storing maps in ``storage_dtype(precision)`` (float32: computed in float32 too).
 
     Raises:
         ValueError: an empty ``spec``, an unknown precision or device, or a stride the

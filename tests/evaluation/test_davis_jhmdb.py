@@ -163,3 +163,33 @@ def test_a_split_naming_a_path_is_refused_before_anything_is_written(synth_dir: 
     assert main(["eval", "davis", f"root={synth_dir / 'davis'}", f"split={split}", "encoder=copy",
                  f"out={out}"]) != 0
     assert not out.exists() or not any(out.rglob("*.png"))
+
+
+@pytest.mark.parametrize(("preset", "opens"), [("", 1), ("dino", 2)])
+def test_davis_reads_each_first_mask_once_and_opens_each_video_once(
+    synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preset: str, opens: int
+) -> None:
+    """Once more only where the encoder sees the frames resized (DINO's 480 x 640 here): the
+    backend resizes them. The size the encoder saw comes back from propagate_masks."""
+    import vidssl.data.backends as backends
+    import vidssl.propagation.masks as masks
+
+    split = tmp_path / "one.txt"
+    split.write_text(f"{SEQ}\n")
+    opened, read = [], []
+    real_open, real_read = backends.open_video, masks.read_first_mask
+    monkeypatch.setattr(backends, "open_video", lambda path, **kw: opened.append(path) or real_open(path, **kw))
+    monkeypatch.setattr(masks, "read_first_mask", lambda path: read.append(path) or real_read(path))
+    png_reads = []
+    real_image_open = Image.open
+
+    def image_open(path, *args, **kw):
+        if Path(str(path)).name == "00000.png" and "Annotations" in str(path):
+            png_reads.append(path)
+        return real_image_open(path, *args, **kw)
+
+    monkeypatch.setattr(Image, "open", image_open)
+    results = evaluate_davis(DavisEvalConfig(root=str(synth_dir / "davis"), split=str(split), encoder="copy",
+                                             preset=preset, out=str(tmp_path / "out")), progress=False)
+    assert len(opened) == opens and len(read) == 1 and len(png_reads) == 1
+    assert results["frame_size"] == ([120, 160] if not preset else [480, 640])

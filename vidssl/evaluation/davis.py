@@ -32,13 +32,7 @@ from tqdm import tqdm
 from vidssl.config import ConfigError, option
 from vidssl.evaluation.davis_metrics import BOUND_TH, boundary_f_measure, region_similarity
 from vidssl.evaluation.results import save_results
-from vidssl.propagation.propagate import (
-    PropagationConfig,
-    extractor_for,
-    processing_size,
-    propagate_masks,
-    protocol_record,
-)
+from vidssl.propagation.propagate import PropagationConfig, extractor_for, propagate_masks, protocol_record
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +140,7 @@ def evaluate_davis(cfg: DavisEvalConfig, *, progress: bool = True) -> dict:
     if not sequences:
         raise ValueError(f"{split}: lists no sequence")
     from vidssl.data.backends import list_frame_files
-    from vidssl.propagation.masks import read_mask
+    from vidssl.propagation.masks import read_first_mask
 
     extractor = extractor_for(cfg)
     started = time.perf_counter()
@@ -166,18 +160,18 @@ def evaluate_davis(cfg: DavisEvalConfig, *, progress: bool = True) -> dict:
         frames = images / name
         if not frames.is_dir():
             raise FileNotFoundError(f"{frames}: no such sequence folder (listed in {split})")
-        files = list_frame_files(frames)
-        first = annotations / name / f"{files[0].stem}.png" if files else annotations / name
-        if not first.is_file():
-            raise FileNotFoundError(f"{first}: missing first-frame annotation of sequence {name}")
-        scorer = SequenceScorer(annotations / name, num_objects=int(read_mask(first).max()), last=len(files) - 1,
+        files = list_frame_files(frames)  # the one listing: frame names for the annotations and outputs
+        first_path = annotations / name / f"{files[0].stem}.png" if files else annotations / name
+        if not first_path.is_file():
+            raise FileNotFoundError(f"{first_path}: missing first-frame annotation of sequence {name}")
+        first = read_first_mask(first_path)  # read once: objects, and the labels propagated
+        scorer = SequenceScorer(annotations / name, num_objects=max(first.ids), last=len(files) - 1,
                                 bound_th=cfg.bound_th)
-        count = propagate_masks(frames, first, out, extractor, settings=cfg, name=name, overlay=cfg.overlay,
-                                backend="frames", on_mask=scorer, progress=progress)
-        total_frames += count
-        seen = processing_size(*read_mask(first).shape, cfg.size, cfg.size_multiple)
-        sizes.add(seen)
-        per_sequence[name] = {**score_sequence(scorer.j, scorer.f), "frames": count, "frame_size": list(seen)}
+        run = propagate_masks(frames, first, out, extractor, settings=cfg, name=name, overlay=cfg.overlay,
+                              backend="frames", on_mask=scorer, progress=progress, names=[f.stem for f in files])
+        total_frames += run.frames
+        sizes.add(run.seen)
+        per_sequence[name] = {**score_sequence(scorer.j, scorer.f), "frames": run.frames, "frame_size": list(run.seen)}
         save_results(out, record(complete=False))
     results = record(complete=True)
     save_results(out, results)

@@ -16,6 +16,11 @@ radius``: DINO's ``restrict_neighborhood``, Spa-then-Temp's ``mode='square'``); 
 lifts it; ``first_unrestricted`` leaves the first context frame (the annotated one) unrestricted,
 as CRW's code does (``A[0, :, len(long_mem):] += D`` masks every frame but the first).
 
+``ties``: keep every context position whose weight ``exp(affinity / temperature)`` equals the
+k-th's, not exactly k (DINO's ``aff[aff < tk_val_min] = 0`` on those weights and the DINOv3
+notebook keep all values >= the k-th; CRW's and VFS's ``torch.topk`` keep k). It matters only where
+weights tie exactly in float (repeated frames, flat colour features).
+
 Implementations, all giving :func:`propagate_labels_naive`'s result up to float rounding and the
 order of ties (tested), held by one :class:`Context` that streams frames through a ring:
 
@@ -31,8 +36,6 @@ order of ties (tested), held by one :class:`Context` that streams frames through
     plain (h*w, C) matrix scored against whole rows of tiles, its top-k merged with the rest.
 ``dense``: chunks of target positions against the whole context, then mask, top-k: small maps
     (JHMDB's 40 x 30), where every window covers most of the map, and ``radius <= 0``.
-``tiled``: the previous implementation (every window of every frame copied per target, the mask
-    applied to the whole window, top-k over all of it), kept for ``tools/bench_propagation.py``.
 ``naive``: :func:`propagate_labels_naive` on the whole context (memory grows with area^2).
 
 Memory: the ring is allocated once (``local`` stores keys about window / tile, 2.8x at tile 12
@@ -52,8 +55,8 @@ import torch.nn.functional as F
 
 Shape = Literal["circle", "closed_circle", "square"]
 SHAPES: tuple[str, ...] = ("circle", "closed_circle", "square")
-Impl = Literal["local", "dense", "tiled", "naive"]
-IMPLS: tuple[str, ...] = ("local", "dense", "tiled", "naive")
+Impl = Literal["local", "dense", "naive"]
+IMPLS: tuple[str, ...] = ("local", "dense", "naive")
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,32 @@ def radius_mask(height: int, width: int, radius: float, *, device: torch.device 
     return Neighbourhood(radius, shape).allows(yy[None] - yy[:, None], xx[None] - xx[:, None])
 
 
+def top_k(x: torch.Tensor, k: int, *, ties: bool = False, temperature: float = 1.0,
+          rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest values of ``x`` along its last dim and their indices, largest first.
+
+    With ``ties`` also every further value whose weight ``exp(x / temperature)``, computed in
+    ``x``'s dtype, equals the k-th's: DINO compares those weights (``aff[aff < tk_val_min] = 0``
+    after ``exp(aff / 0.1)``), and float rounding makes affinities a last bit apart tie there. The
+    rows are then padded to the longest with -inf values, whose softmax weight is 0. ``rows``
+    (``x.shape[:-1]`` bool): the rows whose ties count (others, e.g. targets past the map's edge,
+    get exactly k and more only by chance)."""
+    values, index = x.topk(k, dim=-1)
+    if not ties:
+        return values, index
+    kth = torch.exp(values[..., -1:] / temperature)
+    # weights are monotone in x: the values tied with the k-th are the largest ones, counted here
+    wide = torch.exp(x / temperature) >= kth
+    counts = (wide & (values[..., -1:] > float("-inf"))).sum(-1)  # -inf k-th: fewer than k allowed
+    if rows is not None:
+        counts = counts * rows
+    most = int(counts.max()) if counts.numel() else 0
+    if most > k:
+        values, index = x.topk(most, dim=-1)
+        values = values.masked_fill(torch.exp(values / temperature) < kth, float("-inf"))
+    return values, index
+
+
 def _check(query: torch.Tensor, keys: torch.Tensor, labels: torch.Tensor, topk: int, temperature: float) -> None:
     if query.ndim != 3 or keys.ndim != 4 or labels.ndim != 4:
         raise ValueError(
@@ -137,6 +166,7 @@ def propagate_labels_naive(
     temperature: float,
     shape: Shape = "circle",
     first_unrestricted: bool = False,
+    ties: bool = False,
 ) -> torch.Tensor:
     """Reference propagation: the full (h*w, T*h*w) affinity, then mask, top-k, softmax, label sum.
 
@@ -147,6 +177,7 @@ def propagate_labels_naive(
         radius, shape, first_unrestricted: the :class:`Neighbourhood`.
         topk: neighbours kept per target position (over all context frames together).
         temperature: softmax temperature of the kept affinities.
+        ties: also keep every affinity equal to the k-th (:func:`top_k`).
 
     Returns:
         (L, h, w) float32 soft labels of the target.
@@ -160,7 +191,7 @@ def propagate_labels_naive(
     allowed = radius_mask(height, width, radius, device=query.device, shape=shape)
     masked = affinity.view(n, frames, n)[:, 1:] if first_unrestricted else affinity.view(n, frames, n)
     masked.masked_fill_(~allowed[:, None, :], float("-inf"))
-    values, index = affinity.topk(min(topk, frames * n), dim=1)
+    values, index = top_k(affinity, min(topk, frames * n), ties=ties, temperature=temperature)
     weights = torch.softmax(values.float() / temperature, dim=1)
     context = labels.float().permute(0, 2, 3, 1).reshape(frames * n, -1)
     out = (context[index] * weights[..., None]).sum(dim=1)  # (n, L)
@@ -168,7 +199,7 @@ def propagate_labels_naive(
 
 
 # ------------------------------------------------------------------------------------------------
-# tiled: the previous implementation (windows copied per target), kept for the benchmark
+# The tile layout of the local step
 
 
 @dataclass(frozen=True)
@@ -228,67 +259,6 @@ class TileGrid:
         return allowed.reshape(self.tile**2, self.window**2)
 
 
-def chunk_tiles(
-    grid: TileGrid, *, frames: int, channels: int, num_labels: int, element_size: int, chunk_mb: float
-) -> int:
-    """Tiles per batched matmul of the ``tiled`` step so one chunk's working set (gathered keys and
-    labels, affinities) stays under ``chunk_mb`` MiB; at least 1."""
-    per_key = frames * grid.window**2
-    per_tile = per_key * (channels * element_size + grid.tile**2 * element_size + num_labels * 4)
-    return max(1, int(chunk_mb * 2**20 // per_tile))
-
-
-def propagate_tiles(
-    query: torch.Tensor,
-    keys: torch.Tensor,
-    labels: torch.Tensor,
-    grid: TileGrid,
-    *,
-    radius: float,
-    topk: int,
-    temperature: float,
-    chunk_mb: float = 256.0,
-    offsets: torch.Tensor | None = None,
-    valid: torch.Tensor | None = None,
-    shape: Shape = "circle",
-) -> torch.Tensor:
-    """The ``tiled`` step on channels-last buffers padded by ``grid``: query (h, w, C), keys
-    (T, *grid.padded_shape, C), labels (T, *grid.padded_shape, L) -> (L, h, w) float32."""
-    frames, channels = keys.shape[0], keys.shape[-1]
-    num_labels = labels.shape[-1]
-    device = query.device
-    tile, window, cols = grid.tile, grid.window, grid.cols
-    num_tiles = grid.rows * cols
-    offsets = grid.offsets_mask(radius, device, shape) if offsets is None else offsets
-    valid = grid.valid(device) if valid is None else valid
-    k = min(topk, frames * window**2)
-
-    q = F.pad(query, (0, 0, 0, cols * tile - grid.width, 0, grid.rows * tile - grid.height))
-    q = q.reshape(grid.rows, tile, cols, tile, channels).transpose(1, 2).reshape(num_tiles, tile**2, channels)
-
-    step = chunk_tiles(grid, frames=frames, channels=channels, num_labels=num_labels,
-                       element_size=keys.element_size(), chunk_mb=chunk_mb)
-    out = torch.empty(num_tiles, tile**2, num_labels, dtype=torch.float32, device=device)
-    for start in range(0, num_tiles, step):
-        corners = [(t // cols * tile, t % cols * tile) for t in range(start, min(start + step, num_tiles))]
-        n = len(corners)
-        context = torch.stack([keys[:, y : y + window, x : x + window] for y, x in corners])
-        context_labels = torch.stack([labels[:, y : y + window, x : x + window] for y, x in corners])
-        inside = torch.stack([valid[y : y + window, x : x + window] for y, x in corners])  # (n, win, win)
-        affinity = torch.bmm(q[start : start + n], context.view(n, frames * window**2, channels).transpose(1, 2))
-        allowed = offsets[None] & inside.view(n, 1, window**2)  # (n, tile^2, win^2), every frame alike
-        affinity.view(n, tile**2, frames, window**2).masked_fill_(~allowed[:, :, None, :], float("-inf"))
-        values, index = affinity.topk(k, dim=2)  # over all context frames together
-        weights = torch.softmax(values.float() / temperature, dim=2)
-        picked = torch.gather(
-            context_labels.view(n, frames * window**2, num_labels).float(), 1,
-            index.view(n, -1, 1).expand(-1, -1, num_labels),
-        )
-        out[start : start + n] = (picked.view(n, tile**2, k, num_labels) * weights[..., None]).sum(dim=2)
-    out = out.view(grid.rows, cols, tile, tile, num_labels).permute(4, 0, 2, 1, 3)
-    return out.reshape(num_labels, grid.rows * tile, cols * tile)[:, : grid.height, : grid.width]
-
-
 # ------------------------------------------------------------------------------------------------
 # The context ring and its steps
 
@@ -324,8 +294,6 @@ class Context:
     ) -> None:
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
-        if impl == "tiled" and neighbourhood.first_unrestricted:
-            raise ValueError("impl=tiled has no unrestricted first frame; use local, dense or naive")
         if tile < 1 or context < 0:
             raise ValueError(f"need tile >= 1 and context >= 0, got tile={tile}, context={context}")
         device = torch.device(device)
@@ -342,10 +310,6 @@ class Context:
         padded = (slots, *grid.padded_shape)
         self.labels = torch.zeros(*padded, num_labels, dtype=torch.float32, device=device)
         self.valid = grid.valid(device)
-        if impl == "tiled":
-            self.keys = torch.zeros(*padded, channels, dtype=dtype, device=device)
-            self.offsets = grid.offsets_mask(neighbourhood.radius, device, neighbourhood.shape)
-            return
         # local: keys as channel-first column bands (slots, cols, C, Hp, window); band c holds padded
         # columns [c * tile, c * tile + window), so tile (r, c)'s window is band c's rows [r * tile, +
         # window): a (C, window^2) matrix with row stride Hp * window, the right-hand operand of a plain
@@ -380,9 +344,6 @@ class Context:
             return
         r = self.grid.reach
         self.labels[slot, r : r + h, r : r + w] = labels.permute(1, 2, 0)
-        if self.impl == "tiled":
-            self.keys[slot, r : r + h, r : r + w] = features
-            return
         padded = self.grid.pad(features)  # (Hp, Wp, C)
         tile, window = self.grid.tile, self.grid.window
         if self.windows is not None:
@@ -420,8 +381,9 @@ class Context:
 
     # -- the step --------------------------------------------------------------------------------
 
-    def step(self, query: torch.Tensor, *, topk: int, temperature: float) -> torch.Tensor:
-        """(h, w, C) target features -> (L, h, w) float32 soft labels from the frames held."""
+    def step(self, query: torch.Tensor, *, topk: int, temperature: float, ties: bool = False) -> torch.Tensor:
+        """(h, w, C) target features -> (L, h, w) float32 soft labels from the frames held; ``ties``:
+        also every position whose affinity equals the k-th (:func:`top_k`)."""
         if topk < 1 or temperature <= 0:
             raise ValueError(f"topk must be >= 1 and temperature > 0, got topk={topk}, temperature={temperature}")
         nb, used = self.neighbourhood, self.used
@@ -429,16 +391,13 @@ class Context:
             return propagate_labels_naive(
                 query.permute(2, 0, 1), self.keys[:used].permute(0, 3, 1, 2), self.labels[:used].permute(0, 3, 1, 2),
                 radius=nb.radius, topk=topk, temperature=temperature, shape=nb.shape,
-                first_unrestricted=nb.first_unrestricted)
+                first_unrestricted=nb.first_unrestricted, ties=ties)
         if self.impl == "dense":
-            return self._step_dense(query, used, topk, temperature)
-        if self.impl == "tiled":
-            return propagate_tiles(query, self.keys[:used], self.labels[:used], self.grid, radius=nb.radius,
-                                   topk=topk, temperature=temperature, chunk_mb=self.chunk_mb, offsets=self.offsets,
-                                   valid=self.valid, shape=nb.shape)
-        return self._step_local(query, used, topk, temperature)
+            return self._step_dense(query, used, topk, temperature, ties)
+        return self._step_local(query, used, topk, temperature, ties)
 
-    def _step_dense(self, query: torch.Tensor, used: int, topk: int, temperature: float) -> torch.Tensor:
+    def _step_dense(self, query: torch.Tensor, used: int, topk: int, temperature: float, ties: bool
+                    ) -> torch.Tensor:
         """Chunks of target positions against every context position, then mask, top-k."""
         h, w = self.height, self.width
         n, channels = h * w, query.shape[-1]
@@ -458,7 +417,7 @@ class Context:
                 allowed = nb.allows(yy[None] - yy[start:stop, None], xx[None] - xx[start:stop, None])
                 masked = affinity[:, 1:] if nb.first_unrestricted else affinity
                 masked.masked_fill_(~allowed[:, None, :], float("-inf"))
-            values, index = affinity.view(stop - start, used * n).topk(k, dim=1)
+            values, index = top_k(affinity.view(stop - start, used * n), k, ties=ties, temperature=temperature)
             weights = torch.softmax(values.float() / temperature, dim=1)
             out[start:stop] = (labels[index] * weights[..., None]).sum(dim=1)
         return out.T.reshape(-1, h, w)
@@ -472,7 +431,8 @@ class Context:
             held = self._scratch[name] = torch.empty(size, dtype=dtype, device=self.labels.device)
         return held[:size].view(shape)
 
-    def _step_local(self, query: torch.Tensor, used: int, topk: int, temperature: float) -> torch.Tensor:
+    def _step_local(self, query: torch.Tensor, used: int, topk: int, temperature: float, ties: bool
+                    ) -> torch.Tensor:
         """Rows of tiles against their column bands (class docstring and module docstring)."""
         grid, nb = self.grid, self.neighbourhood
         tile, window, reach, cols, rows = grid.tile, grid.window, grid.reach, grid.cols, grid.rows
@@ -508,6 +468,8 @@ class Context:
             ids = torch.arange(a, b, device=device)
             ty, tx = (ids // cols * tile)[:, None, None], (ids % cols * tile)[:, None, None]  # window corners
             qt = q[a:b]  # (n, t2, C)
+            # targets inside the map: the zero queries past its edge tie everywhere
+            inside = ((ty + ti // tile < self.height) & (tx + ti % tile < self.width))[:, 0] if ties else None
             candidates, positions = [], []  # values (n, t2, *) and flat label indices
             if frames:
                 index = cells[None, :, None, :].expand(n, t2, frames, per_frame)
@@ -538,7 +500,8 @@ class Context:
                     self._outside[a, b] = outside[:, :, None, :] if bool(outside.any()) else None
                 if self._outside[a, b] is not None:
                     kept.masked_fill_(self._outside[a, b], float("-inf"))
-                values, index = kept.view(n, t2, frames * per_frame).topk(k, dim=2)
+                values, index = top_k(kept.view(n, t2, frames * per_frame), k, ties=ties, temperature=temperature,
+                                      rows=inside)
                 cell = cells[ti[None, :, None], index % per_frame]  # (n, t2, k) window cells
                 py, px = ty + cell // window, tx + cell % window
                 candidates.append(values)
@@ -547,12 +510,15 @@ class Context:
                 affinity = self._buffer("first", (n * t2, self.first.shape[0]), query.dtype)
                 torch.mm(qt.reshape(n * t2, channels), self.first.T, out=affinity)
                 affinity = affinity.view(n, t2, -1)
-                values, index = affinity.topk(kf, dim=2)
+                values, index = top_k(affinity, kf, ties=ties, temperature=temperature, rows=inside)
                 candidates.append(values)
                 positions.append((index // self.width + reach) * wp + index % self.width + reach)  # slot 0
             values, position = candidates[0], positions[0]
             if len(candidates) > 1:
-                values, index = torch.cat(candidates, dim=2).topk(min(topk, k + kf), dim=2)
+                # with ties, each part holds every value >= its own k-th, so every value >= the k-th
+                # of the union (which is no smaller than either part's)
+                values, index = top_k(torch.cat(candidates, dim=2), min(topk, k + kf), ties=ties,
+                                      temperature=temperature, rows=inside)
                 position = torch.cat(positions, dim=2).gather(2, index)
             weights = torch.softmax(values.float() / temperature, dim=2)
             out[a:b] = (labels_flat[position] * weights[..., None]).sum(dim=2)
@@ -564,8 +530,8 @@ def dense_is_cheaper(grid: TileGrid, *, frames: int, chunk_mb: float) -> bool:
     """Whether the full affinity of a map is no larger than the local step's windows (small maps,
     where every window covers most of the map) and fits ``chunk_mb``: then ``dense`` is used."""
     dense = (grid.height * grid.width) ** 2
-    tiled = grid.rows * grid.cols * grid.tile**2 * grid.window**2
-    return dense <= tiled and dense * frames * 4 <= chunk_mb * 2**20
+    local = grid.rows * grid.cols * grid.tile**2 * grid.window**2
+    return dense <= local and dense * frames * 4 <= chunk_mb * 2**20
 
 
 def propagate_labels_local(
@@ -581,6 +547,7 @@ def propagate_labels_local(
     tile: int = 12,
     chunk_mb: float = 256.0,
     impl: Impl = "local",
+    ties: bool = False,
 ) -> torch.Tensor:
     """:func:`propagate_labels_naive`'s result (same arguments, up to float rounding and the order
     of ties) by the ``impl`` of :class:`Context` (``local``: the fast step).
@@ -597,4 +564,4 @@ def propagate_labels_local(
     ctx.set_first(keys[0].permute(1, 2, 0), labels[0])
     for t in range(1, frames):
         ctx.push(keys[t].permute(1, 2, 0), labels[t])
-    return ctx.step(query.permute(1, 2, 0), topk=topk, temperature=temperature)
+    return ctx.step(query.permute(1, 2, 0), topk=topk, temperature=temperature, ties=ties)

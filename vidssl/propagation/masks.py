@@ -5,11 +5,23 @@
     mask = to_mask(soft, first.ids, (H, W), stride=8)                   # (H, W) uint8 object ids
     write_mask(Path("out/bear/00001.png"), mask, first.palette)
 
-Geometry: feature cell (i, j) covers pixels ``[i * stride, (i + 1) * stride)`` x
-``[j * stride, (j + 1) * stride)``. A one-hot mask becomes each cell's fraction of every label
-(average pooling; cells cut by the frame's edge average the pixels they have), and soft labels
-come back to pixels by bilinear upsampling on that same grid (cell centres at
-``(i + 0.5) * stride - 0.5``), followed by an argmax, as CRW does (CRW, 2020, arXiv:2006.14613).
+Geometry (vidssl's own rules, ``first_mask=area``, ``upsample=grid``): feature cell (i, j) covers
+pixels ``[i * stride, (i + 1) * stride)`` x ``[j * stride, (j + 1) * stride)``. A one-hot mask
+becomes each cell's fraction of every label (average pooling; cells cut by the frame's edge
+average the pixels they have), and soft labels come back to pixels by bilinear upsampling on that
+same grid (cell centres at ``(i + 0.5) * stride - 0.5``), followed by an argmax.
+
+The released codebases use other rules, which :data:`FIRST_MASKS` and :data:`UPSAMPLES` name:
+
+- ``first_mask=bilinear`` (CRW, data/vos.py): the one-hot mask resized to the grid by OpenCV's
+  bilinear rule (at 1/8: the mean of the 2 x 2 pixels at each cell's centre, not of the cell);
+- ``first_mask=nearest`` (DINO's read_seg, VFS's pil_nearest_interpolate): PIL's nearest resize
+  of the label map to the grid;
+- ``upsample=stretch`` (CRW's dump_predictions, VFS's tracker): the (h, w) grid of soft labels
+  resized bilinearly straight to the frame's size (OpenCV's rule), so a grid of partial cells is
+  stretched over the frame, then argmax;
+- ``upsample=grid_nearest`` (DINO): bilinear by ``stride`` on the grid (at the size the encoder
+  saw), argmax there, and the label map resized to the frame by PIL's nearest rule.
 """
 
 from __future__ import annotations
@@ -26,6 +38,11 @@ from vidssl.files import atomic_path
 
 VOID = 255  # DAVIS marks unlabelled pixels 255; they count as background here (as its evaluation does)
 
+FIRST_MASKS = ("area", "nearest", "bilinear")
+"""How the first mask becomes labels on the feature grid (module docstring)."""
+UPSAMPLES = ("grid", "stretch", "grid_nearest")
+"""How soft labels on the grid become a mask at the frame's size (module docstring)."""
+
 
 @dataclass(frozen=True)
 class FirstMask:
@@ -34,6 +51,7 @@ class FirstMask:
     mask: np.ndarray  # (H, W) uint8, VOID already turned into 0
     ids: tuple[int, ...]  # background 0 first, then the object ids present, ascending
     palette: list[int]  # 768 ints: the PNG's own palette (the DAVIS palette for grayscale PNGs)
+    path: Path | None = None  # the file it was read from, for messages
 
 
 def davis_palette() -> list[int]:
@@ -60,7 +78,7 @@ def read_first_mask(path: Path) -> FirstMask:
     if ids[0] != 0:
         ids = (0, *ids)
     palette = (palette or []) + [0] * (768 - len(palette or []))
-    return FirstMask(mask=mask, ids=ids, palette=palette if any(palette) else davis_palette())
+    return FirstMask(mask=mask, ids=ids, palette=palette if any(palette) else davis_palette(), path=path)
 
 
 def one_hot(mask: np.ndarray, ids: tuple[int, ...]) -> torch.Tensor:
@@ -96,6 +114,37 @@ def to_grid(
     return x[0, :, : grid[0], : grid[1]]
 
 
+def nearest_grid(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(H, W) uint8 label map -> (h, w) by PIL's nearest resize, as DINO's read_seg and VFS's
+    pil_nearest_interpolate put the first mask on the patch grid."""
+    return np.asarray(Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8)).resize(
+        (grid[1], grid[0]), Image.Resampling.NEAREST))
+
+
+def cv2_resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, L) float32 -> (h, w, L) by OpenCV's bilinear rule (``cv2.resize``, ``INTER_LINEAR``:
+    half-pixel centres, no averaging when shrinking), any number of channels."""
+    import cv2
+
+    out = [cv2.resize(np.ascontiguousarray(x[..., c : c + 256]), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+           for c in range(0, x.shape[-1], 256)]  # OpenCV takes at most 512 channels at a time
+    return np.concatenate([o.reshape(*size, -1) for o in out], axis=-1)
+
+
+def first_labels(mask: np.ndarray, ids: tuple[int, ...], grid: tuple[int, int], *, stride: int,
+                 frame: tuple[int, int] | None = None, rule: str = "area") -> torch.Tensor:
+    """(H, W) uint8 first mask -> (L, h, w) float32 labels on the feature grid by ``rule``
+    (:data:`FIRST_MASKS`, module docstring); ``frame`` (H', W'): the size the encoder sees."""
+    if rule == "area":
+        return to_grid(one_hot(mask, ids), grid, stride=stride, frame=frame)
+    if rule == "nearest":
+        return one_hot(nearest_grid(mask, grid), ids)
+    if rule == "bilinear":
+        hot = one_hot(mask, ids).permute(1, 2, 0).numpy()
+        return torch.from_numpy(cv2_resize(hot, grid)).permute(2, 0, 1).contiguous()
+    raise ValueError(f"first_mask must be one of {', '.join(FIRST_MASKS)}, got {rule!r}")
+
+
 def to_pixels(
     soft: torch.Tensor, size: tuple[int, int], *, stride: int, frame: tuple[int, int] | None = None
 ) -> torch.Tensor:
@@ -125,12 +174,22 @@ def min_max(labels: torch.Tensor) -> torch.Tensor:
 
 
 def to_mask(soft: torch.Tensor, ids: tuple[int, ...], size: tuple[int, int], *, stride: int,
-            frame: tuple[int, int] | None = None, norm: bool = False) -> np.ndarray:
-    """(L, h, w) soft labels -> (H, W) uint8 map of ``ids`` (argmax after upsampling; with ``norm``
-    after :func:`min_max` of the upsampled maps)."""
-    pixels = to_pixels(soft, size, stride=stride, frame=frame)
+            frame: tuple[int, int] | None = None, norm: bool = False, upsample: str = "grid") -> np.ndarray:
+    """(L, h, w) soft labels -> (H, W) uint8 map of ``ids``: upsampled by ``upsample``
+    (:data:`UPSAMPLES`, module docstring), with ``norm`` each label's map min-max normalized
+    (:func:`min_max`), then argmax (the first label of tied maxima)."""
+    if upsample == "stretch":
+        pixels = torch.from_numpy(cv2_resize(soft.float().permute(1, 2, 0).cpu().numpy(), size)).permute(2, 0, 1)
+    elif upsample == "grid":
+        pixels = to_pixels(soft, size, stride=stride, frame=frame)
+    elif upsample == "grid_nearest":
+        pixels = to_pixels(soft, frame if frame is not None else size, stride=stride)
+    else:
+        raise ValueError(f"upsample must be one of {', '.join(UPSAMPLES)}, got {upsample!r}")
     # max(dim=0).indices is argmax (the first of tied maxima too), 10x faster on CPU over the leading dim
-    index = (min_max(pixels) if norm else pixels).max(dim=0).indices.cpu().numpy()
+    index = (min_max(pixels) if norm else pixels).max(dim=0).indices.cpu().numpy().astype(np.uint8)
+    if index.shape != tuple(size):
+        index = nearest_grid(index, size)
     return np.asarray(ids, dtype=np.uint8)[index]
 
 

@@ -10,10 +10,13 @@ position takes the ``topk`` most similar context positions within its neighbourh
 similarity / ``temperature``, and their labels' weighted sum (:mod:`vidssl.propagation.affinity`).
 
 Published numbers are comparable only under the codebase's own protocol, so ``preset=`` sets every
-key in which they differ (:data:`PRESETS`; explicit keys still override). Without a preset the
-defaults are vidssl's own: CRW's numbers (stride 8, 20 + first, top-k 10, temperature 0.05, circle
-of radius 12) with DINO's handling of the first frame (restricted like the others) and of the
-start (only frames that exist).
+key in which they differ (:data:`PRESETS`; explicit keys still override), including how the first
+mask is put on the feature grid and how predictions are upsampled (``first_mask``, ``upsample``:
+:mod:`vidssl.propagation.masks`), and float32 throughout (``precision``: the released codes run
+float32; vidssl's own ``auto`` stores features in float16 on a GPU). Without a preset the defaults
+are vidssl's own: CRW's numbers (stride 8, 20 + first, top-k 10, temperature 0.05, circle of radius
+12) with DINO's handling of the first frame (restricted like the others) and of the start (only
+frames that exist), cell averages for the first mask and upsampling on the cells' geometry.
 
 Memory does not grow with the video: frames are read ``batch`` at a time, and the context is a
 fixed ring of (1 + ``context``) feature maps and soft labels at feature resolution, allocated once
@@ -39,13 +42,14 @@ from vidssl.features import CopyFirst, FeatureExtractor, Input, input_option, re
 from vidssl.files import atomic_write_json
 from vidssl.propagation.affinity import Context, Neighbourhood, TileGrid, dense_is_cheaper
 from vidssl.propagation.keypoints import Keypoints
+from vidssl.propagation.masks import FirstMask
 
 log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, object] = {
     "stride": 8, "layer": "", "context": 20, "topk": 10, "temperature": 0.05, "radius": 12.0,
     "neighbourhood": "circle", "first_unrestricted": False, "fill": "none", "size": 0, "size_multiple": 1,
-    "norm_mask": False, "first_mask": "area",
+    "norm_mask": False, "first_mask": "area", "upsample": "grid", "ties": False, "precision": "auto",
 }
 """The protocol keys without a preset (vidssl's own protocol: module docstring)."""
 
@@ -54,12 +58,17 @@ PRESETS: dict[str, dict[str, object]] = {
     # --temperature 0.05 --cropSize -1); utils.MaskedAttention: dist < radius; test.py adds the mask
     # to every key frame but long_mem (the first): A[0, :, len(long_mem):] += D; data/vos.py repeats
     # frame 0 videoLen times before the video (test_utils.context_index_bank), so the early context
-    # is copies of the first frame; --remove-layers layer4: the trunk ends at layer3 (res3 here).
-    # Deviations: first-frame labels are cell averages (CRW: cv2 INTER_LINEAR of the one-hot) and
-    # predictions are upsampled on the grid's geometry (CRW: cv2.resize to the frame size).
+    # is copies of the first frame; --remove-layers layer4: the trunk ends at layer3 (res3 here);
+    # vos.py: the one-hot first mask cv2.resize'd (bilinear) to ceil(H / 8) x ceil(W / 8);
+    # test_utils.dump_predictions: the soft labels cv2.resize'd (bilinear) to the frame, np.argmax
+    # (norm_mask off in the README command). Deviations: frame 0's output is the annotation itself
+    # (CRW writes its grid labels stretched back; DAVIS scores neither); a void (255) region of the
+    # first mask is background here (CRW makes it a label of its own colour); labels are ordered by
+    # id (CRW by their BGR colour: the same order up to 7 objects; it only breaks exact ties).
     "crw": {"stride": 8, "layer": "res3", "context": 20, "topk": 10, "temperature": 0.05, "radius": 12.0,
             "neighbourhood": "circle", "first_unrestricted": True, "fill": "repeat", "size": 0,
-            "size_multiple": 1, "norm_mask": False, "first_mask": "area"},
+            "size_multiple": 1, "norm_mask": False, "first_mask": "bilinear", "upsample": "stretch", "ties": False,
+            "precision": "float32"},
     # xvjiarui/VFS configs/r18_sgd_cos_100e_r2_1xNx8_k400.py test_cfg (precede_frames=20, topk=10,
     # temperature=0.07, strides=(1, 2, 1, 1), out_indices=(2,), neighbor_range=24, with_first,
     # with_first_neighbor) and the test pipeline Resize(scale=(-1, 480)); mmaction/models/trackers/
@@ -67,40 +76,51 @@ PRESETS: dict[str, dict[str, object]] = {
     # spatial_neighbor(mode='circle'): dist < neighbor_range // 2, applied to every frame; ref_seg_map
     # nearest-resized to the grid; predictions min-max normalized per label before argmax.
     # out_indices=(2,) is torchvision's layer3 (mmaction counts stages from 0), i.e. res3 here, not
-    # the res4 the issue's table says. Deviation: predictions are upsampled on the grid's geometry.
+    # the res4 the issue's table says; seg_logit F.interpolate'd (bilinear, align_corners=False)
+    # straight to the original frame size: upsample=stretch (here by OpenCV, the same rule; the
+    # weights may differ in their last bit).
     "vfs": {"stride": 8, "layer": "res3", "context": 20, "topk": 10, "temperature": 0.07, "radius": 12.0,
             "neighbourhood": "circle", "first_unrestricted": False, "fill": "include_first", "size": 480,
-            "size_multiple": 1, "norm_mask": True, "first_mask": "nearest"},
+            "size_multiple": 1, "norm_mask": True, "first_mask": "nearest", "upsample": "stretch", "ties": False,
+            "precision": "float32"},
     # facebookresearch/dino eval_video_segmentation.py: --n_last_frames 7, --topk 5,
     # --size_mask_neighborhood 12 (restrict_neighborhood: a (2*12+1)^2 square, every frame), exp(aff /
     # 0.1) normalized over the kept top-k (= softmax at 0.1), a queue of frames after the first;
     # read_frame: short side 480, long side floored to a multiple of 64; read_seg: nearest resize to
-    # the patch grid; norm_mask before argmax. Deviations: exactly k neighbours (DINO keeps every
-    # value tied with the k-th); predictions upsampled bilinearly on the grid's geometry at the
-    # processing size, then resized bilinearly (DINO: nearest) to the frame size.
+    # the patch grid (PIL NEAREST of the full-size annotation); aff[aff < tk_val_min] = 0 keeps
+    # every value tied with the k-th (ties); F.interpolate(scale_factor=patch, bilinear) at the
+    # processing size, norm_mask, argmax, then PIL NEAREST of the label map to the frame size
+    # (upsample=grid_nearest). Deviations: weights exp(a / 0.1) / sum as a softmax (the same up to
+    # rounding); frames resized by the video backend (PIL bilinear for frame folders; DINO:
+    # cv2.resize INTER_LINEAR): the features, not the protocol; square frames: DINO's read_seg
+    # swaps the sides (a bug), vidssl does not.
     "dino": {"stride": 0, "layer": "", "context": 7, "topk": 5, "temperature": 0.1, "radius": 12.0,
              "neighbourhood": "square", "first_unrestricted": False, "fill": "none", "size": 480,
-             "size_multiple": 64, "norm_mask": True, "first_mask": "nearest"},
+             "size_multiple": 64, "norm_mask": True, "first_mask": "nearest", "upsample": "grid_nearest",
+             "ties": True, "precision": "float32"},
     # The DINOv3 segmentation-tracking notebook (paper App. D.5): max_context_length 7,
     # neighborhood_size 12 with shape "circle" (make_neighborhood_mask: norm <= size, every frame),
     # topk 5 (values >= the k-th kept), softmax at temperature 0.2, probabilities upsampled
     # bilinearly to full resolution and min-max normalized per label (postprocess_probs) before
     # argmax. Deviations: the notebook's own frame resizing was not available to check; frames are
     # used at their size, the long side floored to a multiple of the 16-pixel patch (the ViT drops
-    # a partial patch of the short side); exactly k neighbours kept.
+    # a partial patch of the short side); its first-mask and upsampling rules were not checked
+    # either (vidssl's own: area, grid).
     "dinov3": {"stride": 0, "layer": "", "context": 7, "topk": 5, "temperature": 0.2, "radius": 12.0,
                "neighbourhood": "closed_circle", "first_unrestricted": False, "fill": "none", "size": 0,
-               "size_multiple": 16, "norm_mask": True, "first_mask": "area"},
+               "size_multiple": 16, "norm_mask": True, "first_mask": "area", "upsample": "grid", "ties": True,
+               "precision": "float32"},
     # qianduoduolr/Spa-then-Temp configs/test/res18_d8.py test_cfg_davis (precede_frames=20, topk=10,
     # temperature=0.07, out_indices=(2,), neighbor_range=24, mode='square', with_first,
     # with_first_neighbor) and base_data.py (Resize(scale=(-1, 480))); vcl/models/trackers/
     # vanilla_tracker.py as VFS's (frame 0 twice early, min-max before argmax). Square of side
     # 2 * (24 // 2) + 1. Deviations: its encoders read Lab input (Normalize mean [50, 0, 0], std
-    # [50, 127, 127]), vidssl feeds RGB; the d8 stride tuple is read as stride 8 (the config's name).
+    # [50, 127, 127]), vidssl feeds RGB; the d8 stride tuple is read as stride 8 (the config's name);
+    # upsample=stretch taken from VFS's tracker (its code is not mirrored here to check).
     "spa-then-temp": {"stride": 8, "layer": "res3", "context": 20, "topk": 10, "temperature": 0.07,
                       "radius": 12.0, "neighbourhood": "square", "first_unrestricted": False,
                       "fill": "include_first", "size": 480, "size_multiple": 1, "norm_mask": True,
-                      "first_mask": "nearest"},
+                      "first_mask": "nearest", "upsample": "stretch", "ties": False, "precision": "float32"},
 }
 """Every protocol key of each published codebase (comments: the files followed and what differs)."""
 
@@ -139,21 +159,29 @@ class PropagationConfig:
                               "(default 0)")
     size_multiple: int | None = option(None, "then the long side floored to a multiple of this (DINO: 64; default 1)")
     norm_mask: bool | None = option(None, "masks: min-max normalize each label's map before argmax (default false)")
-    first_mask: Literal["area", "nearest"] | None = option(
-        None, "masks: first mask on the grid by cell averages (area) or nearest pixel (default area)"
+    first_mask: Literal["area", "nearest", "bilinear"] | None = option(
+        None, "masks: first mask on the grid by cell averages (area) | PIL nearest (DINO, VFS) | OpenCV bilinear of "
+        "the one-hot (CRW) (default area)"
     )
+    upsample: Literal["grid", "stretch", "grid_nearest"] | None = option(
+        None, "masks: soft labels to the frame: bilinear on the cells' geometry (grid) | the grid resized bilinearly "
+        "to the frame (stretch: CRW, VFS) | grid at the encoder's size, argmax, nearest to the frame "
+        "(grid_nearest: DINO) (default grid)"
+    )
+    ties: bool | None = option(None, "keep every neighbour tied with the k-th, not exactly topk (DINO; default false)")
     sigma: float = option(0.5, "keypoints: Gaussian heatmap sigma in feature cells (CRW: 0.5)")
     peak_topk: int = option(3, "keypoints: a joint is the value-weighted mean of its heatmap's top cells (CRW: 3)")
     input: Input = input_option()
-    impl: Literal["auto", "local", "dense", "tiled", "naive"] = option(
-        "auto", "step: auto (local, or dense for small maps) | local | dense | tiled (previous) | naive (reference)"
+    impl: Literal["auto", "local", "dense", "naive"] = option(
+        "auto", "step: auto (local, or dense for small maps) | local | dense | naive (reference)"
     )
     tile: int = option(0, "side of the target tiles of the local step (feature cells); 0 = 12, or 3 for < 32 channels")
     chunk_mb: float = option(256.0, "working-set cap of one batch of tiles (MiB)")
     batch: int = option(4, "frames per encoder forward pass")
     device: str = option("auto", "auto (CUDA when available) | cpu | cuda:N")
-    precision: Literal["auto", "float32", "float16", "bfloat16"] = option(
-        "auto", "stored features: auto = float16 on CUDA, float32 on CPU"
+    precision: Literal["auto", "float32", "float16", "bfloat16"] | None = option(
+        None, "features and the step: float32 (encoder in float32 too) | auto = float16 on CUDA (encoder under bf16 "
+        "autocast), float32 on CPU (default auto; every preset: float32)"
     )
     seed: int = option(0, "seed of a random encoder")
 
@@ -256,29 +284,26 @@ def propagate(
                     ctx.fill_with_first(1)
                 yield frame, labels0
                 continue
-            labels = ctx.step(feats, topk=settings.topk, temperature=settings.temperature)
+            labels = ctx.step(feats, topk=settings.topk, temperature=settings.temperature, ties=settings.ties)
             ctx.push(feats, labels)
             yield frame, labels
 
 
 def processing_size(height: int, width: int, size: int | None, multiple: int = 1) -> tuple[int, int]:
     """(H', W') the encoder sees for a ``height`` x ``width`` video: short side ``size`` (0 or None:
-    as it is), then the long side floored to a multiple of ``multiple`` (DINO's read_frame: 64)."""
+    as it is), then the long side floored to a multiple of ``multiple``. With ``multiple`` > 1 the
+    long side is floored from its exact value, as DINO's read_frame does (``int(size * W / H // 64 *
+    64)``; a square frame's width counts as its long side), not from the rounded one."""
     from vidssl.data.backends import output_size
 
     h, w = output_size(height, width, size or None)
+    if multiple > 1 and size:
+        exact = size * max(height, width) / min(height, width)  # read_frame's float arithmetic
+        long = max(multiple, int(exact // multiple * multiple))
+        return (size, long) if height <= width else (long, size)
     if h <= w:
         return h, max(multiple, w // multiple * multiple)
     return max(multiple, h // multiple * multiple), w
-
-
-def nearest_grid(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """(H, W) label map -> (h, w) by nearest pixel at cell centres (PIL's NEAREST resize, as DINO's
-    read_seg and VFS's pil_nearest_interpolate put the first mask on the patch grid)."""
-    height, width = mask.shape
-    rows = np.minimum(((np.arange(grid[0]) + 0.5) * height / grid[0]).astype(np.int64), height - 1)
-    cols = np.minimum(((np.arange(grid[1]) + 0.5) * width / grid[1]).astype(np.int64), width - 1)
-    return mask[rows][:, cols]
 
 
 def seen_size(video: Path, settings: PropagationConfig, *, backend: str = "auto") -> tuple[int, int]:
@@ -322,9 +347,19 @@ def frame_names(video: Path, num_frames: int) -> list[str]:
     return [f"{i:05d}" for i in range(num_frames)]
 
 
+@dataclass(frozen=True)
+class MaskRun:
+    """What :func:`propagate_masks` did: frames written, the video's (H, W) and the (H', W') its
+    encoder saw (recorded with results, so no caller opens the video again to learn them)."""
+
+    frames: int
+    size: tuple[int, int]
+    seen: tuple[int, int]
+
+
 def propagate_masks(
     video: Path,
-    annotation: Path,
+    annotation: Path | FirstMask,
     out: Path,
     extractor: FeatureExtractor,
     *,
@@ -334,8 +369,13 @@ def propagate_masks(
     backend: str = "auto",
     on_mask: Callable[[int, str, np.ndarray], None] | None = None,
     progress: bool = True,
-) -> int:
-    """Propagate a first-frame mask PNG through ``video``; returns the number of frames.
+    names: list[str] | None = None,
+) -> MaskRun:
+    """Propagate a first-frame mask PNG (or one already read, :func:`vidssl.propagation.masks.read_first_mask`)
+    through ``video``; returns the frame count and the sizes (:class:`MaskRun`).
+
+    The video is opened once, and once more at the size the encoder sees when that differs (the
+    backend resizes). ``names``: the frames' output names when the caller has listed them.
 
     Writes ``out/<name>/<frame>.png`` for every frame (palette PNGs with the annotation's palette,
     DAVIS results layout; frame 0 is the annotation itself) and, with ``overlay``,
@@ -348,29 +388,27 @@ def propagate_masks(
     """
     from vidssl.data.backends import open_video
     from vidssl.data.video_writer import write_video
-    from vidssl.propagation.masks import grid_size, one_hot, read_first_mask, to_grid, to_mask, write_mask
+    from vidssl.propagation.masks import first_labels, grid_size, read_first_mask, to_mask, write_mask
     from vidssl.propagation.overlay import mask_overlay
 
-    first = read_first_mask(annotation)
+    first = annotation if isinstance(annotation, FirstMask) else read_first_mask(annotation)
     reader = open_video(video, backend=backend)
     size = (reader.height, reader.width)
     if first.mask.shape != size:
         reader.close()
-        raise ValueError(f"{annotation}: mask is {first.mask.shape[1]}x{first.mask.shape[0]}, "
+        shown = first.path or "first-frame annotation"
+        raise ValueError(f"{shown}: mask is {first.mask.shape[1]}x{first.mask.shape[0]}, "
                          f"video {video} is {size[1]}x{size[0]}")
     seen = processing_size(*size, settings.size, settings.size_multiple)
     if seen != size:
         reader.close()
         reader = open_video(video, backend=backend, size=seen)
     stride = extractor.stride
-    grid = grid_size(*seen, stride)
-    if settings.first_mask == "nearest":
-        labels = one_hot(nearest_grid(first.mask, grid), first.ids)
-    else:
-        labels = to_grid(one_hot(first.mask, first.ids), grid, stride=stride, frame=seen)
+    labels = first_labels(first.mask, first.ids, grid_size(*seen, stride), stride=stride, frame=seen,
+                          rule=settings.first_mask)
     copy = isinstance(extractor, CopyFirst)
     name = name or video.stem
-    names = frame_names(video, reader.num_frames)
+    names = names if names is not None else frame_names(video, reader.num_frames)
     stream = propagate(read_frames(reader, batch=settings.batch), labels, extractor, settings=settings)
 
     def frames_done() -> Iterator[np.ndarray]:
@@ -379,7 +417,8 @@ def propagate_masks(
             if index == 0 or copy:
                 mask = first.mask
             else:
-                mask = to_mask(soft, first.ids, size, stride=stride, frame=seen, norm=settings.norm_mask)
+                mask = to_mask(soft, first.ids, size, stride=stride, frame=seen, norm=settings.norm_mask,
+                               upsample=settings.upsample)
             write_mask(out / name / f"{names[index]}.png", mask, first.palette)
             if on_mask is not None:
                 on_mask(index, names[index], mask)
@@ -388,10 +427,12 @@ def propagate_masks(
     try:
         if overlay:  # write_video pulls the frames lazily: one frame in memory at a time
             (out / name).parent.mkdir(parents=True, exist_ok=True)
-            return write_video(out / f"{name}.mp4", frames_done(), reader.fps or 24.0)
-        return sum(1 for _ in frames_done())
+            count = write_video(out / f"{name}.mp4", frames_done(), reader.fps or 24.0)
+        else:
+            count = sum(1 for _ in frames_done())
     finally:
         reader.close()
+    return MaskRun(frames=count, size=size, seen=seen)
 
 
 def propagate_keypoints(
@@ -481,10 +522,12 @@ def run_propagate(cfg: PropagateConfig) -> dict:
     extractor = extractor_for(cfg)
     started = time.perf_counter()
     name = video.stem if video.is_file() else video.name
+    seen: tuple[int, int] | None = None
     if labels.suffix.lower() == ".png":
         kind = "masks"
-        frames = propagate_masks(video, labels, out, extractor, settings=cfg, name=name, overlay=cfg.overlay,
-                                 backend=cfg.backend)
+        run = propagate_masks(video, labels, out, extractor, settings=cfg, name=name, overlay=cfg.overlay,
+                              backend=cfg.backend)
+        frames, seen = run.frames, run.seen
         outputs = [f"{name}/"] + ([f"{name}.mp4"] if cfg.overlay else [])
     elif labels.suffix.lower() in (".json", ".mat"):
         kind = "keypoints"
@@ -497,6 +540,6 @@ def run_propagate(cfg: PropagateConfig) -> dict:
     seconds = time.perf_counter() - started
     record = {"kind": kind, "video": str(video), "labels": str(labels), "frames": frames, "seconds": seconds,
               "fps": frames / seconds, "outputs": outputs, "features": extractor.name,
-              **protocol_record(cfg, seen_size(video, cfg, backend=cfg.backend))}
+              **protocol_record(cfg, seen or seen_size(video, cfg, backend=cfg.backend))}
     atomic_write_json(out / "propagation.json", record, indent=1)
     return record
