@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from vidssl.config import ConfigError, option, to_dict
-from vidssl.data.backends import VideoReader
+from vidssl.data.backends import VideoReader, backend_help
 from vidssl.features import CopyFirst, FeatureExtractor, Input, input_option, resolve_features, resolve_input
 from vidssl.files import atomic_write_json
 from vidssl.propagation.affinity import Context, Neighbourhood, TileGrid, dense_is_cheaper
@@ -334,7 +334,7 @@ class PropagateConfig(PropagationConfig):
         "runs/propagate", "output folder: <name>/<frame>.png or <name>.json, <name>.mp4, propagation.json"
     )
     overlay: bool = option(True, "also write <name>.mp4 with the labels drawn over the frames")
-    backend: str = option("auto", "video backend: auto | pyav | decord | opencv | frames")
+    backend: str = option("auto", backend_help())
 
 
 def frame_names(video: Path, num_frames: int) -> list[str]:
