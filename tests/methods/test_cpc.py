@@ -70,6 +70,9 @@ def test_impossible_settings_are_rejected_at_build(bad: dict, constraint: str, t
     with pytest.raises(ValueError, match=constraint.replace("(", r"\(")):
         CPC(build_encoder("resnet18"), method_cfg)
     args = [f"{k}={v}" for k, v in {**TINY, **bad, "out": tmp_path / "run", "steps": 1}.items()]
+    if "temperature" in bad:  # refused with the command line's own checks now, before the method is built
+        assert main(["train", *args]) == 2 and "a temperature must be greater than 0" in capsys.readouterr().err
+        return
     assert main(["train", *args]) == 1 and constraint in capsys.readouterr().err
 
 

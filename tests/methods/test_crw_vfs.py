@@ -199,6 +199,7 @@ def test_vfs_beats_random_init_on_video_retrieval(tmp_path: Path, cache_dir: Pat
 
     from vidssl.data.synth import SynthConfig, generate
     from vidssl.export import load_encoder
+    from vidssl.methods.vfs import zero_init_residual
 
     data = tmp_path / "synth"
     generate(data, SynthConfig(num_videos=8, num_frames=48, height=128, width=160, seed=5), progress=False)
@@ -209,7 +210,10 @@ def test_vfs_beats_random_init_on_video_retrieval(tmp_path: Path, cache_dir: Pat
     out = train(cfg, method_cfg)
     retrieval = retrieval_set(data / "videos")
     trained = video_retrieval(load_encoder(out / "encoder.safetensors"), retrieval)
-    torch.manual_seed(cfg.seed)  # the very initialisation the run started from
-    random_init = video_retrieval(build_encoder("resnet18"), retrieval)
+    torch.manual_seed(cfg.seed)  # the very initialisation the run started from (VFS zero-inits residual BNs)
+    start = build_encoder("resnet18")
+    with torch.no_grad():
+        assert zero_init_residual(start)
+    random_init = video_retrieval(start, retrieval)
     print(f"\nVFS video retrieval top-1: trained {trained:.3f}, random init {random_init:.3f}")
     assert trained > random_init + 0.05
