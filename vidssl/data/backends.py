@@ -437,8 +437,11 @@ class TorchCodecReader(Backend):
 
     module = "torchcodec"
     extensions = VIDEO_EXTENSIONS
-    # After PyAV and decord: PRIORITY_NOTE
-    priority = 25
+    # Between PyAV and decord: on this project's 2-core CPU it ties PyAV and beats decord (issue 28;
+    # tools/bench_loader.py, 2 workers, synthetic 240x320: pyav 56.4, torchcodec 55.6, decord 13.7
+    # pairs/s; 60 random pairs of 5 real 854x480 clips at size=256, one process: pyav 5.1, torchcodec
+    # 5.1-5.3, decord 3.1-3.2). Not faster than PyAV, so auto keeps PyAV first.
+    priority = 15
     devices = ("cpu", "cuda")
 
     def __init__(self, path: str | Path, *, size: Size = None, threads: int = 1, device: str = "cpu") -> None:
