@@ -57,6 +57,21 @@ def test_resize_on_decode_matches_pyav(index_videos) -> None:
 
 
 @needs_torchcodec
+def test_resize_after_decoding_matches_the_decoder_resize(index_videos) -> None:
+    """On CUDA the resize runs on the decoded frames (TorchCodec's decoder transforms are CPU-only):
+    the same antialiased bilinear resize as the CPU path's, checked here on the CPU."""
+    from vidssl.data.backends import resize_frames
+
+    path = index_videos["long_gop"]
+    full = open_video(path, backend="torchcodec").get_tensor(ORDER)
+    after = resize_frames(full, (48, 64)).numpy()
+    native = open_video(path, backend="torchcodec", size=48).get_frames(ORDER)
+    assert after.shape == native.shape == (len(ORDER), 48, 64, 3)
+    assert [read_index(f) for f in after] == ORDER
+    assert np.abs(after.astype(np.int16) - native).mean() < 1.0  # 0.2 here; nearest-neighbour: 2.7
+
+
+@needs_torchcodec
 def test_rotation_metadata_is_applied(tmp_path) -> None:
     """A phone video comes out as shown (TorchCodec applies the display matrix), resized to the
     shown size."""
@@ -125,6 +140,10 @@ def test_cuda_decoding_matches_cpu(index_videos) -> None:
     assert [read_index(f) for f in tensor.cpu().numpy()] == ORDER
     cpu = open_video(index_videos["long_gop"], backend="torchcodec").get_frames(ORDER)
     assert np.abs(tensor.cpu().numpy().astype(np.int16) - cpu).mean() < 2.0
+    small = open_video(index_videos["long_gop"], backend="torchcodec", device="cuda", size=48)
+    assert (small.height, small.width) == (48, 64)
+    frames = small.get_frames(ORDER)  # resized on the GPU, returned as host arrays
+    assert frames.shape == (len(ORDER), 48, 64, 3) and [read_index(f) for f in frames] == ORDER
 
 
 # What holds on every machine, torchcodec or not.

@@ -427,12 +427,22 @@ def _torchcodec_problem() -> str | None:
     return None
 
 
+def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(T, H, W, 3) uint8 frames resized to ``size`` (H, W) on their own device: bilinear with
+    antialiasing, as torchvision's ``Resize`` and TorchCodec's decoder-side resize."""
+    import torch
+
+    nchw = frames.permute(0, 3, 1, 2).float()
+    out = torch.nn.functional.interpolate(nchw, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
 class TorchCodecReader(Backend):
     """TorchCodec (PyTorch's decoder on FFmpeg) in exact seek mode: opening scans the file's packets,
     so index ``i`` is the i-th frame in presentation order, whatever the GOP structure. Decodes on the
     CPU, or on a CUDA GPU (NVDEC) with ``device="cuda"``; ``size`` resizes inside FFmpeg's filter
-    graph (bilinear with antialiasing, as torchvision's ``Resize``); rotation from the display matrix
-    is applied by TorchCodec.
+    graph on the CPU and after decoding on CUDA (bilinear with antialiasing both, as torchvision's
+    ``Resize``); rotation from the display matrix is applied by TorchCodec.
     """
 
     module = "torchcodec"
@@ -449,6 +459,8 @@ class TorchCodecReader(Backend):
 
         self.path = Path(path)
         self.device = device
+        on_cpu = _device_type(device) == "cpu"
+        self._resize_after: tuple[int, int] | None = None  # (H, W) to resize to after decoding (CUDA)
         try:
             transforms = None
             if size is not None:
@@ -458,7 +470,10 @@ class TorchCodecReader(Backend):
                 if out != (shown.height, shown.width):
                     from torchcodec.transforms import Resize
 
-                    transforms = [Resize(size=out)]
+                    # TorchCodec's decoder transforms run on the CPU only; on CUDA the same resize
+                    # (bilinear, antialiased) runs on the decoded frames.
+                    transforms = [Resize(size=out)] if on_cpu else None
+                    self._resize_after = None if on_cpu else out
             self._decoder = VideoDecoder(str(self.path), device=device, seek_mode="exact", dimension_order="NHWC",
                                          num_ffmpeg_threads=threads, transforms=transforms)
             meta = self._decoder.metadata
@@ -468,15 +483,16 @@ class TorchCodecReader(Backend):
         if self.num_frames == 0:
             raise VideoReadError(self.path, "no video frames")
         self.fps = float(meta.average_fps or 0.0)
-        self.height, self.width = (out if transforms else (meta.height, meta.width))
+        self.height, self.width = out if transforms or self._resize_after else (meta.height, meta.width)
 
     def get_tensor(self, indices: Sequence[int]) -> torch.Tensor:
         """Frames at ``indices`` as a (T, H, W, 3) uint8 RGB tensor on the decoding device."""
         wanted = check_indices(self.path, indices, self.num_frames)
         try:
-            return self._decoder.get_frames_at(indices=wanted).data
+            frames = self._decoder.get_frames_at(indices=wanted).data
         except (RuntimeError, ValueError, IndexError) as err:
             raise VideoReadError(self.path, f"decoding failed ({str(err).splitlines()[0]})") from err
+        return resize_frames(frames, self._resize_after) if self._resize_after else frames
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         return self.get_tensor(indices).cpu().numpy()
