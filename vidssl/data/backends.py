@@ -414,6 +414,10 @@ FFMPEG_HINT = ("install FFmpeg's shared libraries, major version 4 to 9 (Debian/
                "conda: conda install ffmpeg)")
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 @functools.cache
 def _torchcodec_problem() -> str | None:
     """Why TorchCodec cannot decode video here (None: it can). Its wheel carries no FFmpeg: it loads
@@ -421,8 +425,8 @@ def _torchcodec_problem() -> str | None:
     try:
         import torchcodec
     except Exception as err:  # noqa: BLE001 - e.g. built for another torch, or a missing CUDA runtime
-        return f"cannot import torchcodec ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-    if getattr(torchcodec, "ffmpeg_major_version", 0) is None:  # the attribute exists since torchcodec 0.14
+        return f"cannot import torchcodec ({type(err).__name__}: {_first_line(err)})"
+    if getattr(torchcodec, "ffmpeg_major_version", 0) is None:  # None: it found no FFmpeg it can load
         return f"needs FFmpeg's shared libraries, which torchcodec did not find: {FFMPEG_HINT}"
     return None
 
@@ -478,7 +482,7 @@ class TorchCodecReader(Backend):
                                          num_ffmpeg_threads=threads, transforms=transforms)
             meta = self._decoder.metadata
         except (RuntimeError, ValueError, OSError) as err:
-            raise VideoReadError(self.path, f"cannot open as video ({str(err).splitlines()[0]})") from err
+            raise VideoReadError(self.path, f"cannot open as video ({_first_line(err)})") from err
         self.num_frames = int(meta.num_frames or 0)
         if self.num_frames == 0:
             raise VideoReadError(self.path, "no video frames")
@@ -491,7 +495,7 @@ class TorchCodecReader(Backend):
         try:
             frames = self._decoder.get_frames_at(indices=wanted).data
         except (RuntimeError, ValueError, IndexError) as err:
-            raise VideoReadError(self.path, f"decoding failed ({str(err).splitlines()[0]})") from err
+            raise VideoReadError(self.path, f"decoding failed ({_first_line(err)})") from err
         return resize_frames(frames, self._resize_after) if self._resize_after else frames
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
