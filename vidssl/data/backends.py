@@ -34,6 +34,7 @@ import contextlib
 import functools
 import importlib.util
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol
@@ -415,7 +416,9 @@ FFMPEG_HINT = ("install FFmpeg's shared libraries, major version 4 to 9 (Debian/
 
 
 def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+    """The first line of ``err``'s text, without the C++ source location TorchCodec puts in front."""
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return re.sub(r"^[\w:]+, \S+\.(?:cpp|cu|h):\d+, ", "", line)
 
 
 @functools.cache
