@@ -454,10 +454,11 @@ class TorchCodecReader(Backend):
 
     module = "torchcodec"
     extensions = VIDEO_EXTENSIONS
-    # Between PyAV and decord: on this project's 2-core CPU it ties PyAV and beats decord (issue 28;
-    # tools/bench_loader.py, 2 workers, synthetic 240x320: pyav 56.4, torchcodec 55.6, decord 13.7
-    # pairs/s; 60 random pairs of 5 real 854x480 clips at size=256, one process: pyav 5.1, torchcodec
-    # 5.1-5.3, decord 3.1-3.2). Not faster than PyAV, so auto keeps PyAV first.
+    # Between PyAV and decord: on a shared 2-core CPU it is about as fast as PyAV, not faster, and
+    # faster than decord (issue 28, TorchCodec 0.17 on FFmpeg 5.1; tools/bench_loader.py, 2 workers,
+    # synthetic 240x320, two runs: pyav 56.4 / 46.3, torchcodec 55.6 / 39.3, decord 13.7 / 15.1 pairs/s;
+    # the same 60 random pairs of 5 real 854x480 clips at size=256, one process: pyav 5.1, torchcodec
+    # 5.1-5.3, decord 3.1-3.2 pairs/s). So auto keeps PyAV first.
     priority = 15
     devices = ("cpu", "cuda")
 
