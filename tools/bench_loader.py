@@ -3,7 +3,8 @@
     python tools/bench_loader.py [data=DIR] [workers=2] [size=224] [seconds=20] [rss_samples=10000]
 
 Measures frame-pair samples per second through a DataLoader (``workers`` processes, random crops
-of ``size`` px) for every installed backend on the original files and on a copy made once by
+of ``size`` px) for every installed backend (PyAV, decord, TorchCodec on the CPU, OpenCV; one that
+cannot run here is listed with the reason) on the original files and on a copy made once by
 ``vidssl prepare`` (short side 256, a keyframe every 8 frames; and JPEG frame folders), against the
 baseline: PyAV decoding each file sequentially from its start up to the sampled frames. Also prints
 the decode ceiling (sequential decode frames/s of the same files, one process) and the loader's
@@ -28,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vidssl.config import option, parse_overrides, to_dict
-from vidssl.data.backends import available_backends, output_size
+from vidssl.data.backends import BACKENDS, available_backends, output_size
 from vidssl.data.datasets import VideoFrameDataset, sample_seed
 from vidssl.data.index import VideoInfo, scan
 from vidssl.data.prepare import PrepareConfig, prepare
@@ -143,7 +144,12 @@ def bench(cfg: BenchConfig, tmp: Path) -> dict:
     frames = sum(v.num_frames for v in videos)
     print(f"{len(videos)} videos, mean {mean_size[0]:.0f}x{mean_size[1]:.0f}, {frames:,} frames, from {data}")
     transform = random_crop(cfg.size)
-    backends = list(cfg.backends) or [b for b in ("decord", "pyav", "opencv") if b in available_backends()]
+    candidates = list(cfg.backends) or ["decord", "pyav", "torchcodec", "opencv"]
+    skipped = {b: BACKENDS[b].missing() if b in BACKENDS else "is not a backend" for b in candidates
+               if b not in available_backends()}
+    for name, why in skipped.items():
+        print(f"  {name}: skipped, backend '{name}' {why}")
+    backends = [b for b in candidates if b not in skipped]
 
     rows: dict[str, dict] = {}
 
@@ -200,6 +206,7 @@ def bench(cfg: BenchConfig, tmp: Path) -> dict:
         "config": to_dict(cfg),
         "decode_ceiling_fps": ceiling,
         "pairs_per_s": {k: v["pairs_per_s"] for k, v in rows.items()},
+        "skipped_backends": skipped,
         "baseline_pairs_per_s": base,
         "best": best,
         "best_backend": best_backend,

@@ -108,7 +108,7 @@ def test_output_size() -> None:
     assert output_size(1280, 720, 256) == (455, 256)
     assert output_size(720, 1280, None) == (720, 1280)
     assert output_size(720, 1280, (10, 20)) == (10, 20)
-    assert set(BACKENDS) == {"decord", "pyav", "opencv", "frames", "image"}
+    assert set(BACKENDS) == {"decord", "pyav", "torchcodec", "opencv", "frames", "image"}
 
 
 def test_rotation_metadata_is_applied(tmp_path, cache_dir) -> None:
@@ -251,7 +251,7 @@ def test_the_index_probes_with_the_backend_that_reads(index_videos, tmp_path, ca
 def test_help_lists_every_backend_from_the_registry() -> None:
     help_text = TrainConfig.__dataclass_fields__["backend"].metadata["help"]
     assert help_text == backend_help()
-    assert backend_choices().split(" | ") == ["auto", "pyav", "decord", "opencv", "frames", "image"]
+    assert backend_choices().split(" | ") == ["auto", "pyav", "torchcodec", "decord", "opencv", "frames", "image"]
 
 
 def test_auto_takes_the_next_installed_and_names_what_to_install(index_videos, tmp_path, cache_dir,
@@ -259,13 +259,14 @@ def test_auto_takes_the_next_installed_and_names_what_to_install(index_videos, t
     from vidssl.data import backends
     from vidssl.data.index import scan
 
-    missing = {"av"}
+    missing = {"av", "torchcodec"}  # torchcodec's own absence is tested in test_torchcodec.py
     monkeypatch.setattr(backends, "_installed", lambda module: module not in missing)
     assert resolve_backend(index_videos["long_gop"]) == "decord"
     missing |= {"decord", "cv2"}
-    with pytest.raises(ValueError, match="no backend for .mp4 files is installed: install av or decord or opencv"):
+    with pytest.raises(ValueError, match="no backend for .mp4 files is installed: install av or torchcodec or decord "
+                                         "or opencv"):
         resolve_backend(index_videos["long_gop"])
     with pytest.raises(ValueError, match="backend 'pyav' needs the 'av' package, which is not installed"):
         scan(index_videos["long_gop"], backend="pyav", progress=False)
     index = scan(index_videos["long_gop"], progress=False)  # reported in the summary, not dropped unseen
-    assert not index.videos and "install av or decord" in index.unreadable[0][1]
+    assert not index.videos and "install av or torchcodec or decord" in index.unreadable[0][1]
