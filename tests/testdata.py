@@ -28,6 +28,23 @@ def index_frame(index: int, *, height: int = 96, width: int = 128) -> np.ndarray
     return frame
 
 
+def phone_video(path: Path, frames: int = 6) -> Path:
+    """A video stored 128x96 with a display rotation of 90 degrees (shown 96 wide, 128 tall), as a
+    phone writes it; frame i is :func:`index_frame` (i) as stored."""
+    import av
+
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=25, options={"crf": "12"})
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        stream.set_display_rotation(90)
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(index_frame(i), format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
 def read_index(frame: np.ndarray) -> int:
     """Decode the index drawn by :func:`index_frame` (robust to compression and resizing)."""
     height, width = frame.shape[:2]

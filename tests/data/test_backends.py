@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from testdata import index_frame, read_index, shared_clip
+from testdata import index_frame, phone_video, read_index, shared_clip
 
 from vidssl.data.backends import (
     BACKENDS,
@@ -114,20 +114,10 @@ def test_output_size() -> None:
 def test_rotation_metadata_is_applied(tmp_path, cache_dir) -> None:
     """Issue 13: a phone video's display matrix was ignored, so masks drawn on the displayed frame did
     not line up. Frames come out as shown; decord, which cannot rotate, refuses the file clearly."""
-    import av
 
     from vidssl.data.index import scan
 
-    path = tmp_path / "phone.mp4"
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=25, options={"crf": "12"})
-        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
-        stream.set_display_rotation(90)  # stored 128x96, shown 96 wide and 128 tall
-        for i in range(6):
-            frame = av.VideoFrame.from_ndarray(index_frame(i), format="rgb24")
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    path = phone_video(tmp_path / "phone.mp4")  # stored 128x96, shown 96 wide and 128 tall
     shown = [np.rot90(index_frame(i)) for i in range(6)]
     for backend in [b for b in ("pyav", "opencv") if b in available_backends()]:
         reader = open_video(path, backend=backend)

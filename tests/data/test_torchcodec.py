@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from testdata import index_frame, read_index, shared_clip
+from testdata import index_frame, phone_video, read_index, shared_clip
 
 from vidssl.data import backends
 from vidssl.data.backends import (
@@ -75,18 +75,8 @@ def test_resize_after_decoding_matches_the_decoder_resize(index_videos) -> None:
 def test_rotation_metadata_is_applied(tmp_path) -> None:
     """A phone video comes out as shown (TorchCodec applies the display matrix), resized to the
     shown size."""
-    import av
 
-    path = tmp_path / "phone.mp4"
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=25, options={"crf": "12"})
-        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
-        stream.set_display_rotation(90)  # stored 128x96, shown 96 wide and 128 tall
-        for i in range(6):
-            frame = av.VideoFrame.from_ndarray(index_frame(i), format="rgb24")
-            frame.pts = i
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    path = phone_video(tmp_path / "phone.mp4")  # stored 128x96, shown 96 wide and 128 tall
     reader = open_video(path, backend="torchcodec")
     assert (reader.height, reader.width) == (128, 96)
     frames = reader.get_frames([4, 1])
