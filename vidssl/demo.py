@@ -271,12 +271,14 @@ def format_summary(record: dict) -> str:
     lines = [f"{'encoder':<12} {'J&F':>7} {'PCK@0.1':>8} {'PCK@0.2':>8}"]
     lines += [f"{row:<12} {r['J&F']:>7.3f} {r['PCK@0.1']:>8.3f} {r['PCK@0.2']:>8.3f}" for row, r in table.items()]
     trained, random = table["trained"], table["random init"]
+    gain = round(trained["PCK@0.2"], 3) - round(random["PCK@0.2"], 3)  # as printed: 0.362 -> 0.362 is no gain
+    verdict = "better" if gain > 0 else "the same" if gain == 0 else "not better"
     lines += [
         "",
         f"learned: {record['config']['method']} on {record['config']['train_videos']} unlabelled videos moved "
         f"held-out J&F from {random['J&F']:.3f} (random init) to {trained['J&F']:.3f} "
         f"(pixels {table['pixels']['J&F']:.3f}); keypoint PCK@0.2 {random['PCK@0.2']:.3f} -> "
-        f"{trained['PCK@0.2']:.3f} ({'better' if trained['PCK@0.2'] > random['PCK@0.2'] else 'not better'})",
+        f"{trained['PCK@0.2']:.3f} ({verdict})",
         f"pictures: {record['picture']} and {record['overlay']}; torchvision: "
         f"resnet18().load_state_dict(torch.load('{record['export']}'), strict=False)",
         f"trained with: {record['train_command']}  (recipe file {record['recipe']})",
