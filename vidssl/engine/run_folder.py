@@ -229,13 +229,21 @@ class GracefulStop:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return int(flag.item()) or None
 
-    def __enter__(self) -> GracefulStop:
-        if threading.current_thread() is threading.main_thread():
+    def install(self) -> None:
+        """Take over SIGTERM and SIGINT (from the main thread only; elsewhere a no-op)."""
+        if threading.current_thread() is threading.main_thread() and not self._previous:
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
-        return self
 
-    def __exit__(self, *exc: object) -> None:
+    def restore(self) -> None:
+        """Give the signals back to the handlers they had before :meth:`install`."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+    def __enter__(self) -> GracefulStop:
+        self.install()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()

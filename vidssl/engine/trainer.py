@@ -250,7 +250,7 @@ def train(cfg: TrainConfig, method_cfg: Any = None) -> Path:
                                  "config": saved_config, "encoder": method.encoder.config}, last)
             saved_step = step
 
-        stop.__enter__()
+        stop.install()  # from here a signal ends the run at a step boundary, with a checkpoint
         while step < cfg.steps:
             # Random draws inside a step (dropout, masks, a method's choices) come from a stream
             # per (seed, step, rank): a resumed run repeats them exactly, and ranks differ.
@@ -313,7 +313,7 @@ def train(cfg: TrainConfig, method_cfg: Any = None) -> Path:
             save_encoder(method.encoder, out / "encoder.safetensors", metadata=metadata)
         return out
     finally:
-        stop.__exit__()
+        stop.restore()
         if bar is not None:  # ends the progress line, so an error message starts a line of its own
             bar.close()
         if writer is not None:
