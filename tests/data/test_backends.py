@@ -3,6 +3,7 @@ new backend is one class and one line in BACKENDS."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,9 @@ def test_rotation_metadata_is_applied(tmp_path, cache_dir) -> None:
     assert (info.height, info.width) == (128, 96)
 
 
+_NPY_HEADER_LOCK = threading.Lock()
+
+
 class NpyVideo(Backend):
     """A format only this backend reads: a .npy file of uint8 (T, H, W, 3) frames at 10 fps,
     memory-mapped (never read whole). It declares everything; the default probe opens it and
@@ -146,7 +150,12 @@ class NpyVideo(Backend):
     def __init__(self, path: str | Path, *, size: Size = None, threads: int = 1) -> None:
         self.path = Path(path)
         try:
-            self._frames = np.load(self.path, mmap_mode="r")
+            # np.load parses the .npy header with ast.literal_eval, and CPython 3.11's AST
+            # constructor keeps one recursion counter for all threads: the index probes files on
+            # several threads, and CI once failed with "SystemError: AST constructor recursion
+            # depth mismatch" (cf. python/cpython#106905). Parse one header at a time.
+            with _NPY_HEADER_LOCK:
+                self._frames = np.load(self.path, mmap_mode="r")
         except (OSError, ValueError) as err:
             raise VideoReadError(self.path, f"not a .npy video ({err})") from err
         if self._frames.dtype != np.uint8 or self._frames.ndim != 4 or self._frames.shape[3] != 3:
