@@ -215,3 +215,54 @@ def test_eval_synth_writes_and_scores_held_out_videos(tmp_path, capsys) -> None:
     assert (root / "synth.json").exists() and record["settings"]["video_seed"] == 1000
     assert main([*args[:3], "encoder=copy", f"out={tmp_path / 'copy'}"]) == 0  # copy: masks only
     assert "PCK@0.2" not in json.loads((tmp_path / "copy" / "results.json").read_text())
+
+
+def test_bench_seeds_curves_both_protocols_and_the_label_free_score(tmp_path, cache_dir, capsys) -> None:
+    """seeds=, curve=, two protocols and the cycle score on held-out videos: every row, point and
+    score cached in its own folder; seed tables, curves with the cycle score's ranking, a plot."""
+    out = tmp_path / "bench"
+    args = ["bench", f"out={out}", "recipes=(cpu/fti,)", *TINY[:5], "synth_videos=3", "synth_frames=24", "baselines=(random,pixels)",
+            "budget_mpx=0.016", "overrides=(image_size=32,batch_size=2,workers=0,proj_hidden=32,decode_size=64)",
+            "seeds=(0,1)", "curve=(0.25,0.5)", "held_out=1", "evals=(synth,cycle)", "preset=(crw,default)"]
+    assert main(args) == 0, capsys.readouterr().err
+    record = json.loads((out / "results.json").read_text())
+    names = [r["name"] for r in record["rows"]]
+    assert names == ["random", "random.s1", "pixels", "fti", "fti.s1", "fti@0.25", "fti@0.5", "fti.s1@0.25",
+                     "fti.s1@0.5"]
+    # the end rows: the held-out synthetic score under both protocols, and the cycle score
+    assert set(record["scores"]["fti"]) == {"synth", "synth~default", "cycle"}
+    assert set(record["scores"]["fti@0.5"]) == {"cycle"}  # a curve point: the cheap scores only
+    for seed, name in ((0, "fti"), (1, "fti.s1")):
+        command = shlex.split(record["training"][name]["command"])
+        assert f"seed={seed}" in command and "val_videos=1" in command and "snapshots=(1,2)" in command
+        assert (out / "train" / name / "snapshots" / "step_000001.safetensors").exists()
+        init = out / ("init.safetensors" if seed == 0 else "init.s1.safetensors")
+        assert f"weights={init}" in command and init.exists()
+    # the two random rows are two initialisations
+    assert record["scores"]["random"]["cycle"]["cycle J"] != record["scores"]["random.s1"]["cycle"]["cycle J"]
+    # the held-out video is scored, never trained on: the training log names it
+    held = record["scores"]["fti"]["cycle"]["videos"]
+    assert len(held) == 1
+    # seeds: mean and spread of the end rows; curves from the initialisation to the end, per seed
+    assert record["seeds"]["fti"]["cycle J"]["n"] == 2 and record["seeds"]["random"]["synth J&F"]["n"] == 2
+    curve = record["curves"]["fti"]["points"]
+    assert [p["fraction"] for p in curve] == [0, 0.25, 0.5, 1] and curve[0]["row"] == "random"
+    assert set(record["curves"]) == {"fti", "fti.s1"}
+    assert (out / "curves.png").stat().st_size > 0
+    page = (out / "results.md").read_text()
+    assert "Learning curves" in page and "Over seeds" in page and "synth J&F [default]" in page
+
+    # the cycle score of a run's end equals the one its training logged on the same held-out video
+    logged = [json.loads(line) for line in (out / "train" / "fti" / "val.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged] == [0, 1, 2, 4]
+    assert logged[-1]["cycle_J"] == pytest.approx(record["scores"]["fti"]["cycle"]["cycle J"], abs=1e-6)
+    assert logged[0]["cycle_J"] == pytest.approx(record["scores"]["random"]["cycle"]["cycle J"], abs=1e-6)
+
+
+def test_bench_refuses_curves_and_seeds_it_cannot_run(tmp_path, capsys) -> None:
+    base = ["bench", f"out={tmp_path}", "recipes=(cpu/fti,)"]
+    for extra, message in ((["curve=(1.5,)"], "not fractions of the budget"), (["seeds=(1,1)"], "a seed twice"),
+                           (["evals=(cycle,)"], "held_out=0"), (["preset=(crw,nope)"], "unknown protocol 'nope'")):
+        assert main([*base, *extra]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err

@@ -50,11 +50,13 @@ from vidssl.files import atomic_write_json, atomic_write_text
 from vidssl.methods.base import Method
 
 BASELINES = ("copy", "pixels", "random")
-EVALS = ("synth", "davis", "jhmdb", "knn", "linear")
+EVALS = ("synth", "davis", "jhmdb", "knn", "linear", "cycle")
+PROPAGATION_EVALS = ("synth", "davis", "jhmdb")  # scored under every protocol of ``preset``
 # Keys the benchmark sets itself (the budget, the shared start, the row's folder), not a recipe or ``overrides``.
 _BENCH_KEYS = ("steps", "data", "out", "weights", "seed", "resume", "overwrite")
 # Keys that change how a run is executed, not what it learns: a cached run is reused across them.
-_EXECUTION_KEYS = ("workers", "resume", "overwrite", "device", "log_every", "save_every")
+_EXECUTION_KEYS = ("workers", "resume", "overwrite", "device", "log_every", "save_every", "snapshots", "val_preset",
+                   "val_size", "keep_best")
 
 
 @dataclass(frozen=True)
@@ -66,13 +68,16 @@ class BenchConfig:
     videos: str = option("", "training videos (searched recursively); '' = synthetic ones written into OUT/synth_train")
     tracks: str = option("", "tracks of 'vidssl tracks' over VIDEOS, given to the recipes with track positives")
     evals: tuple[str, ...] = option(("synth",), "scores: synth (held-out synthetic videos) | davis (needs davis=) | "
-                                    "jhmdb (needs jhmdb=) | knn | linear (image probes on synthetic crops)")
+                                    "jhmdb (needs jhmdb=) | knn | linear (image probes on synthetic crops) | cycle "
+                                    "(label-free, on the held_out videos)")
     davis: str = option("", "labelled clips in DAVIS layout (JPEGImages/480p, Annotations/480p)")
     split: str = option("", "DAVIS sequences file ('' = eval davis's default)")
     davis_size: int = option(0, "short side of the DAVIS frames (0 = as they are)")
     jhmdb: str = option("", "labelled clips in JHMDB layout (Rename_Images, joint_positions)")
     synth: str = option("", "held-out synthetic videos ('' = OUT/synth_held_out, written with the synth_ keys)")
-    preset: str = option("crw", "propagation protocol of every mask and keypoint score (eval davis preset=)")
+    preset: tuple[str, ...] = option(("crw",), "propagation protocols of every mask and keypoint score (eval davis "
+                                     "preset=); the first is the main one; 'default' is vidssl's own: (crw,default) "
+                                     "scores both")
     init: str = option("random:resnet18", "the shared initialisation: random:NAME or a weights file")
     budget_mpx: float = option(50.0, "training budget of every recipe: million encoder input pixels", min=1e-6)
     overrides: tuple[str, ...] = option((), "key=value given to every recipe, e.g. (decode_size=96,warmup_steps=10); "
@@ -85,6 +90,14 @@ class BenchConfig:
     title: str = option("", "heading of this comparison on results pages ('' = from the recipes and budget)")
     out: str = option("runs/bench", "benchmark folder (the cache: reruns continue)")
     seed: int = option(0, "seed of the synthetic videos, the shared initialisation and every run")
+    seeds: tuple[int, ...] = option((), "training seeds of every recipe and initialisations of the random row; the "
+                                    "first seed's rows are ROW, the others' ROW.sN ('()' = (seed,))")
+    curve: tuple[float, ...] = option((), "learning curves: fractions of the budget (0 < f < 1) at which each run's "
+                                      "encoder is also scored (snapshots of the one run: rows ROW@f)")
+    curve_davis_size: int = option(0, "short side of the DAVIS frames of the curve points (0 = davis_size); the "
+                                      "end points and baselines are scored at both")
+    held_out: int = option(0, "videos of VIDEOS held out of every training run (vidssl train val_videos=) and "
+                              "scored label-free by the cycle eval; 0 = none", min=0)
     force: tuple[str, ...] = option((), "rows whose scores are recomputed")
     cached: bool = option(False, "report what is computed already (train and score nothing)")
 
@@ -138,13 +151,49 @@ def row_name(recipe: str) -> str:
     return Path(recipe).name.removesuffix(".yaml").removesuffix(".yml")
 
 
-def rows(cfg: BenchConfig) -> list[str]:
-    return [*cfg.baselines, *(row_name(r) for r in cfg.recipes)]
+@dataclass(frozen=True)
+class Row:
+    """One line of the benchmark: a baseline, a trained recipe at one seed, or a point of its curve."""
+
+    name: str  # ROW, ROW.sN (seed N, not the first), ROW@F / ROW.sN@F (a curve point)
+    base: str  # the baseline or recipe row it belongs to
+    seed: int
+    recipe: str = ""  # '' for baselines
+    fraction: float = 1.0  # of the budget (curve points < 1)
+
+
+def seeds_of(cfg: BenchConfig) -> tuple[int, ...]:
+    return cfg.seeds or (cfg.seed,)
+
+
+def seeded(name: str, seed: int, cfg: BenchConfig) -> str:
+    return name if seed == seeds_of(cfg)[0] else f"{name}.s{seed}"
+
+
+def _fraction_text(fraction: float) -> str:
+    return f"{fraction:g}"
+
+
+def rows(cfg: BenchConfig) -> list[Row]:
+    """Every line: the baselines (``random`` once per seed: its initialisation), each recipe at each
+    seed, then each recipe's curve points."""
+    out = []
+    for name in cfg.baselines:
+        seeds = seeds_of(cfg) if name == "random" else seeds_of(cfg)[:1]
+        out += [Row(seeded(name, s, cfg), name, s) for s in seeds]
+    for recipe in cfg.recipes:
+        out += [Row(seeded(row_name(recipe), s, cfg), row_name(recipe), s, recipe) for s in seeds_of(cfg)]
+    for recipe in cfg.recipes:
+        for s in seeds_of(cfg):
+            out += [Row(f"{seeded(row_name(recipe), s, cfg)}@{_fraction_text(f)}", row_name(recipe), s, recipe, f)
+                    for f in sorted(cfg.curve)]
+    return out
 
 
 def check(cfg: BenchConfig) -> None:
     """One-line errors for what is wrong before anything runs."""
     from vidssl.engine.config import find_recipe
+    from vidssl.propagation.propagate import PRESETS
 
     for name in cfg.baselines:
         if name not in BASELINES:
@@ -152,7 +201,21 @@ def check(cfg: BenchConfig) -> None:
     for name in cfg.evals:
         if name not in EVALS:
             raise ConfigError(f"evals: unknown score {name!r}; choose from {', '.join(EVALS)}")
-    names = rows(cfg)
+    for preset in cfg.preset:
+        if preset != "default" and preset not in PRESETS:
+            raise ConfigError(f"preset: unknown protocol {preset!r}; choose from default, {', '.join(PRESETS)}")
+    if not cfg.preset or len(set(cfg.preset)) != len(cfg.preset):
+        raise ConfigError(f"preset={cfg.preset}: give one or more different protocols")
+    if len(set(seeds_of(cfg))) != len(seeds_of(cfg)):
+        raise ConfigError(f"seeds={cfg.seeds}: a seed twice")
+    bad = [f for f in cfg.curve if not 0 < f < 1]
+    if bad:
+        raise ConfigError(f"curve: {bad} are not fractions of the budget between 0 and 1 (the end, 1, is the row "
+                          "itself; 0 is the initialisation, the random row)")
+    if "cycle" in cfg.evals and not cfg.held_out:
+        raise ConfigError("evals has cycle but held_out=0: give held_out=N (videos kept out of training and scored "
+                          "label-free)")
+    names = [r.name for r in rows(cfg)]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ConfigError(f"recipes: two rows named {', '.join(twice)} (a row is named by its recipe file)")
@@ -178,24 +241,31 @@ def check(cfg: BenchConfig) -> None:
             raise FileNotFoundError(f"evals has {key} but {key}={folder!r} is no folder (give {key}=PATH)")
 
 
-def init_weights(cfg: BenchConfig) -> Path:
-    """``OUT/init.safetensors``: the shared initialisation, written once (``OUT/init.json`` records
-    what it is; another ``init`` or seed in the same folder is refused)."""
+def init_path(cfg: BenchConfig, seed: int) -> Path:
+    """The shared initialisation of ``seed``'s runs: ``OUT/init.safetensors`` for the first seed,
+    ``OUT/init.sN.safetensors`` for the others."""
+    out = Path(cfg.out)
+    return out / "init.safetensors" if seed == seeds_of(cfg)[0] else out / f"init.s{seed}.safetensors"
+
+
+def init_weights(cfg: BenchConfig, seed: int | None = None) -> Path:
+    """The shared initialisation of ``seed`` (default: the first), written once (a ``.json`` beside
+    it records what it is; another ``init`` or seed in the same folder is refused)."""
     from vidssl.export import save_encoder
     from vidssl.features import resolve_encoder
 
-    out = Path(cfg.out)
-    path, record = out / "init.safetensors", out / "init.json"
-    wanted = {"init": cfg.init, "seed": cfg.seed}
+    seed = seeds_of(cfg)[0] if seed is None else seed
+    path = init_path(cfg, seed)
+    record = path.with_suffix(".json")
+    wanted = {"init": cfg.init, "seed": seed}
     if path.exists() and record.exists():
         held = json.loads(record.read_text())
         if held != wanted:
-            raise ValueError(f"{out}: its shared initialisation is {held}, not {wanted}; choose another out=")
+            raise ValueError(f"{path.parent}: its shared initialisation is {held}, not {wanted}; choose another out=")
         return path
     with torch.random.fork_rng(devices=[]):
-        encoder = resolve_encoder(cfg.init, seed=cfg.seed)
-    save_encoder(encoder, path, metadata={"what": f"shared initialisation of vidssl bench: {cfg.init}, seed "
-                                                  f"{cfg.seed}"})
+        encoder = resolve_encoder(cfg.init, seed=seed)
+    save_encoder(encoder, path, metadata={"what": f"shared initialisation of vidssl bench: {cfg.init}, seed {seed}"})
     atomic_write_json(record, wanted)
     return path
 
@@ -228,15 +298,30 @@ def check_synth(folder: Path, wanted: dict[str, Any]) -> bool:
     return True
 
 
-def train_command(cfg: BenchConfig, recipe: str, data: Path, init: Path, steps: int | None) -> list[str]:
-    """``vidssl train`` argv of ``recipe``'s row (without ``steps=`` when None: before the budget
-    is known); ``tracks=`` only for a recipe with track positives."""
-    folder = Path(cfg.out) / "train" / row_name(recipe)
-    argv = ["vidssl", "train", recipe, str(data), f"out={folder}", f"weights={init}", f"seed={cfg.seed}",
+def curve_steps(cfg: BenchConfig, steps: int) -> dict[float, int]:
+    """The step of each curve fraction of a run of ``steps`` (at least 1, at most ``steps - 1``)."""
+    return {f: min(max(1, round(f * steps)), max(1, steps - 1)) for f in cfg.curve}
+
+
+def train_command(cfg: BenchConfig, recipe: str, data: Path, init: Path, steps: int | None,
+                  seed: int | None = None) -> list[str]:
+    """``vidssl train`` argv of ``recipe``'s row at ``seed`` (default: the first; without ``steps=``
+    when None: before the budget is known); ``tracks=`` only for a recipe with track positives;
+    with ``held_out``, the held-out videos (validated label-free at the start, the curve points and
+    the end); with ``curve``, the snapshots its points are scored from."""
+    seed = seeds_of(cfg)[0] if seed is None else seed
+    folder = Path(cfg.out) / "train" / seeded(row_name(recipe), seed, cfg)
+    argv = ["vidssl", "train", recipe, str(data), f"out={folder}", f"weights={init}", f"seed={seed}",
             *cfg.overrides]
     if cfg.tracks and getattr(resolve_command(argv)[1], "positives", "frames") != "frames":
         argv.append(f"tracks={cfg.tracks}")
-    return argv + ([f"steps={steps}"] if steps is not None else [])
+    if steps is None:
+        return argv
+    if cfg.held_out:
+        argv += [f"val_videos={cfg.held_out}", f"val_every={steps}", f"val_preset={protocol(cfg.preset[0])}"]
+    if cfg.curve:
+        argv.append(f"snapshots=({','.join(str(s) for s in sorted(set(curve_steps(cfg, steps).values())))})")
+    return argv + [f"steps={steps}"]
 
 
 def resolve_command(argv: list[str]) -> tuple[TrainConfig, Any]:
@@ -257,82 +342,172 @@ def _learning_config(train_cfg: TrainConfig, method_cfg: Any) -> dict[str, Any]:
             "method": saved["method"]}
 
 
+def _changed(record: dict[str, Any], learned: dict[str, Any], method: str) -> list[str]:
+    """The keys in which a cached run's learning config differs from ``learned``; a key the
+    record lacks (saved before it existed) counts as its default."""
+    from vidssl.engine.config import engine_defaults, method_class
+
+    defaults = {"train": _learning_config(engine_defaults(method), method_class(method).Config())["train"],
+                "method": {}}
+    was = {f"{h}.{k}": v for h in ("train", "method") for k, v in {**defaults[h], **record[h]}.items()}
+    now = {f"{h}.{k}": v for h in ("train", "method") for k, v in learned[h].items()}
+    return [f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
+
+
 def _cpu_seconds() -> float:
     """User + system CPU seconds of this process and its finished children (loader workers)."""
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def train_row(cfg: BenchConfig, recipe: str, data: Path, init: Path) -> dict[str, Any] | None:
-    """Train (or resume, or reuse) ``recipe``'s row; returns its training record (None: ``cached``
-    and not trained)."""
+def train_row(cfg: BenchConfig, recipe: str, data: Path, seed: int | None = None) -> dict[str, Any] | None:
+    """Train (or resume, or reuse) ``recipe``'s row at ``seed``; returns its training record (None:
+    ``cached`` and not trained)."""
     from vidssl.engine.trainer import train
 
-    name = row_name(recipe)
+    seed = seeds_of(cfg)[0] if seed is None else seed
+    name = seeded(row_name(recipe), seed, cfg)
     folder = Path(cfg.out) / "train" / name
     record_path = folder / "bench.json"
     if cfg.cached:
         return json.loads(record_path.read_text()) if record_path.exists() else None
-    per_step = pixels_per_step(*resolve_command(train_command(cfg, recipe, data, init, None)))
+    init = init_weights(cfg, seed)
+    per_step = pixels_per_step(*resolve_command(train_command(cfg, recipe, data, init, None, seed)))
     steps = budget_steps(cfg.budget_mpx, per_step)
-    argv = train_command(cfg, recipe, data, init, steps)
+    argv = train_command(cfg, recipe, data, init, steps, seed)
     train_cfg, method_cfg = resolve_command(argv)
     learned = _learning_config(train_cfg, method_cfg)
     if (folder / "encoder.safetensors").exists() and record_path.exists():
         record = json.loads(record_path.read_text())
-        if record["config"] == learned:
+        changed = _changed(record["config"], learned, train_cfg.method)
+        missing = [s for s in train_cfg.snapshots if not snapshot_file(folder, s).exists()]
+        if not changed and not missing:
             return record
-        was = {f"{h}.{k}": v for h in ("train", "method") for k, v in record["config"][h].items()}
-        now = {f"{h}.{k}": v for h in ("train", "method") for k, v in learned[h].items()}
-        changed = "; ".join(f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(was) | set(now))
-                            if was.get(k) != now.get(k))
-        raise ValueError(f"{folder}: trained with other settings ({changed}); remove it to retrain, or choose "
-                         "another out=")
+        if changed:
+            raise ValueError(f"{folder}: trained with other settings ({'; '.join(changed)}); remove it to retrain, "
+                             "or choose another out=")
+        raise ValueError(f"{folder}: trained without the snapshots of curve= (steps {missing}); remove it to "
+                         "retrain, or choose another out=")
     resume = (folder / "config.yaml").exists()  # a killed run continues
     start, cpu = time.perf_counter(), _cpu_seconds()
     train(dataclasses.replace(train_cfg, resume=resume), method_cfg)
-    record = {"command": shlex.join(argv), "recipe": recipe, "steps": steps, "pixels_per_step": per_step,
+    record = {"command": shlex.join(argv), "recipe": recipe, "seed": seed, "steps": steps, "pixels_per_step": per_step,
               "budget_mpx": cfg.budget_mpx, "minutes": round((time.perf_counter() - start) / 60, 2),
               "cpu_minutes": round((_cpu_seconds() - cpu) / 60, 2), "resumed": resume,
               "load_average": round(os.getloadavg()[0], 2), "date": _now(), "config": learned}
     atomic_write_json(record_path, record)
-    shutil.rmtree(Path(cfg.out) / "eval" / name, ignore_errors=True)  # scores of an earlier encoder of this row
+    for stale in Path(cfg.out, "eval").glob(f"{glob_escape(name)}*"):  # scores of an earlier encoder of this row
+        if stale.name == name or stale.name.startswith(name + "@"):
+            shutil.rmtree(stale, ignore_errors=True)
     return record
 
 
-def encoder_spec(cfg: BenchConfig, name: str) -> str:
-    if name in ("copy", "pixels"):
-        return name
-    if name == "random":
-        return str(Path(cfg.out) / "init.safetensors")
-    return str(Path(cfg.out) / "train" / name / "encoder.safetensors")
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
-def held_out(cfg: BenchConfig) -> dict[str, Any]:
+def snapshot_file(folder: Path, step: int) -> Path:
+    from vidssl.engine.validation import snapshot_path
+
+    return snapshot_path(folder, step)
+
+
+def encoder_spec(cfg: BenchConfig, row: Row, training: dict[str, dict[str, Any]] | None = None) -> str:
+    """What ``eval`` reads for ``row``: a baseline's name, a seed's initialisation, a run's encoder
+    or the snapshot of a curve point (``training``: the runs' records, for their steps)."""
+    if row.base in ("copy", "pixels"):
+        return row.base
+    if row.base == "random":
+        return str(init_path(cfg, row.seed))
+    folder = Path(cfg.out) / "train" / seeded(row.base, row.seed, cfg)
+    if row.fraction >= 1:
+        return str(folder / "encoder.safetensors")
+    steps = (training or {}).get(seeded(row.base, row.seed, cfg), {}).get("steps")
+    if steps is None:
+        return ""
+    return str(snapshot_file(folder, curve_steps(cfg, steps)[row.fraction]))
+
+
+def synth_protocol(cfg: BenchConfig, preset: str) -> dict[str, Any]:
     """The keys of the synthetic held-out protocol (:class:`vidssl.evaluation.synth.SynthEvalConfig`)
     for this benchmark, all but the encoder and the results folder."""
     return dict(root=cfg.synth or str(Path(cfg.out) / "synth_held_out"), videos=cfg.synth_held_out,
                 frames=cfg.synth_frames, height=cfg.synth_height, width=cfg.synth_width, objects=5,
-                video_seed=cfg.seed + 1000, preset=cfg.preset, seed=cfg.seed)
+                video_seed=cfg.seed + 1000, preset=preset, seed=cfg.seed)
 
 
-def score_row(cfg: BenchConfig, name: str, which: str, *, progress: bool) -> dict[str, Any] | None:
+def protocol(preset: str) -> str:
+    """eval's ``preset=`` of a benchmark protocol name (``default`` is vidssl's own: '')."""
+    return "" if preset == "default" else preset
+
+
+@dataclass(frozen=True)
+class Score:
+    """One score of a row: an eval under one protocol (and, for DAVIS, one frame size)."""
+
+    which: str  # an entry of EVALS
+    preset: str = ""  # a protocol name of cfg.preset ('' for knn, linear)
+    size: int | None = None  # DAVIS short side (None: davis_size)
+
+    def key(self, cfg: BenchConfig) -> str:
+        """Its folder under ``OUT/eval/ROW`` and its name in results: ``davis``, ``davis~default``,
+        ``davis@240``, ...: the main protocol and size carry no suffix."""
+        text = self.which
+        if self.preset and self.preset != cfg.preset[0]:
+            text += f"~{self.preset}"
+        if self.size is not None:
+            text += f"@{self.size}"
+        return text
+
+
+def scores_of(cfg: BenchConfig, row: Row) -> list[Score]:
+    """What is scored for ``row``: every eval under every protocol; the curve points only the
+    cheap ones (DAVIS at ``curve_davis_size``, JHMDB, cycle), and the end points and baselines
+    DAVIS at that size too, so the two sizes are compared on the same encoders."""
+    cheap = cfg.curve_davis_size if cfg.curve and cfg.curve_davis_size and cfg.curve_davis_size != cfg.davis_size \
+        else None
+    point = row.fraction < 1
+    out = []
+    for which in cfg.evals:
+        if which in ("knn", "linear"):
+            if not point:
+                out.append(Score(which))
+            continue
+        if which == "cycle":
+            out.append(Score(which, cfg.preset[0]))
+            continue
+        if point and which == "synth":
+            continue
+        for preset in cfg.preset:
+            if which == "davis":
+                if not point or cheap is None:
+                    out.append(Score(which, preset))
+                if cheap is not None:
+                    out.append(Score(which, preset, cheap))
+            else:
+                out.append(Score(which, preset))
+    return out
+
+
+def score_row(cfg: BenchConfig, row: Row, score: Score, *, progress: bool,
+              training: dict[str, dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """Compute (or read) one score of one row; None where it does not apply or is not computed."""
-    out = Path(cfg.out) / "eval" / name / which
+    out = Path(cfg.out) / "eval" / row.name / score.key(cfg)
     results = out / "results.json"
-    if results.exists() and name not in cfg.force:
+    if results.exists() and row.name not in cfg.force:
         done = json.loads(results.read_text())
         if done.get("complete", True):  # eval davis writes after each sequence, complete at the end
             return done
     if cfg.cached:
         return None
-    encoder = encoder_spec(cfg, name)
-    if name == "copy" and which in ("jhmdb", "knn", "linear"):
-        return None  # copy carries masks only
+    encoder = encoder_spec(cfg, row, training)
+    which, preset = score.which, protocol(score.preset)
+    if not encoder or (row.base == "copy" and which in ("jhmdb", "knn", "linear", "cycle")):
+        return None  # copy carries masks only; a curve point of a run not trained
     if which == "synth":
         from vidssl.evaluation.synth import SynthEvalConfig, evaluate_synth
 
-        held = SynthEvalConfig(encoder=encoder, out=str(out), **held_out(cfg))
+        held = SynthEvalConfig(encoder=encoder, out=str(out), **synth_protocol(cfg, preset))
         if not cfg.synth:  # the benchmark's own held-out set: written once, and only with these settings
             check_synth(Path(held.root), dict(num_videos=held.videos, num_frames=held.frames, height=held.height,
                                               width=held.width, num_objects=held.objects, seed=held.video_seed))
@@ -341,13 +516,20 @@ def score_row(cfg: BenchConfig, name: str, which: str, *, progress: bool) -> dic
         from vidssl.evaluation.davis import DavisEvalConfig, evaluate_davis
 
         split = {"split": cfg.split} if cfg.split else {}
-        evaluate_davis(DavisEvalConfig(root=cfg.davis, preset=cfg.preset, encoder=encoder, size=cfg.davis_size,
-                                       out=str(out), seed=cfg.seed, **split), progress=progress)
+        size = cfg.davis_size if score.size is None else score.size
+        evaluate_davis(DavisEvalConfig(root=cfg.davis, preset=preset, encoder=encoder, size=size, out=str(out),
+                                       seed=cfg.seed, **split), progress=progress)
     elif which == "jhmdb":
         from vidssl.evaluation.jhmdb import JhmdbEvalConfig, evaluate_jhmdb
 
-        evaluate_jhmdb(JhmdbEvalConfig(root=cfg.jhmdb, preset=cfg.preset, encoder=encoder, out=str(out),
+        evaluate_jhmdb(JhmdbEvalConfig(root=cfg.jhmdb, preset=preset, encoder=encoder, out=str(out),
                                        seed=cfg.seed), progress=progress)
+    elif which == "cycle":
+        from vidssl.evaluation.cycle import CycleConfig, evaluate_cycle
+
+        evaluate_cycle(CycleConfig(root=str(training_videos(cfg, progress=progress)), held_out=cfg.held_out,
+                                   preset=preset, encoder=encoder, size=TrainConfig.val_size, out=str(out),
+                                   seed=cfg.seed), progress=progress)
     elif which == "knn":
         from vidssl.evaluation.knn import KnnEvalConfig, run_knn
 
@@ -361,37 +543,55 @@ def score_row(cfg: BenchConfig, name: str, which: str, *, progress: bool) -> dic
 
 # --- results -------------------------------------------------------------------------------------
 
-COLUMNS = ("DAVIS J&F", "DAVIS J", "DAVIS F", "JHMDB PCK@0.1", "JHMDB PCK@0.2", "synth J&F", "synth PCK@0.1",
-           "synth PCK@0.2", "kNN top-1", "linear top-1")
-PLOTTED = ("DAVIS J&F", "JHMDB PCK@0.2", "synth J&F", "synth PCK@0.2", "kNN top-1", "linear top-1")
+METRICS = {"davis": ("DAVIS", ("J&F", "J", "F")), "jhmdb": ("JHMDB", ("PCK@0.1", "PCK@0.2")),
+           "synth": ("synth", ("J&F", "PCK@0.1", "PCK@0.2")), "knn": ("kNN", ("top1",)),
+           "linear": ("linear", ("top1",)), "cycle": ("cycle", ("cycle J", "cycle accuracy"))}
+PLOTTED = ("DAVIS J&F", "JHMDB PCK@0.2", "synth J&F", "synth PCK@0.2", "kNN top-1", "linear top-1", "cycle J")
+
+
+def column(key: str, metric: str) -> str:
+    """A table column of score ``key`` (:meth:`Score.key`) and one of its metrics: ``DAVIS J&F``,
+    ``DAVIS J&F [default]``, ``DAVIS J&F [240p]``, ``kNN top-1``, ``cycle J``."""
+    which, _, rest = key.partition("@")
+    which, _, preset = which.partition("~")
+    size = rest
+    label = METRICS[which][0]
+    name = metric if which == "cycle" else f"{label} {metric.replace('top1', 'top-1')}"
+    tags = [t for t in (preset, f"{size}p" if size else "") if t]
+    return f"{name} [{', '.join(tags)}]" if tags else name
 
 
 def headline(scores: dict[str, Any]) -> dict[str, float | None]:
-    """The numbers of one row's table line (None: not scored)."""
+    """The numbers of one row's table line, by column (a score's metrics; absent: not scored)."""
+    line: dict[str, float | None] = {}
+    for key, result in scores.items():
+        for metric in METRICS[key.partition("@")[0].partition("~")[0]][1]:
+            value = result.get(metric)
+            line[column(key, metric)] = None if value is None else float(value)
+    return line
 
-    def get(which: str, key: str) -> float | None:
-        value = scores.get(which, {}).get(key)
-        return None if value is None else float(value)
 
-    return {"DAVIS J&F": get("davis", "J&F"), "DAVIS J": get("davis", "J"), "DAVIS F": get("davis", "F"),
-            "JHMDB PCK@0.1": get("jhmdb", "PCK@0.1"), "JHMDB PCK@0.2": get("jhmdb", "PCK@0.2"),
-            "synth J&F": get("synth", "J&F"), "synth PCK@0.1": get("synth", "PCK@0.1"),
-            "synth PCK@0.2": get("synth", "PCK@0.2"), "kNN top-1": get("knn", "top1"),
-            "linear top-1": get("linear", "top1")}
+def _ordered(columns: set[str]) -> list[str]:
+    order = list(PLOTTED)
+    return sorted(columns, key=lambda c: (order.index(c.split(" [")[0]) if c.split(" [")[0] in order else len(order),
+                                          c))
 
 
 def markdown_table(table: dict[str, dict[str, Any]]) -> str:
     """One line per row; the score columns that hold a number, then the training cost."""
-    columns = [c for c in COLUMNS if any(v.get(c) is not None for v in table.values())]
-    columns += ["train min", "train CPU min", "steps"]
+    columns = _ordered({c for v in table.values() for c, x in v.items() if x is not None and c not in _COST})
+    columns += [c for c in _COST if any(v.get(c) is not None for v in table.values())]
     lines = ["| row | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for row, values in table.items():
         cells = []
         for c in columns:
             v = values.get(c)
-            cells.append("" if v is None else f"{v:.3f}" if c in COLUMNS else f"{v}")
+            cells.append("" if v is None else f"{v}" if c in _COST else f"{v:.3f}")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+_COST = ("train min", "train CPU min", "steps")
 
 
 def per_sequence_table(scores: dict[str, dict[str, Any]], which: str = "davis") -> str:
@@ -406,6 +606,199 @@ def per_sequence_table(scores: dict[str, dict[str, Any]], which: str = "davis") 
         lines.append(f"| {seq} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
+
+def seed_table(cfg: dict[str, Any], table: dict[str, dict[str, Any]], row_list: list[dict[str, Any]]) -> dict:
+    """Per baseline and recipe with more than one seed: each column's mean, standard deviation
+    (n - 1) and seed count over its end rows."""
+    groups: dict[str, list[str]] = {}
+    for r in row_list:
+        if r["fraction"] >= 1:
+            groups.setdefault(r["base"], []).append(r["name"])
+    out = {}
+    for base, names in groups.items():
+        if len(names) < 2:
+            continue
+        stats = {}
+        for c in {c for n in names for c, v in table.get(n, {}).items() if v is not None and c not in _COST}:
+            values = [table[n][c] for n in names if table.get(n, {}).get(c) is not None]
+            if values:
+                mean = sum(values) / len(values)
+                sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+                stats[c] = {"mean": mean, "sd": sd, "n": len(values)}
+        out[base] = stats
+    return out
+
+
+def seed_markdown(stats: dict[str, dict[str, dict[str, float]]]) -> str:
+    if not stats:
+        return ""
+    columns = _ordered({c for s in stats.values() for c in s})
+    lines = ["| row (seeds) | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for base, s in stats.items():
+        n = max(v["n"] for v in s.values())
+        cells = [f"{s[c]['mean']:.3f} ± {s[c]['sd']:.3f}" if c in s else "" for c in columns]
+        lines.append(f"| {base} ({n}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _sequence_means(scores: dict[str, dict[str, Any]], names: list[str], key: str) -> dict[str, float]:
+    """Per DAVIS sequence, the mean J&F over ``names`` (the seeds of one row) of score ``key``."""
+    per: dict[str, list[float]] = {}
+    for n in names:
+        for seq, v in scores.get(n, {}).get(key, {}).get("per_sequence", {}).items():
+            per.setdefault(seq, []).append(float(v["J&F"]))
+    return {seq: sum(v) / len(v) for seq, v in per.items() if len(v) == len(names)}
+
+
+def comparisons(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every recipe against ``random`` and ``pixels`` on each full-size DAVIS protocol: the
+    difference of seed means, the spread (the two rows' seed standard deviations added), the
+    sequences where the recipe is ahead, and a one-sided Wilcoxon signed-rank test over sequences
+    of the per-sequence J&F (means over seeds). A **win** is a difference beyond the spread with
+    p < 0.05."""
+    from scipy.stats import wilcoxon
+
+    rows_, scores = record["rows"], record["scores"]
+    ends: dict[str, list[str]] = {}
+    for r in rows_:
+        if r["fraction"] >= 1:
+            ends.setdefault(r["base"], []).append(r["name"])
+    recipes = [row_name(r) for r in record["config"]["recipes"]]
+    keys = sorted({k for s in scores.values() for k in s if k.startswith("davis") and "@" not in k})
+    out = []
+    for key in keys:
+        for base in recipes:
+            for other in ("random", "pixels"):
+                if base not in ends or other not in ends:
+                    continue
+                mine, theirs = _sequence_means(scores, ends[base], key), _sequence_means(scores, ends[other], key)
+                common = sorted(set(mine) & set(theirs))
+                if not common:
+                    continue
+                a = [scores[n][key]["J&F"] for n in ends[base] if key in scores.get(n, {})]
+                b = [scores[n][key]["J&F"] for n in ends[other] if key in scores.get(n, {})]
+
+                def sd(v: list[float]) -> float:
+                    m = sum(v) / len(v)
+                    return (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
+
+                diff = sum(a) / len(a) - sum(b) / len(b)
+                spread = sd(a) + sd(b)
+                deltas = [mine[s] - theirs[s] for s in common]
+                p = float(wilcoxon(deltas, alternative="greater").pvalue) if any(deltas) else 1.0
+                out.append({"score": key, "row": base, "against": other, "seeds": [len(a), len(b)],
+                            "difference": diff, "spread": spread, "ahead": sum(d > 0 for d in deltas),
+                            "sequences": len(common), "p": p, "win": diff > spread and p < 0.05})
+    return out
+
+
+def comparison_markdown(items: list[dict[str, Any]]) -> str:
+    if not items:
+        return ""
+    lines = ["| score | row | against | seeds | J&F difference | spread | sequences ahead | p (Wilcoxon) | win |",
+             "|---|---|---|---|---:|---:|---:|---:|---|"]
+    for c in items:
+        lines.append(f"| {c['score']} | {c['row']} | {c['against']} | {c['seeds'][0]} vs {c['seeds'][1]} | "
+                     f"{c['difference']:+.3f} | {c['spread']:.3f} | {c['ahead']}/{c['sequences']} | {c['p']:.3f} | "
+                     f"{'yes' if c['win'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def curves(record: dict[str, Any]) -> dict[str, Any]:
+    """Each recipe's learning curve per seed: points (fraction of the budget, million pixels,
+    every score), from the initialisation (the seed's random row, fraction 0) through the
+    snapshots to the end; and, where the cycle score was computed, how well it ranks the points
+    against DAVIS J&F: Spearman's rho, and the J&F lost by keeping the point it prefers."""
+    from scipy.stats import spearmanr
+
+    cfg, table = record["config"], record["table"]
+    budget = float(cfg["budget_mpx"])
+    by_base: dict[str, dict[int, list[tuple[float, str]]]] = {}
+    randoms = {r["seed"]: r["name"] for r in record["rows"] if r["base"] == "random"}
+    for r in record["rows"]:
+        if r["recipe"]:
+            by_base.setdefault(r["base"], {}).setdefault(r["seed"], []).append((r["fraction"], r["name"]))
+    out: dict[str, Any] = {}
+    for base, seeds in by_base.items():
+        for seed, points in seeds.items():
+            if len(points) < 2:
+                continue
+            points = sorted(points)
+            if seed in randoms:
+                points = [(0.0, randoms[seed]), *points]
+            line = [{"fraction": f, "mpx": f * budget, "row": n, **{c: v for c, v in table.get(n, {}).items()
+                                                                     if v is not None and c not in _COST}}
+                    for f, n in points]
+            entry: dict[str, Any] = {"points": line}
+            target = _curve_column(line)
+            have = [p for p in line if p.get("cycle J") is not None and p.get(target) is not None]
+            if target and len(have) >= 3:
+                rho = spearmanr([p["cycle J"] for p in have], [p[target] for p in have]).statistic
+                chosen = max(have, key=lambda p: p["cycle J"])
+                best = max(have, key=lambda p: p[target])
+                entry["ranking"] = {"column": target, "spearman": float(rho), "chosen": chosen["row"],
+                                    "best": best["row"], "lost": best[target] - chosen[target]}
+            first = (cfg.get("seeds") or [cfg["seed"]])[0]
+            out[base if seed == first else f"{base}.s{seed}"] = entry
+    return out
+
+
+def _curve_column(line: list[dict[str, Any]]) -> str:
+    """The DAVIS J&F column every point of a curve has (the cheap size where there is one)."""
+    common = set.intersection(*(set(p) for p in line)) if line else set()
+    davis = sorted(c for c in common if c.startswith("DAVIS J&F"))
+    return next((c for c in davis if "p]" in c and "," not in c), davis[0] if davis else "")
+
+
+def curve_markdown(found: dict[str, Any]) -> str:
+    parts = []
+    for name, entry in found.items():
+        columns = _ordered({c for p in entry["points"] for c in p} - {"fraction", "mpx", "row"})
+        lines = [f"{name}:", "", "| budget | Mpx | " + " | ".join(columns) + " |",
+                 "|---:|---:|" + "---:|" * len(columns)]
+        for p in entry["points"]:
+            cells = [f"{p[c]:.3f}" if p.get(c) is not None else "" for c in columns]
+            lines.append(f"| {p['fraction']:g} | {p['mpx']:.1f} | " + " | ".join(cells) + " |")
+        if "ranking" in entry:
+            k = entry["ranking"]
+            lines += ["", f"The cycle score ranks these points against {k['column']} with Spearman's rho "
+                          f"{k['spearman']:+.2f}; it prefers {k['chosen']}, the best is {k['best']}: "
+                          f"{k['lost']:.3f} J&F lost by its choice."]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def plot_curves(found: dict[str, Any], table: dict[str, dict[str, Any]], path: Path, *, title: str) -> Path | None:
+    """One panel per score the curves share: a line per recipe and seed against million pixels,
+    the baselines as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not found:
+        return None
+    columns = _ordered(set.intersection(*(set(p) for e in found.values() for p in e["points"]))
+                       - {"fraction", "mpx", "row"})
+    if not columns:
+        return None
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.6), squeeze=False)
+    for ax, c in zip(axes[0], columns, strict=True):
+        for name, entry in found.items():
+            ax.plot([p["mpx"] for p in entry["points"]], [p[c] for p in entry["points"]], marker="o", label=name)
+        for base, style in (("pixels", "--"), ("copy", ":")):
+            if table.get(base, {}).get(c) is not None:
+                ax.axhline(table[base][c], linestyle=style, color="gray", label=base)
+        ax.set_xlabel("encoder input pixels (millions)")
+        ax.set_title(c, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 def bench_command(cfg: BenchConfig) -> str:
     """``vidssl bench key=value ...`` that re-creates ``cfg`` (the keys that are not defaults)."""
@@ -439,17 +832,34 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+
+
 def section(record: dict[str, Any], *, level: int = 2) -> str:
     """The Markdown of one results record: heading, provenance, tables, training commands."""
     cfg = record["config"]
     title = cfg.get("title") or (f"{', '.join(row_name(r) for r in cfg['recipes'])}: {cfg['budget_mpx']:g} million "
                                  "encoder input pixels each")
+    ends = {n: v for n, v in record["table"].items() if "@" not in n}
     lines = [f"{'#' * level} {title}", "",
              f"Made by `{record['command']}` on {record['machine']}, {record['date']} "
              f"(results file `{record['results']}`, plot `{record['plot'] or 'none: nothing scored'}`).", "",
-             markdown_table(record["table"])]
-    for which, caption in (("davis", "DAVIS J&F per sequence"), ("synth", "held-out synthetic J&F per video")):
-        table = per_sequence_table(record["scores"], which)
+             markdown_table(ends)]
+    stats = seed_markdown(record.get("seeds", {}))
+    if stats:
+        lines += ["", "Over seeds (mean ± standard deviation of the end rows; `random`: its initialisations):", "",
+                  stats]
+    wins = comparison_markdown(record.get("comparisons", []))
+    if wins:
+        lines += ["", "Each recipe against the baselines, DAVIS J&F (a win: the difference of seed means is beyond "
+                      "the spread, the two rows' seed standard deviations added, and a one-sided Wilcoxon "
+                      "signed-rank test over sequences of the per-sequence J&F gives p < 0.05):", "", wins]
+    curve_text = curve_markdown(record.get("curves", {}))
+    if curve_text:
+        lines += ["", f"Learning curves (plot `{record.get('curve_plot') or 'none'}`): each run scored at "
+                      "snapshots along its one schedule; budget 0 is its initialisation.", "", curve_text]
+    main_davis = next((k for s in record["scores"].values() for k in s if k == "davis"), None)
+    for which, caption in ((main_davis, "DAVIS J&F per sequence"), ("synth", "held-out synthetic J&F per video")):
+        table = per_sequence_table({n: s for n, s in record["scores"].items() if n in ends}, which) if which else ""
         if table:
             lines += ["", f"{caption}:", "", table]
     if record["training"]:
@@ -467,13 +877,13 @@ def report(paths: list[str] | tuple[str, ...], *, command: str = "") -> str:
     records = []
     for path in paths:
         try:
-            records.append(json.loads(Path(path).read_text()))
+            records.append(upgrade(json.loads(Path(path).read_text())))
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no such results file (written by vidssl bench)") from None
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not a results file of vidssl bench ({err})") from err
-        if not {"command", "table", "config"} <= set(records[-1]):
-            raise ValueError(f"{path}: not a results file of vidssl bench (no command, table or config)")
+        except KeyError as err:
+            raise ValueError(f"{path}: not a results file of vidssl bench (no {err})") from None
     command = command or shlex.join(["vidssl", "bench", "report", *map(str, paths)])
     head = ["# Results", "",
             f"<!-- generated by `{command}`; edit the results files or rerun the commands, not this page -->", "",
@@ -483,40 +893,61 @@ def report(paths: list[str] | tuple[str, ...], *, command: str = "") -> str:
     return "\n".join(head + ["\n\n".join(section(r) for r in records), ""])
 
 
+def upgrade(record: dict[str, Any]) -> dict[str, Any]:
+    """A results record of an earlier release in today's shape (``rows``; ``preset`` a tuple)."""
+    for key in ("command", "table", "config"):
+        record[key]  # KeyError: not a results file
+    cfg = record["config"]
+    if isinstance(cfg.get("preset"), str):
+        cfg["preset"] = [cfg["preset"]]
+    cfg.setdefault("seeds", [])
+    if "rows" not in record:
+        record["rows"] = [{"name": n, "base": n, "seed": cfg.get("seed", 0),
+                           "recipe": next((r for r in cfg["recipes"] if row_name(r) == n), ""), "fraction": 1.0}
+                          for n in record["table"]]
+    return record
+
+
 def run_bench(cfg: BenchConfig, *, progress: bool = False) -> dict[str, Any]:
-    """Train every recipe (or reuse it), score every row, and write ``OUT/results.json``,
-    ``OUT/results.md`` and ``OUT/learning.png``; returns the results record."""
+    """Train every recipe at every seed (or reuse it), score every row, and write
+    ``OUT/results.json``, ``OUT/results.md``, ``OUT/learning.png`` and, with ``curve``,
+    ``OUT/curves.png``; returns the results record."""
     check(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    names = rows(cfg)
-    init = init_weights(cfg) if not cfg.cached else out / "init.safetensors"
+    lines = rows(cfg)
+    if not cfg.cached:
+        for seed in seeds_of(cfg):
+            init_weights(cfg, seed)
     data = training_videos(cfg, progress=progress) if cfg.recipes and not cfg.cached else Path(cfg.videos)
     training: dict[str, dict[str, Any]] = {}
-    for recipe in cfg.recipes:
-        record = train_row(cfg, recipe, data, init)
-        if record is not None:
-            training[row_name(recipe)] = record
+    for seed in seeds_of(cfg):
+        for recipe in cfg.recipes:
+            record = train_row(cfg, recipe, data, seed)
+            if record is not None:
+                training[seeded(row_name(recipe), seed, cfg)] = record
     scores: dict[str, dict[str, Any]] = {}
-    for name in names:
-        scores[name] = {}
-        for which in cfg.evals:
-            result = score_row(cfg, name, which, progress=progress)
+    for row in lines:
+        scores[row.name] = {}
+        for score in scores_of(cfg, row):
+            result = score_row(cfg, row, score, progress=progress, training=training)
             if result is not None:
-                scores[name][which] = result
+                scores[row.name][score.key(cfg)] = result
     table: dict[str, dict[str, Any]] = {}
-    for name in names:
-        table[name] = headline(scores[name])
-        if name in training:
-            t = training[name]
-            table[name] |= {"train min": t["minutes"], "train CPU min": t["cpu_minutes"], "steps": t["steps"]}
+    for row in lines:
+        table[row.name] = headline(scores[row.name])
+        if row.fraction >= 1 and row.name in training:
+            t = training[row.name]
+            table[row.name] |= {"train min": t["minutes"], "train CPU min": t["cpu_minutes"], "steps": t["steps"]}
     plot = out / "learning.png"
-    bars = {r: {k: {"v": v} for k, v in vals.items() if v is not None and k in PLOTTED} for r, vals in table.items()}
+    ends = {r.name: table[r.name] for r in lines if r.fraction >= 1}
+    bars = {r: {k: {"v": v} for k, v in vals.items() if v is not None and k in PLOTTED} for r, vals in ends.items()}
+    presets = ", ".join(cfg.preset)
     if any(bars.values()):
         from vidssl.evaluation.invariance import plot_comparison
 
         plot_comparison(bars, plot, key="v", title=f"{cfg.budget_mpx:g} Mpx of training per recipe, one "
-                        f"initialisation ({cfg.init}); preset={cfg.preset}")
+                        f"initialisation ({cfg.init}); preset={cfg.preset[0]}")
     command, when, where = bench_command(cfg), _now(), machine()
     previous = out / "results.json"
     if previous.exists():  # a rerun that computed nothing keeps when and where its figures were computed
@@ -528,7 +959,14 @@ def run_bench(cfg: BenchConfig, *, progress: bool = False) -> dict[str, Any]:
             when, where = held.get("date", when), held.get("machine", where)
     record = {"command": command, "machine": where, "date": when, "results": str(previous),
               "plot": str(plot) if any(bars.values()) else "", "config": to_dict(cfg), "table": table,
-              "training": training, "scores": scores}
+              "rows": [dataclasses.asdict(r) for r in lines], "training": training, "scores": scores}
+    record = json.loads(json.dumps(record))  # the record as it will be read back (tuples as lists)
+    record["seeds"] = seed_table(record["config"], table, record["rows"])
+    record["comparisons"] = comparisons(record)
+    record["curves"] = curves(record)
+    curve_plot = plot_curves(record["curves"], table, out / "curves.png",
+                             title=f"learning curves, {cfg.budget_mpx:g} Mpx runs; protocols {presets}")
+    record["curve_plot"] = str(curve_plot) if curve_plot else ""
     atomic_write_json(out / "results.json", record)
     atomic_write_text(out / "results.md", section(record, level=1) + "\n")
     return record

@@ -320,6 +320,21 @@ def _run_eval_synth(cfg: Any) -> int:
     return 0
 
 
+def _eval_cycle_config() -> type:
+    from vidssl.evaluation.cycle import CycleConfig
+
+    return CycleConfig
+
+
+def _run_eval_cycle(cfg: Any) -> int:
+    from vidssl.evaluation.cycle import evaluate_cycle
+
+    r = evaluate_cycle(cfg)
+    print(f"round trip of {r['clips']} clips of {len(r['videos'])} videos: cycle J {r['cycle J']:.3f}, "
+          f"cycle accuracy {r['cycle accuracy']:.3f}; wrote {cfg.out}/results.json")
+    return 0
+
+
 def _tracks_config() -> type:
     from vidssl.tracking.run import TracksConfig
 
@@ -379,6 +394,10 @@ COMMANDS: dict[str, Command] = {
     "eval synth": Command(
         "J&F and keypoint PCK of propagation on held-out synthetic videos (written first when absent)",
         _eval_synth_config, _run_eval_synth, "root",
+    ),
+    "eval cycle": Command(
+        "label-free: regions of a clip's first frame propagated out and back; how many come home (cycle J)",
+        _eval_cycle_config, _run_eval_cycle, "root",
     ),
     "bench": Command(
         "compare training recipes: one initialisation, one pixel budget, one protocol (cached; results JSON, "

@@ -338,3 +338,20 @@ def scan_images(root: str | Path, *, workers: int = 4, progress: bool = True) ->
                            disable=not progress, leave=False):
             (videos if isinstance(result, VideoInfo) else unreadable).append(result)
     return VideoIndex(root, videos, unreadable)
+
+
+def held_out(videos: list[VideoInfo], count: int) -> list[VideoInfo]:
+    """The ``count`` videos kept out of training for the label-free validation signal
+    (``vidssl train val_every=``, ``vidssl eval cycle``): those whose file name hashes lowest
+    (SHA-1; equal names by path), so the choice depends on the names alone: the same videos for
+    every method, seed and machine, whatever order the folder lists them in.
+
+    Raises:
+        ValueError: ``count`` leaves no video to train on.
+    """
+    if count <= 0:
+        return []
+    if count >= len(videos):
+        raise ValueError(f"holding out {count} videos for validation leaves none of the {len(videos)} to train on; "
+                         "give val_videos= fewer")
+    return sorted(videos, key=lambda v: (hashlib.sha1(Path(v.path).name.encode()).hexdigest(), v.path))[:count]

@@ -17,6 +17,7 @@ uninterrupted run saw from step s on.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from vidssl.data.backends import Size
 from vidssl.data.datasets import VideoFrameDataset, sample_seed
 from vidssl.data.gpu_augment import color_augment
-from vidssl.data.index import VideoIndex, scan, scan_images
+from vidssl.data.index import VideoIndex, VideoInfo, held_out, scan, scan_images
 from vidssl.data.spec import DataSpec
 from vidssl.data.transforms import random_crop, simclr_augment
 from vidssl.distributed import DistInfo
@@ -89,6 +90,7 @@ class TrainingData:
     seed: int
     accum: int
     dist: DistInfo
+    held_out: list[VideoInfo] = dataclasses.field(default_factory=list)  # kept out for validation
 
     @staticmethod
     def images_in(batch: dict[str, Any]) -> int:
@@ -128,6 +130,7 @@ def build_loader(
     seed: int = 0,
     first_step: int = 0,
     steps: int,
+    hold_out: int = 0,
 ) -> TrainingData:
     """Index ``data`` and build the dataset and this rank's loader for steps ``first_step`` to ``steps``.
 
@@ -146,6 +149,8 @@ def build_loader(
         workers: DataLoader worker processes.
         seed: the run's seed (samples and colour draws are functions of it).
         first_step, steps: the loader yields ``(steps - first_step) * accum`` micro-batches.
+        hold_out: videos kept out of training for validation (:func:`~vidssl.data.index.held_out`:
+            chosen by name); they are ``TrainingData.held_out``.
 
     Raises:
         ValueError: ``data`` holds nothing usable (the message carries the index summary).
@@ -158,6 +163,13 @@ def build_loader(
         log.info("%s", index.summary())
     if not index.videos:
         raise ValueError(f"{data}: no usable {'images' if images else 'videos'} ({index.summary()})")
+    kept_out = held_out(index.videos, hold_out)
+    if kept_out:
+        names = {v.path for v in kept_out}
+        index = dataclasses.replace(index, videos=[v for v in index.videos if v.path not in names])
+        if dist.is_main:
+            log.info("%d videos held out of training for validation: %s", len(kept_out),
+                     ", ".join(Path(v.path).name for v in kept_out))
     cuda = device.type == "cuda"
     # Colour augmentation of the default transform, batched on the device or in the workers.
     device_color = spec.transform is None and spec.color and (color_on == "device" or (color_on == "auto" and cuda))
@@ -186,7 +198,7 @@ def build_loader(
         worker_init_fn=_one_thread,
     )
     return TrainingData(index=index, dataset=dataset, loader=loader, spec=spec, device=device,
-                        device_color=device_color, seed=seed, accum=accum, dist=dist)
+                        device_color=device_color, seed=seed, accum=accum, dist=dist, held_out=kept_out)
 
 
 def _one_thread(worker_id: int) -> None:

@@ -76,6 +76,17 @@ class TrainConfig:
     save_every: int = option(500, "checkpoint every N steps (and at the end); the one before is kept too", min=1)
     log_every: int = option(10, "log every N steps", min=1)
     export: bool = option(True, "write OUT/encoder.safetensors at the end")
+    snapshots: tuple[int, ...] = option((), "steps at which the encoder is also written to "
+                                            "OUT/snapshots/step_N.safetensors (learning curves); validated there too")
+    val_every: int = option(0, "label-free validation every N steps, at the start and the end: the cycle score of "
+                               "'vidssl eval cycle' on val_videos held-out videos, logged to OUT/val.jsonl (0 = off)",
+                            min=0)
+    val_videos: int = option(4, "with val_every: videos of DATA held out of training for it (chosen by name, the same "
+                                "in every run)", min=1)
+    val_preset: str = option("", "with val_every: propagation protocol of the score ('' = vidssl's own; crw, ...)")
+    val_size: int = option(256, "with val_every: short side of the validation frames", min=16)
+    keep_best: bool = option(False, "with val_every: keep OUT/best/encoder.safetensors, the encoder of the best "
+                                    "validation score (OUT/best/best.json says which step)")
 
 
 ENGINE_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
@@ -242,6 +253,16 @@ def check_run(train_cfg: TrainConfig, method_cfg: Any) -> tuple[TrainConfig, Any
     method; a ConfigError naming the key otherwise."""
     check_values(train_cfg)
     check_values(method_cfg)
+    outside = [s for s in train_cfg.snapshots if not 0 < s <= train_cfg.steps]
+    if outside:
+        raise ConfigError(f"snapshots={train_cfg.snapshots}: steps {outside} are not within 1..{train_cfg.steps}")
+    if train_cfg.keep_best and not train_cfg.val_every:
+        raise ConfigError("keep_best=true needs val_every=N: the best checkpoint is the best validation score")
+    if train_cfg.val_preset:
+        from vidssl.propagation.propagate import PRESETS
+
+        if train_cfg.val_preset not in PRESETS:
+            raise ConfigError(f"val_preset={train_cfg.val_preset!r}: choose '' or one of {', '.join(PRESETS)}")
     for f in dataclasses.fields(method_cfg):
         value = getattr(method_cfg, f.name)
         if isinstance(value, bool) or not isinstance(value, (int, float)):

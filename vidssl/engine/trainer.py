@@ -62,6 +62,7 @@ from vidssl.engine.run_folder import (
     run_files,
 )
 from vidssl.engine.schedules import cosine_schedule
+from vidssl.engine.validation import Validator, snapshot_path
 from vidssl.files import atomic_write_text, stale_partials
 from vidssl.methods.base import Method
 
@@ -230,10 +231,15 @@ def train(cfg: TrainConfig, method_cfg: Any = None) -> Path:
             data=training_folder(cfg.data, out, dist=dist), spec=spec, device=device, dist=dist,
             images=cfg.data_kind == "images", backend=cfg.backend, decode_size=cfg.decode_size,
             image_size=cfg.image_size, color_on=cfg.color_on, batch_size=cfg.batch_size, accum=cfg.accum,
-            workers=cfg.workers, seed=cfg.seed, first_step=step, steps=cfg.steps)
+            workers=cfg.workers, seed=cfg.seed, first_step=step, steps=cfg.steps,
+            hold_out=cfg.val_videos if cfg.val_every else 0)
         if step == 0:
             method.prepare(data.dataset)
         writer = _Logs(out, enabled=dist.is_main, purge_step=step + 1 if step else None)
+        validate = Validator(cfg, out, data.held_out, gray=method.input == "gray", device=device, step=step,
+                             enabled=dist.is_main)
+        if step == 0 and validate.due(0):
+            writer.write(0, validate(0, method.encoder), prefix="val")
         bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.method}", unit="step", disable=not dist.is_main,
                    dynamic_ncols=True)
         batches = iter(data.loader)
@@ -299,6 +305,13 @@ def train(cfg: TrainConfig, method_cfg: Any = None) -> Path:
                 logs |= {"lr": float(lrs[step - 1]), "images_per_s": rate}
                 bar.set_postfix(loss=f"{logs.get('loss', math.nan):.4f}", img_s=f"{rate:.0f}")
                 writer.write(step, logs)
+            if dist.is_main and step in cfg.snapshots:
+                from vidssl.export import save_encoder
+
+                save_encoder(method.encoder, snapshot_path(out, step),
+                             metadata={"method": cfg.method, "steps": step, "input": method.input})
+            if validate.due(step):
+                writer.write(step, validate(step, method.encoder), prefix="val")
             if step % cfg.save_every == 0 or step == cfg.steps:
                 save()
             signum = stop.requested(distributed=dist.world_size > 1, device=device)
@@ -334,12 +347,15 @@ class _Logs:
             # purge_step: TensorBoard drops what an interrupted session logged from this step on
             self.tb = SummaryWriter(str(out / "tb"), purge_step=purge_step)
 
-    def write(self, step: int, logs: dict[str, float]) -> None:
+    def write(self, step: int, logs: dict[str, float], *, prefix: str = "train") -> None:
+        """Training logs go to log.jsonl and TensorBoard's ``train/``; others (``val``: the
+        validation's own val.jsonl) to TensorBoard only."""
         if self.enabled:
-            self.jsonl.write(json.dumps({"step": step, **logs}) + "\n")
-            self.jsonl.flush()
+            if prefix == "train":
+                self.jsonl.write(json.dumps({"step": step, **logs}) + "\n")
+                self.jsonl.flush()
             for k, v in logs.items():
-                self.tb.add_scalar(f"train/{k}", v, step)
+                self.tb.add_scalar(f"{prefix}/{k}", v, step)
 
     def close(self) -> None:
         if self.enabled:
