@@ -221,8 +221,9 @@ def test_bench_seeds_curves_both_protocols_and_the_label_free_score(tmp_path, ca
     """seeds=, curve=, two protocols and the cycle score on held-out videos: every row, point and
     score cached in its own folder; seed tables, curves with the cycle score's ranking, a plot."""
     out = tmp_path / "bench"
-    args = ["bench", f"out={out}", "recipes=(cpu/fti,)", *TINY[:5], "synth_videos=3", "synth_frames=24", "baselines=(random,pixels)",
-            "budget_mpx=0.016", "overrides=(image_size=32,batch_size=2,workers=0,proj_hidden=32,decode_size=64)",
+    args = ["bench", f"out={out}", "recipes=(cpu/fti,)", *TINY[:5], "synth_videos=3", "synth_frames=24",
+            "baselines=(random,pixels)", "budget_mpx=0.016",
+            "overrides=(image_size=32,batch_size=2,workers=0,proj_hidden=32,decode_size=64)",
             "seeds=(0,1)", "curve=(0.25,0.5)", "held_out=1", "evals=(synth,cycle)", "preset=(crw,default)"]
     assert main(args) == 0, capsys.readouterr().err
     record = json.loads((out / "results.json").read_text())

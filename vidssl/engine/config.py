@@ -83,7 +83,9 @@ class TrainConfig:
                             min=0)
     val_videos: int = option(4, "with val_every: videos of DATA held out of training for it (chosen by name, the same "
                                 "in every run)", min=1)
-    val_preset: str = option("", "with val_every: propagation protocol of the score ('' = vidssl's own; crw, ...)")
+    # the names of vidssl.propagation.propagate.PRESETS (not imported here: propagation reads run configs)
+    val_preset: Literal["", "crw", "vfs", "dino", "dinov3", "spa-then-temp"] = option(
+        "", "with val_every: propagation protocol of the score ('' = vidssl's own; crw, ...)")
     val_size: int = option(256, "with val_every: short side of the validation frames", min=16)
     keep_best: bool = option(False, "with val_every: keep OUT/best/encoder.safetensors, the encoder of the best "
                                     "validation score (OUT/best/best.json says which step)")
@@ -258,11 +260,6 @@ def check_run(train_cfg: TrainConfig, method_cfg: Any) -> tuple[TrainConfig, Any
         raise ConfigError(f"snapshots={train_cfg.snapshots}: steps {outside} are not within 1..{train_cfg.steps}")
     if train_cfg.keep_best and not train_cfg.val_every:
         raise ConfigError("keep_best=true needs val_every=N: the best checkpoint is the best validation score")
-    if train_cfg.val_preset:
-        from vidssl.propagation.propagate import PRESETS
-
-        if train_cfg.val_preset not in PRESETS:
-            raise ConfigError(f"val_preset={train_cfg.val_preset!r}: choose '' or one of {', '.join(PRESETS)}")
     for f in dataclasses.fields(method_cfg):
         value = getattr(method_cfg, f.name)
         if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -1,0 +1,179 @@
+"""``vidssl eval cycle`` and ``vidssl train val_every=``: the label-free round-trip score, the
+held-out videos it reads, and what validation leaves alone (the weights) and keeps (the best)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidssl.cli import main
+from vidssl.data.index import VideoInfo, held_out
+from vidssl.evaluation.cycle import clip_starts, cycle_clip, regions, score_return
+from vidssl.propagation.propagate import PropagationConfig
+
+
+def test_regions_cut_the_grid_into_near_equal_blocks() -> None:
+    r = regions(6, 9, 3)
+    assert r.shape == (9, 6, 9) and torch.equal(r.sum(0), torch.ones(6, 9))
+    assert [int(r[i].sum()) for i in range(9)] == [6] * 9  # 2 rows x 3 columns each
+    assert int(r[0, :2, :3].sum()) == 6 and r[4, 2:4, 3:6].all()
+    small = regions(2, 3, 4)  # fewer cells than blocks: one block per cell, the others empty
+    assert int(small.sum()) == 6 and int((small.sum((1, 2)) > 0).sum()) == 6
+
+
+def test_score_return_is_region_iou_and_cell_accuracy() -> None:
+    start = regions(4, 4, 2)
+    assert score_return(start, start) == {"J": 1.0, "accuracy": 1.0}
+    swapped = start[[1, 0, 2, 3]]  # the top two blocks trade places
+    got = score_return(start, swapped)
+    assert got["accuracy"] == 0.5 and got["J"] == pytest.approx(0.5)  # two regions of four lost entirely
+
+
+class PatchFeatures:
+    """Each 8 x 8 cell's own pixels (192-d, centred, L2-normalized): a feature that identifies a
+    cell of random texture exactly, so the score's behaviour is known (Lab colour averages are 3-d
+    and confuse random textures among themselves)."""
+
+    stride, device, dtype, name = 8, torch.device("cpu"), torch.float32, "patches"
+
+    def __call__(self, frames: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(frames).float().permute(0, 3, 1, 2)
+        cells = torch.nn.functional.unfold(x, 8, stride=8)
+        cells = torch.nn.functional.normalize(cells - cells.mean(1, keepdim=True), dim=1)
+        return cells.view(len(frames), 192, frames.shape[1] // 8, frames.shape[2] // 8).permute(0, 2, 3, 1)
+
+
+def _texture(rng: np.random.Generator) -> np.ndarray:
+    return np.kron(rng.integers(0, 256, (24, 32, 3)), np.ones((4, 4, 1))).astype(np.uint8)  # 96 x 128
+
+
+def test_the_round_trip_comes_home_when_frames_correspond_and_not_when_they_do_not() -> None:
+    rng = np.random.default_rng(0)
+    base = _texture(rng)
+    # no neighbourhood: a column that wraps around jumps across the frame
+    settings, features = PropagationConfig(encoder="pixels", radius=0), PatchFeatures()
+    static = cycle_clip(np.stack([base] * 5), features, settings, cells=4)
+    moving = cycle_clip(np.stack([np.roll(base, 8 * t, axis=1) for t in range(5)]), features, settings, cells=4)
+    unrelated = cycle_clip(np.stack([base, *[_texture(rng) for _ in range(4)]]), features, settings, cells=4)
+    assert static == {"J": 1.0, "accuracy": 1.0}
+    assert moving["J"] > 0.95  # a cell a frame, every cell still in view (the texture wraps around)
+    assert unrelated["J"] < 0.5 and unrelated["accuracy"] < 0.6  # nothing corresponds: the regions are lost
+
+
+def test_clip_starts_spread_over_the_video() -> None:
+    assert clip_starts(100, frames=8, gap=3, clips=2) == [0, 78]  # span 22
+    assert clip_starts(100, frames=8, gap=3, clips=3) == [0, 39, 78]
+    assert clip_starts(22, frames=8, gap=3, clips=3) == [0]
+    assert clip_starts(21, frames=8, gap=3, clips=2) == []
+    assert clip_starts(100, frames=8, gap=3, clips=1) == [39]
+
+
+def _infos(names: list[str], folder: str = "/videos") -> list[VideoInfo]:
+    return [VideoInfo(f"{folder}/{n}", 50, 25.0, 96, 128) for n in names]
+
+
+def test_held_out_videos_depend_on_the_names_alone() -> None:
+    names = [f"clip{i:02d}.mp4" for i in range(20)]
+    chosen = {Path(v.path).name for v in held_out(_infos(names), 4)}
+    assert len(chosen) == 4
+    assert {Path(v.path).name for v in held_out(_infos(names[::-1]), 4)} == chosen  # any order
+    assert {Path(v.path).name for v in held_out(_infos(names, "/elsewhere"), 4)} == chosen  # any folder
+    assert {Path(v.path).name for v in held_out(_infos(names), 2)} < chosen  # fewer: a subset
+    assert held_out(_infos(names), 0) == []
+    with pytest.raises(ValueError, match="leaves none of the 3 to train on"):
+        held_out(_infos(names[:3]), 3)
+
+
+def test_eval_cycle_scores_a_folder_and_refuses_copy(synth_dir, tmp_path, cache_dir, capsys) -> None:
+    out = tmp_path / "cycle"
+    assert main(["eval", "cycle", str(synth_dir / "videos"), "encoder=pixels", f"out={out}", "size=120"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["clips"] == 6 and len(results["videos"]) == 3 and 0 < results["cycle J"] <= 1
+    assert set(results["per_video"]) == set(results["videos"])
+    assert main(["eval", "cycle", str(synth_dir / "videos"), "held_out=1", "encoder=pixels", f"out={out}1",
+                 "size=120"]) == 0
+    assert len(json.loads((out.parent / "cycle1" / "results.json").read_text())["videos"]) == 1
+    capsys.readouterr()
+    assert main(["eval", "cycle", str(synth_dir / "videos"), "encoder=copy", f"out={out}"]) == 1
+    assert "every round trip returns home" in capsys.readouterr().err
+    assert main(["eval", "cycle", str(tmp_path / "nothing"), f"out={out}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "give a folder of videos" in err
+
+
+@pytest.fixture()
+def val_run(synth_dir, tmp_path, cache_dir):
+    from vidssl.engine.config import run_config
+
+    cfg, method_cfg = run_config(method="fti", data=str(synth_dir / "videos"), out=str(tmp_path / "run"), steps=3,
+                                 batch_size=2, image_size=32, decode_size=64, workers=0, log_every=1, save_every=1,
+                                 val_every=2, val_videos=1, val_size=96, keep_best=True, snapshots=(1,))
+    return cfg, method_cfg
+
+
+def test_training_validates_on_held_out_videos_and_keeps_the_best(val_run, monkeypatch) -> None:
+    from vidssl.engine.checkpoint import load_checkpoint
+    from vidssl.engine.trainer import train
+    from vidssl.export import load_encoder
+
+    cfg, method_cfg = val_run
+    held = held_out_names(cfg)
+    seen = []
+    real_scan = __import__("vidssl.data.pipeline", fromlist=["VideoFrameDataset"]).VideoFrameDataset
+
+    class Spy(real_scan):
+        def __init__(self, *, videos, **kwargs):
+            seen.extend(Path(v.path).name for v in videos)
+            super().__init__(videos=videos, **kwargs)
+
+    monkeypatch.setattr("vidssl.data.pipeline.VideoFrameDataset", Spy)
+    out = train(cfg, method_cfg)
+    assert seen and not set(seen) & held  # the held-out video is never a training video
+    rows = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]  # the start, the snapshot, every 2nd, the end
+    best = json.loads((out / "best" / "best.json").read_text())
+    assert best["cycle_J"] == max(r["cycle_J"] for r in rows)
+    assert best["step"] == next(r["step"] for r in rows if r["cycle_J"] == best["cycle_J"])
+    assert load_encoder(out / "best" / "encoder.safetensors") is not None
+    assert (out / "snapshots" / "step_000001.safetensors").exists()
+
+    # validation reads a copy and draws no random numbers: the weights are those of a run that
+    # validates only at its start and end
+    quiet = train(dataclasses.replace(cfg, out=f"{cfg.out}_quiet", val_every=100, keep_best=False, snapshots=()),
+                  method_cfg)
+    a = load_checkpoint(out / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(quiet / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # a resumed, extended run keeps the rows up to its checkpoint and adds the new ones once
+    train(dataclasses.replace(cfg, steps=5, resume=True), method_cfg)
+    rows = [json.loads(line)["step"] for line in (out / "val.jsonl").read_text().splitlines()]
+    assert rows == [0, 1, 2, 3, 4, 5]
+
+
+def held_out_names(cfg) -> set[str]:
+    from vidssl.data.index import scan
+
+    return {Path(v.path).name for v in held_out(scan(cfg.data, progress=False).videos, cfg.val_videos)}
+
+
+def test_keep_best_without_validation_is_refused(tmp_path, capsys) -> None:
+    assert main(["train", "method=fti", f"out={tmp_path / 'r'}", "keep_best=true"]) == 2  # a usage error
+    assert "keep_best=true needs val_every=N" in capsys.readouterr().err
+    assert main(["train", "method=fti", f"out={tmp_path / 'r'}", "steps=10", "snapshots=(5,20)"]) == 2
+    assert "not within 1..10" in capsys.readouterr().err
+
+
+def test_val_preset_names_the_propagation_presets() -> None:
+    import typing
+
+    from vidssl.engine.config import TrainConfig
+    from vidssl.propagation.propagate import PRESETS
+
+    choices = typing.get_args(typing.get_type_hints(TrainConfig)["val_preset"])
+    assert set(choices) == {"", *PRESETS}
