@@ -236,6 +236,7 @@ def test_bench_seeds_curves_both_protocols_and_the_label_free_score(tmp_path, ca
     for seed, name in ((0, "fti"), (1, "fti.s1")):
         command = shlex.split(record["training"][name]["command"])
         assert f"seed={seed}" in command and "val_videos=1" in command and "snapshots=(1,2)" in command
+        assert not any(a.startswith("val_every") for a in command)
         assert (out / "train" / name / "snapshots" / "step_000001.safetensors").exists()
         init = out / ("init.safetensors" if seed == 0 else "init.s1.safetensors")
         assert f"weights={init}" in command and init.exists()
@@ -253,11 +254,8 @@ def test_bench_seeds_curves_both_protocols_and_the_label_free_score(tmp_path, ca
     page = (out / "results.md").read_text()
     assert "Learning curves" in page and "Over seeds" in page and "synth J&F [default]" in page
 
-    # the cycle score of a run's end equals the one its training logged on the same held-out video
-    logged = [json.loads(line) for line in (out / "train" / "fti" / "val.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in logged] == [0, 1, 2, 4]
-    assert logged[-1]["cycle_J"] == pytest.approx(record["scores"]["fti"]["cycle"]["cycle J"], abs=1e-6)
-    assert logged[0]["cycle_J"] == pytest.approx(record["scores"]["random"]["cycle"]["cycle J"], abs=1e-6)
+    # the runs held the video out without validating themselves (the cycle eval scores their snapshots)
+    assert not (out / "train" / "fti" / "val.jsonl").exists()
 
 
 def test_bench_refuses_curves_and_seeds_it_cannot_run(tmp_path, capsys) -> None:

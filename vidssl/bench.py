@@ -13,17 +13,28 @@ from its name). ``overrides`` are given to every recipe (the benchmark's protoco
 warmup, loader workers); nothing else is changed in a recipe.
 
 Every encoder, and the baselines (``random``, ``pixels``: Lab colour, ``copy``: first labels
-repeated), is scored with one protocol (``preset``, CRW's by default): ``synth`` (held-out synthetic
+repeated), is scored under every protocol of ``preset`` (CRW's by default; ``(crw,default)`` adds
+vidssl's own, so no comparison picks its protocol after the fact): ``synth`` (held-out synthetic
 videos, ``vidssl eval synth``: J&F and keypoint PCK), ``davis`` (your clips in DAVIS layout: J&F),
-``jhmdb`` (JHMDB layout: PCK), ``knn`` / ``linear`` (image probes on synthetic object crops).
+``jhmdb`` (JHMDB layout: PCK), ``knn`` / ``linear`` (image probes on synthetic object crops), and
+``cycle`` (label-free: ``vidssl eval cycle`` on the ``held_out`` videos every run keeps out).
+
+Seeds and curves: ``seeds=(0,1,2)`` trains every recipe once per seed, each seed from its own
+initialisation (rows ``ROW.sN``; the ``random`` row once per seed); the results add each row's mean
+and spread over seeds and each recipe against ``random`` and ``pixels`` (:func:`comparisons`: a win
+must hold beyond the seeds' spread and in a Wilcoxon test over sequences). ``curve=(0.125,0.25,0.5)``
+scores snapshots of every run along its one schedule (rows ``ROW@0.125`` ...), DAVIS at
+``curve_davis_size`` (the end points at both sizes, so the cheap protocol's relation to the full one
+is measured); :func:`curves` adds how well the label-free score ranks the points against DAVIS J&F.
 
 Caching: ``OUT/train/ROW`` is a ``vidssl train`` run folder (a killed run resumes; a finished one is
 reused while its resolved config is the one asked for, and refused with the keys that differ
-otherwise), every score is ``OUT/eval/ROW/EVAL/results.json``: a rerun computes only what is
+otherwise), every score is ``OUT/eval/ROW/SCORE/results.json`` (SCORE: ``davis``, ``davis~default``,
+``davis@240``, ...: :class:`Score`): a rerun computes only what is
 missing (``force=ROW,...`` recomputes those rows' scores; ``cached=true`` computes nothing).
 Writes ``OUT/results.json`` (with the command, the machine and the date), ``OUT/results.md`` (the
-tables) and ``OUT/learning.png`` (bars per score); ``vidssl bench report`` makes one page of
-several results files.
+tables), ``OUT/learning.png`` (bars per score) and with ``curve`` ``OUT/curves.png``; ``vidssl bench
+report`` makes one page of several results files.
 """
 
 from __future__ import annotations
@@ -55,8 +66,8 @@ PROPAGATION_EVALS = ("synth", "davis", "jhmdb")  # scored under every protocol o
 # Keys the benchmark sets itself (the budget, the shared start, the row's folder), not a recipe or ``overrides``.
 _BENCH_KEYS = ("steps", "data", "out", "weights", "seed", "resume", "overwrite")
 # Keys that change how a run is executed, not what it learns: a cached run is reused across them.
-_EXECUTION_KEYS = ("workers", "resume", "overwrite", "device", "log_every", "save_every", "snapshots", "val_preset",
-                   "val_size", "keep_best")
+_EXECUTION_KEYS = ("workers", "resume", "overwrite", "device", "log_every", "save_every", "snapshots", "val_every",
+                   "val_preset", "val_size", "keep_best")
 
 
 @dataclass(frozen=True)
@@ -307,8 +318,8 @@ def train_command(cfg: BenchConfig, recipe: str, data: Path, init: Path, steps: 
                   seed: int | None = None) -> list[str]:
     """``vidssl train`` argv of ``recipe``'s row at ``seed`` (default: the first; without ``steps=``
     when None: before the budget is known); ``tracks=`` only for a recipe with track positives;
-    with ``held_out``, the held-out videos (validated label-free at the start, the curve points and
-    the end); with ``curve``, the snapshots its points are scored from."""
+    with ``held_out``, the videos it keeps out (the cycle eval scores them); with ``curve``, the
+    snapshots its points are scored from."""
     seed = seeds_of(cfg)[0] if seed is None else seed
     folder = Path(cfg.out) / "train" / seeded(row_name(recipe), seed, cfg)
     argv = ["vidssl", "train", recipe, str(data), f"out={folder}", f"weights={init}", f"seed={seed}",
@@ -317,8 +328,8 @@ def train_command(cfg: BenchConfig, recipe: str, data: Path, init: Path, steps: 
         argv.append(f"tracks={cfg.tracks}")
     if steps is None:
         return argv
-    if cfg.held_out:
-        argv += [f"val_videos={cfg.held_out}", f"val_every={steps}", f"val_preset={protocol(cfg.preset[0])}"]
+    if cfg.held_out:  # scored by the cycle eval, on the snapshots too: the run need not validate itself
+        argv.append(f"val_videos={cfg.held_out}")
     if cfg.curve:
         argv.append(f"snapshots=({','.join(str(s) for s in sorted(set(curve_steps(cfg, steps).values())))})")
     return argv + [f"steps={steps}"]

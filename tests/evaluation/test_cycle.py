@@ -116,7 +116,7 @@ def val_run(synth_dir, tmp_path, cache_dir):
     return cfg, method_cfg
 
 
-def test_training_validates_on_held_out_videos_and_keeps_the_best(val_run, monkeypatch) -> None:
+def test_training_validates_on_held_out_videos_and_keeps_the_best(val_run, monkeypatch, capsys) -> None:
     from vidssl.engine.checkpoint import load_checkpoint
     from vidssl.engine.trainer import train
     from vidssl.export import load_encoder
@@ -150,6 +150,13 @@ def test_training_validates_on_held_out_videos_and_keeps_the_best(val_run, monke
     b = load_checkpoint(quiet / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
+    # the score it logged at the end is 'vidssl eval cycle' of its encoder on the held-out video
+    capsys.readouterr()
+    assert main(["eval", "cycle", cfg.data, f"held_out={cfg.val_videos}", f"encoder={out}", "size=96",
+                 f"out={out / 'cycle'}"]) == 0
+    scored = json.loads((out / "cycle" / "results.json").read_text())
+    assert set(scored["videos"]) == held and scored["cycle J"] == pytest.approx(rows[-1]["cycle_J"], abs=1e-6)
+
     # a resumed, extended run keeps the rows up to its checkpoint and adds the new ones once
     train(dataclasses.replace(cfg, steps=5, resume=True), method_cfg)
     rows = [json.loads(line)["step"] for line in (out / "val.jsonl").read_text().splitlines()]
@@ -167,6 +174,15 @@ def test_keep_best_without_validation_is_refused(tmp_path, capsys) -> None:
     assert "keep_best=true needs val_every=N" in capsys.readouterr().err
     assert main(["train", "method=fti", f"out={tmp_path / 'r'}", "steps=10", "snapshots=(5,20)"]) == 2
     assert "not within 1..10" in capsys.readouterr().err
+
+
+def test_val_every_alone_holds_out_four_videos_and_val_videos_alone_holds_out_without_scoring() -> None:
+    from vidssl.engine.config import TrainConfig, held_out_count
+
+    assert held_out_count(TrainConfig()) == 0
+    assert held_out_count(TrainConfig(val_every=10)) == 4
+    assert held_out_count(TrainConfig(val_every=10, val_videos=2)) == 2
+    assert held_out_count(TrainConfig(val_videos=3)) == 3  # for a later 'vidssl eval cycle held_out=3'
 
 
 def test_val_preset_names_the_propagation_presets() -> None:

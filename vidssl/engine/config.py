@@ -79,10 +79,12 @@ class TrainConfig:
     snapshots: tuple[int, ...] = option((), "steps at which the encoder is also written to "
                                             "OUT/snapshots/step_N.safetensors (learning curves); validated there too")
     val_every: int = option(0, "label-free validation every N steps, at the start and the end: the cycle score of "
-                               "'vidssl eval cycle' on val_videos held-out videos, logged to OUT/val.jsonl (0 = off)",
+                               "'vidssl eval cycle' on the val_videos held-out videos, logged to OUT/val.jsonl "
+                               "(0 = off)",
                             min=0)
-    val_videos: int = option(4, "with val_every: videos of DATA held out of training for it (chosen by name, the same "
-                                "in every run)", min=1)
+    val_videos: int = option(0, "videos of DATA held out of training (chosen by name, the same in every run) for "
+                                "val_every or a later 'vidssl eval cycle held_out=N'; 0 = none, or 4 with val_every",
+                             min=0)
     # the names of vidssl.propagation.propagate.PRESETS (not imported here: propagation reads run configs)
     val_preset: Literal["", "crw", "vfs", "dino", "dinov3", "spa-then-temp"] = option(
         "", "with val_every: propagation protocol of the score ('' = vidssl's own; crw, ...)")
@@ -92,6 +94,12 @@ class TrainConfig:
 
 
 ENGINE_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+VAL_VIDEOS = 4  # held out when val_every is given without val_videos
+
+
+def held_out_count(cfg: TrainConfig) -> int:
+    """Videos a run keeps out of training: ``val_videos``, or :data:`VAL_VIDEOS` with ``val_every``."""
+    return cfg.val_videos or (VAL_VIDEOS if cfg.val_every else 0)
 
 
 def method_class(name: str) -> type:
@@ -258,6 +266,9 @@ def check_run(train_cfg: TrainConfig, method_cfg: Any) -> tuple[TrainConfig, Any
     outside = [s for s in train_cfg.snapshots if not 0 < s <= train_cfg.steps]
     if outside:
         raise ConfigError(f"snapshots={train_cfg.snapshots}: steps {outside} are not within 1..{train_cfg.steps}")
+    if train_cfg.data_kind == "images" and (train_cfg.val_every or train_cfg.val_videos):
+        raise ConfigError("val_every / val_videos need videos: the label-free score follows regions through clips "
+                          "(data_kind=images has none)")
     if train_cfg.keep_best and not train_cfg.val_every:
         raise ConfigError("keep_best=true needs val_every=N: the best checkpoint is the best validation score")
     for f in dataclasses.fields(method_cfg):

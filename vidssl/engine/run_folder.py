@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 MARKER = ".vidssl-run.json"
 LOCK = ".vidssl-lock"
-RUN_FILES = ("config.yaml", "log.jsonl", "encoder.safetensors", "checkpoints", "tb")
+RUN_FILES = ("config.yaml", "log.jsonl", "encoder.safetensors", "checkpoints", "tb", "val.jsonl", "best", "snapshots")
 """What a run owns besides its data (``synth/``): ``overwrite=true`` removes exactly these."""
 CHECKPOINTS = ("checkpoints/last.pt", "checkpoints/previous.pt")
 

@@ -48,7 +48,15 @@ from vidssl.device import resolve_device
 from vidssl.distributed import init_distributed, shutdown_distributed
 from vidssl.ema import ema_update, momentum_at
 from vidssl.engine.checkpoint import keep_previous, load_latest, save_checkpoint
-from vidssl.engine.config import TrainConfig, check_run, config_dict, load_run_config, method_class, run_config
+from vidssl.engine.config import (
+    TrainConfig,
+    check_run,
+    config_dict,
+    held_out_count,
+    load_run_config,
+    method_class,
+    run_config,
+)
 from vidssl.engine.optim import build_optimizer
 from vidssl.engine.run_folder import (
     GracefulStop,
@@ -232,7 +240,7 @@ def train(cfg: TrainConfig, method_cfg: Any = None) -> Path:
             images=cfg.data_kind == "images", backend=cfg.backend, decode_size=cfg.decode_size,
             image_size=cfg.image_size, color_on=cfg.color_on, batch_size=cfg.batch_size, accum=cfg.accum,
             workers=cfg.workers, seed=cfg.seed, first_step=step, steps=cfg.steps,
-            hold_out=cfg.val_videos if cfg.val_every else 0)
+            hold_out=held_out_count(cfg))
         if step == 0:
             method.prepare(data.dataset)
         writer = _Logs(out, enabled=dist.is_main, purge_step=step + 1 if step else None)

@@ -8,7 +8,8 @@ can see when correspondence stops improving and, with ``keep_best``, keep the en
 prefers (``OUT/best/encoder.safetensors`` and ``OUT/best/best.json``). Scores go to
 ``OUT/val.jsonl`` and TensorBoard (``val/cycle_J``, ``val/cycle_accuracy``). A resumed run keeps
 the rows and the best encoder up to the step it resumes from. Validation reads a copy of the
-encoder and draws no random numbers, so a run trains the same weights with it and without it.
+encoder and draws no random numbers: how often a run validates never changes its weights (holding
+videos out does: ``val_every`` alone holds out 4, :func:`vidssl.engine.config.held_out_count`).
 """
 
 from __future__ import annotations
