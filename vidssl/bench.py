@@ -23,7 +23,7 @@ Seeds and curves: ``seeds=(0,1,2)`` trains every recipe once per seed, each seed
 initialisation (rows ``ROW.sN``; the ``random`` row once per seed); the results add each row's mean
 and spread over seeds and each recipe against ``random`` and ``pixels`` (:func:`comparisons`: a win
 must hold beyond the seeds' spread and in a Wilcoxon test over sequences). ``curve=(0.125,0.25,0.5)``
-scores snapshots of every run along its one schedule (rows ``ROW@0.125`` ...), DAVIS at
+scores snapshots of the first seed's runs along their one schedule (rows ``ROW@0.125`` ...), DAVIS at
 ``curve_davis_size`` (the end points at both sizes, so the cheap protocol's relation to the full one
 is measured); :func:`curves` adds how well the label-free score ranks the points against DAVIS J&F.
 
@@ -187,17 +187,17 @@ def _fraction_text(fraction: float) -> str:
 
 def rows(cfg: BenchConfig) -> list[Row]:
     """Every line: the baselines (``random`` once per seed: its initialisation), each recipe at each
-    seed, then each recipe's curve points."""
+    seed, then each recipe's curve points (of the first seed)."""
     out = []
     for name in cfg.baselines:
         seeds = seeds_of(cfg) if name == "random" else seeds_of(cfg)[:1]
         out += [Row(seeded(name, s, cfg), name, s) for s in seeds]
     for recipe in cfg.recipes:
         out += [Row(seeded(row_name(recipe), s, cfg), row_name(recipe), s, recipe) for s in seeds_of(cfg)]
-    for recipe in cfg.recipes:
-        for s in seeds_of(cfg):
-            out += [Row(f"{seeded(row_name(recipe), s, cfg)}@{_fraction_text(f)}", row_name(recipe), s, recipe, f)
-                    for f in sorted(cfg.curve)]
+    for recipe in cfg.recipes:  # curves of the first seed: the other seeds give the end points' spread
+        s = seeds_of(cfg)[0]
+        out += [Row(f"{seeded(row_name(recipe), s, cfg)}@{_fraction_text(f)}", row_name(recipe), s, recipe, f)
+                for f in sorted(cfg.curve)]
     return out
 
 
@@ -932,18 +932,19 @@ def run_bench(cfg: BenchConfig, *, progress: bool = False) -> dict[str, Any]:
             init_weights(cfg, seed)
     data = training_videos(cfg, progress=progress) if cfg.recipes and not cfg.cached else Path(cfg.videos)
     training: dict[str, dict[str, Any]] = {}
-    for seed in seeds_of(cfg):
+    scores: dict[str, dict[str, Any]] = {}
+    for seed in seeds_of(cfg):  # a seed's rows are scored before the next seed trains: a stopped run has whole seeds
         for recipe in cfg.recipes:
             record = train_row(cfg, recipe, data, seed)
             if record is not None:
                 training[seeded(row_name(recipe), seed, cfg)] = record
-    scores: dict[str, dict[str, Any]] = {}
-    for row in lines:
-        scores[row.name] = {}
-        for score in scores_of(cfg, row):
-            result = score_row(cfg, row, score, progress=progress, training=training)
-            if result is not None:
-                scores[row.name][score.key(cfg)] = result
+        for row in (r for r in lines if r.seed == seed):
+            scores[row.name] = {}
+            for score in scores_of(cfg, row):
+                result = score_row(cfg, row, score, progress=progress, training=training)
+                if result is not None:
+                    scores[row.name][score.key(cfg)] = result
+    scores = {r.name: scores.get(r.name, {}) for r in lines}
     table: dict[str, dict[str, Any]] = {}
     for row in lines:
         table[row.name] = headline(scores[row.name])
