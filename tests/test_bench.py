@@ -264,3 +264,17 @@ def test_bench_refuses_curves_and_seeds_it_cannot_run(tmp_path, capsys) -> None:
         assert main([*base, *extra]) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_report_reads_results_files_of_the_release_before_seeds_and_curves(tmp_path) -> None:
+    from vidssl.bench import report
+
+    old = {"command": "vidssl bench recipes=(cpu/fti)", "machine": "a CPU", "date": "2026-12-06 10:00 UTC",
+           "results": "runs/bench/results.json", "plot": "", "training": {},
+           "config": {"recipes": ["cpu/fti"], "preset": "crw", "seed": 0, "budget_mpx": 50.0, "title": ""},
+           "table": {"random": {"DAVIS J&F": 0.5}, "fti": {"DAVIS J&F": 0.55}},
+           "scores": {"random": {"davis": {"J&F": 0.5}}, "fti": {"davis": {"J&F": 0.55}}}}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    page = report([str(path)])
+    assert "| fti | 0.550 |" in page and "| random | 0.500 |" in page
