@@ -310,8 +310,14 @@ def check_synth(folder: Path, wanted: dict[str, Any]) -> bool:
 
 
 def curve_steps(cfg: BenchConfig, steps: int) -> dict[float, int]:
-    """The step of each curve fraction of a run of ``steps`` (at least 1, at most ``steps - 1``)."""
-    return {f: min(max(1, round(f * steps)), max(1, steps - 1)) for f in cfg.curve}
+    """The step of each curve fraction of a run of ``steps`` (at least 1, at most ``steps - 1``);
+    a fraction that lands on the step of a smaller one is left out (one encoder, one point)."""
+    out: dict[float, int] = {}
+    for f in sorted(cfg.curve):
+        step = min(max(1, round(f * steps)), max(1, steps - 1))
+        if step not in out.values():
+            out[f] = step
+    return out
 
 
 def train_command(cfg: BenchConfig, recipe: str, data: Path, init: Path, steps: int | None,
@@ -346,11 +352,12 @@ def resolve_command(argv: list[str]) -> tuple[TrainConfig, Any]:
 
 def _learning_config(train_cfg: TrainConfig, method_cfg: Any) -> dict[str, Any]:
     """What a run learns from: the saved config without the keys of how it executes."""
-    from vidssl.engine.config import config_dict
+    from vidssl.engine.config import config_dict, held_out_count
 
     saved = config_dict(train_cfg, method_cfg)
-    return {"train": {k: v for k, v in saved["train"].items() if k not in _EXECUTION_KEYS},
-            "method": saved["method"]}
+    train = {k: v for k, v in saved["train"].items() if k not in _EXECUTION_KEYS}
+    train["val_videos"] = held_out_count(train_cfg)  # val_every alone holds videos out: what the run learned from
+    return {"train": train, "method": saved["method"]}
 
 
 def _changed(record: dict[str, Any], learned: dict[str, Any], method: str) -> list[str]:
@@ -358,8 +365,7 @@ def _changed(record: dict[str, Any], learned: dict[str, Any], method: str) -> li
     record lacks (saved before it existed) counts as its default."""
     from vidssl.engine.config import engine_defaults, method_class
 
-    defaults = {"train": _learning_config(engine_defaults(method), method_class(method).Config())["train"],
-                "method": {}}
+    defaults = _learning_config(engine_defaults(method), method_class(method).Config())
     was = {f"{h}.{k}": v for h in ("train", "method") for k, v in {**defaults[h], **record[h]}.items()}
     now = {f"{h}.{k}": v for h in ("train", "method") for k, v in learned[h].items()}
     return [f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
@@ -434,9 +440,8 @@ def encoder_spec(cfg: BenchConfig, row: Row, training: dict[str, dict[str, Any]]
     if row.fraction >= 1:
         return str(folder / "encoder.safetensors")
     steps = (training or {}).get(seeded(row.base, row.seed, cfg), {}).get("steps")
-    if steps is None:
-        return ""
-    return str(snapshot_file(folder, curve_steps(cfg, steps)[row.fraction]))
+    points = curve_steps(cfg, steps) if steps is not None else {}
+    return str(snapshot_file(folder, points[row.fraction])) if row.fraction in points else ""
 
 
 def synth_protocol(cfg: BenchConfig, preset: str) -> dict[str, Any]:
@@ -505,14 +510,17 @@ def score_row(cfg: BenchConfig, row: Row, score: Score, *, progress: bool,
     """Compute (or read) one score of one row; None where it does not apply or is not computed."""
     out = Path(cfg.out) / "eval" / row.name / score.key(cfg)
     results = out / "results.json"
+    which, preset = score.which, protocol(score.preset)
+    size = (cfg.davis_size if score.size is None else score.size) if which == "davis" else None
     if results.exists() and row.name not in cfg.force:
         done = json.loads(results.read_text())
-        if done.get("complete", True):  # eval davis writes after each sequence, complete at the end
+        held = done.get("settings") or {}
+        same = not held or (held.get("preset", "") == preset and (size is None or held.get("size") == size))
+        if done.get("complete", True) and same:  # eval davis writes after each sequence, complete at the end
             return done
     if cfg.cached:
         return None
     encoder = encoder_spec(cfg, row, training)
-    which, preset = score.which, protocol(score.preset)
     if not encoder or (row.base == "copy" and which in ("jhmdb", "knn", "linear", "cycle")):
         return None  # copy carries masks only; a curve point of a run not trained
     if which == "synth":
@@ -527,7 +535,6 @@ def score_row(cfg: BenchConfig, row: Row, score: Score, *, progress: bool,
         from vidssl.evaluation.davis import DavisEvalConfig, evaluate_davis
 
         split = {"split": cfg.split} if cfg.split else {}
-        size = cfg.davis_size if score.size is None else score.size
         evaluate_davis(DavisEvalConfig(root=cfg.davis, preset=preset, encoder=encoder, size=size, out=str(out),
                                        seed=cfg.seed, **split), progress=progress)
     elif which == "jhmdb":
@@ -636,7 +643,8 @@ def seed_table(cfg: dict[str, Any], table: dict[str, dict[str, Any]], row_list: 
                 mean = sum(values) / len(values)
                 sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
                 stats[c] = {"mean": mean, "sd": sd, "n": len(values)}
-        out[base] = stats
+        if stats:
+            out[base] = stats
     return out
 
 
@@ -720,7 +728,6 @@ def curves(record: dict[str, Any]) -> dict[str, Any]:
     every score), from the initialisation (the seed's random row, fraction 0) through the
     snapshots to the end; and, where the cycle score was computed, how well it ranks the points
     against DAVIS J&F: Spearman's rho, and the J&F lost by keeping the point it prefers."""
-    from scipy.stats import spearmanr
 
     cfg, table = record["config"], record["table"]
     budget = float(cfg["budget_mpx"])
@@ -737,21 +744,44 @@ def curves(record: dict[str, Any]) -> dict[str, Any]:
             points = sorted(points)
             if seed in randoms:
                 points = [(0.0, randoms[seed]), *points]
-            line = [{"fraction": f, "mpx": f * budget, "row": n, **{c: v for c, v in table.get(n, {}).items()
-                                                                     if v is not None and c not in _COST}}
-                    for f, n in points]
+            run = record["training"].get(base if seed == (cfg.get("seeds") or [cfg["seed"]])[0] else
+                                         f"{base}.s{seed}", {})
+            steps, per_step = run.get("steps"), run.get("pixels_per_step")
+            at = {0.0: 0, 1.0: steps, **(curve_steps_of(cfg, steps) if steps else {})}
+            line = [{"fraction": f, "step": at.get(f), "row": n,
+                     "mpx": at[f] * per_step / 1e6 if per_step and at.get(f) is not None else f * budget,
+                     **{c: v for c, v in table.get(n, {}).items() if v is not None and c not in _COST}}
+                    for f, n in points if table.get(n)]
             entry: dict[str, Any] = {"points": line}
             target = _curve_column(line)
             have = [p for p in line if p.get("cycle J") is not None and p.get(target) is not None]
             if target and len(have) >= 3:
-                rho = spearmanr([p["cycle J"] for p in have], [p[target] for p in have]).statistic
-                chosen = max(have, key=lambda p: p["cycle J"])
-                best = max(have, key=lambda p: p[target])
-                entry["ranking"] = {"column": target, "spearman": float(rho), "chosen": chosen["row"],
-                                    "best": best["row"], "lost": best[target] - chosen[target]}
+                trained = [p for p in have if p["fraction"] > 0]
+                chosen = max(trained, key=lambda p: p["cycle J"])
+                best = max(trained, key=lambda p: p[target])
+                entry["ranking"] = {"column": target, "spearman": _rho(have, target),
+                                    "spearman_trained": _rho(trained, target),
+                                    "chosen": chosen["row"], "best": best["row"],
+                                    "lost": best[target] - chosen[target]}
             first = (cfg.get("seeds") or [cfg["seed"]])[0]
             out[base if seed == first else f"{base}.s{seed}"] = entry
     return out
+
+
+def _rho(points: list[dict[str, Any]], column: str) -> float | None:
+    """Spearman's rho of the cycle score against ``column`` over ``points``; None for fewer than 3
+    points or a constant score (which ranks nothing)."""
+    from scipy.stats import spearmanr
+
+    if len(points) < 3:
+        return None
+    value = float(spearmanr([p["cycle J"] for p in points], [p[column] for p in points]).statistic)
+    return None if math.isnan(value) else value
+
+
+def curve_steps_of(cfg: dict[str, Any], steps: int) -> dict[float, int]:
+    """:func:`curve_steps` of a results record's config."""
+    return curve_steps(BenchConfig(curve=tuple(cfg.get("curve", ()))), steps)
 
 
 def _curve_column(line: list[dict[str, Any]]) -> str:
@@ -765,15 +795,21 @@ def curve_markdown(found: dict[str, Any]) -> str:
     parts = []
     for name, entry in found.items():
         columns = _ordered({c for p in entry["points"] for c in p} - {"fraction", "mpx", "row"})
-        lines = [f"{name}:", "", "| budget | Mpx | " + " | ".join(columns) + " |",
-                 "|---:|---:|" + "---:|" * len(columns)]
+        columns = [c for c in columns if c != "step"]
+        lines = [f"{name}:", "", "| budget | step | Mpx | " + " | ".join(columns) + " |",
+                 "|---:|---:|---:|" + "---:|" * len(columns)]
         for p in entry["points"]:
             cells = [f"{p[c]:.3f}" if p.get(c) is not None else "" for c in columns]
-            lines.append(f"| {p['fraction']:g} | {p['mpx']:.1f} | " + " | ".join(cells) + " |")
+            lines.append(f"| {p['fraction']:g} | {p.get('step', '')} | {p['mpx']:.1f} | " + " | ".join(cells) + " |")
         if "ranking" in entry:
             k = entry["ranking"]
+
+            def shown(value: float | None) -> str:
+                return "n/a" if value is None else f"{value:+.2f}"
+
             lines += ["", f"The cycle score ranks these points against {k['column']} with Spearman's rho "
-                          f"{k['spearman']:+.2f}; it prefers {k['chosen']}, the best is {k['best']}: "
+                          f"{shown(k['spearman'])} ({shown(k.get('spearman_trained'))} without the initialisation); "
+                          f"of the trained points it prefers {k['chosen']}, the best is {k['best']}: "
                           f"{k['lost']:.3f} J&F lost by its choice."]
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
@@ -790,7 +826,7 @@ def plot_curves(found: dict[str, Any], table: dict[str, dict[str, Any]], path: P
     if not found:
         return None
     columns = _ordered(set.intersection(*(set(p) for e in found.values() for p in e["points"]))
-                       - {"fraction", "mpx", "row"})
+                       - {"fraction", "mpx", "row", "step"})
     if not columns:
         return None
     fig, axes = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.6), squeeze=False)
@@ -863,7 +899,8 @@ def section(record: dict[str, Any], *, level: int = 2) -> str:
     if wins:
         lines += ["", "Each recipe against the baselines, DAVIS J&F (a win: the difference of seed means is beyond "
                       "the spread, the two rows' seed standard deviations added, and a one-sided Wilcoxon "
-                      "signed-rank test over sequences of the per-sequence J&F gives p < 0.05):", "", wins]
+                      "signed-rank test over sequences of the per-sequence J&F gives p < 0.05; with one seed the "
+                      "spread is 0, and fewer than 5 sequences that differ can never reach p < 0.05):", "", wins]
     curve_text = curve_markdown(record.get("curves", {}))
     if curve_text:
         lines += ["", f"Learning curves (plot `{record.get('curve_plot') or 'none'}`): each run scored at "

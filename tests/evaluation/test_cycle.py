@@ -193,3 +193,29 @@ def test_val_preset_names_the_propagation_presets() -> None:
 
     choices = typing.get_args(typing.get_type_hints(TrainConfig)["val_preset"])
     assert set(choices) == {"", *PRESETS}
+
+
+def test_a_vit_is_scored_at_its_own_stride_on_its_own_grid() -> None:
+    from vidssl.evaluation.cycle import encoder_extractor
+    from vidssl.models.encoders import build_encoder
+
+    torch.manual_seed(0)
+    vit = build_encoder("vit_tiny")
+    extractor = encoder_extractor(vit, PropagationConfig(encoder="pixels"), gray=False)  # the protocol's stride 8
+    assert extractor.stride == 16
+    frames = np.stack([_texture(np.random.default_rng(0))[:40, :56]] * 3)  # 40 x 56: a ViT floors to 2 x 3
+    got = cycle_clip(frames, extractor, PropagationConfig(encoder="pixels"), cells=2)
+    assert 0 <= got["J"] <= 1
+
+
+def test_bench_reuses_a_score_only_under_its_own_protocol(tmp_path) -> None:
+    from vidssl.bench import BenchConfig, Row, Score, score_row
+
+    cfg = BenchConfig(out=str(tmp_path), preset=("dino",), cached=True)
+    folder = tmp_path / "eval" / "random" / "davis"
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps({"J&F": 0.5, "settings": {"preset": "crw", "size": 0}}))
+    # computed under crw: not a dino score (cached=true computes nothing, so it reads as missing)
+    assert score_row(cfg, Row("random", "random", 0), Score("davis", "dino"), progress=False) is None
+    (folder / "results.json").write_text(json.dumps({"J&F": 0.5, "settings": {"preset": "dino", "size": 0}}))
+    assert score_row(cfg, Row("random", "random", 0), Score("davis", "dino"), progress=False)["J&F"] == 0.5

@@ -74,7 +74,13 @@ class Validator:
         if record.exists():
             try:
                 best = json.loads(record.read_text())
-                self.best = best if int(best["step"]) <= step else None
+                if int(best["step"]) <= step:
+                    self.best = best
+                else:
+                    # kept after the checkpoint resumed from: the steps after it are trained again, bit for bit,
+                    # so that encoder is found (and written) again; until then the bar is the best kept row
+                    rows = [json.loads(r) for r in kept]
+                    self.best = max(rows, key=lambda r: r["cycle_J"]) if rows else None
             except (ValueError, KeyError, TypeError):
                 log.warning("%s: not a best-checkpoint record; the next score starts a new best", record)
 
@@ -90,7 +96,7 @@ class Validator:
         start = time.perf_counter()
         extractor = encoder_extractor(encoder, self.settings, gray=self.gray, device=self.device)
         scores = score_videos(self.videos, extractor, self.settings, clips=clip.clips, frames=clip.frames,
-                              gap=clip.gap, cells=clip.cells, size=cfg.val_size)
+                              gap=clip.gap, cells=clip.cells, size=cfg.val_size, backend=cfg.backend)
         row = {"step": step, "cycle_J": scores["cycle J"], "cycle_accuracy": scores["cycle accuracy"],
                "clips": scores["clips"], "seconds": round(time.perf_counter() - start, 1)}
         with self.path.open("a") as f:

@@ -8,8 +8,9 @@ frame of a clip into a ``cells`` x ``cells`` grid of regions on the feature grid
 labels forward through the clip with the evaluation's propagation (:func:`vidssl.propagation.propagate.propagate`,
 the same code and protocol as ``eval davis``), then carry what arrives at the last frame back
 through the clip reversed, in a fresh context that never saw the first frame's labels, and score
-what returns against the regions it started from: ``cycle J`` (mean region IoU on the feature grid,
-the J of DAVIS) and ``cycle accuracy`` (cells that return to their own region). Good features keep
+what returns against the regions it started from: ``cycle J`` (the mean IoU of the regions on the
+feature grid: DAVIS's J on grid regions instead of object masks) and ``cycle accuracy`` (cells that
+return to their own region). Good features keep
 each region together on the way out and bring it home; features that confuse one place with
 another smear the regions and lose them.
 
@@ -58,7 +59,7 @@ class CycleConfig(PropagationConfig):
     frames: int = option(8, "frames per clip (the round trip goes out through them and back)", min=2)
     gap: int = option(3, "frames between a clip's frames", min=1)
     cells: int = option(4, "the first frame is cut into cells x cells regions of the feature grid", min=1)
-    size: int = option(256, "short side the frames are read at (the protocol's own size key is not used)")
+    size: int = option(256, "short side the frames are read at (this score's default; presets do not change it)")
     backend: str = option("auto", "video backend")
     out: str = option("runs/eval/cycle", "results folder: results.json")
 
@@ -91,7 +92,7 @@ def cycle_clip(frames: np.ndarray, extractor: FeatureExtractor, settings: Propag
                cells: int) -> dict[str, float]:
     """The round trip of one clip ((T, H, W, 3) uint8 RGB): :func:`regions` of frame 0 carried
     forward to frame T-1, and back from there through the clip reversed; :func:`score_return`."""
-    h, w = -(-frames.shape[1] // extractor.stride), -(-frames.shape[2] // extractor.stride)
+    h, w = extractor(frames[:1]).shape[1:3]  # the encoder's own grid (a ViT floors, a ResNet rounds up)
     start = regions(h, w, cells)
     arrived = last(propagate(list(frames), start, extractor, settings=settings))
     returned = last(propagate(list(frames[::-1]), arrived, extractor, settings=settings))
@@ -157,8 +158,11 @@ def encoder_extractor(encoder: Encoder, settings: PropagationConfig, *, gray: bo
     from vidssl.features import EncoderFeatures, with_stride
 
     frozen = copy.deepcopy(encoder)
-    if settings.stride:
-        frozen = with_stride(frozen, settings.stride)
+    if settings.stride and settings.stride != frozen.stride:
+        try:
+            frozen = with_stride(frozen, settings.stride)
+        except ValueError:  # a ViT's stride is its patch size: it is read at its own, as eval davis stride=0 does
+            pass
     return EncoderFeatures(frozen, name="training encoder", device=device, dtype=torch.float32, gray=gray,
                            layer=settings.layer)
 
