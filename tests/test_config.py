@@ -177,3 +177,15 @@ def test_to_dict_is_json_serialisable() -> None:
     # the saved dict feeds back into the same config
     pairs = [f"{k}={v!r}" if isinstance(v, (str, list)) else f"{k}={v}" for k, v in data.items()]
     assert parse_overrides(Demo, pairs) == cfg
+
+
+def test_crops_larger_than_the_decoded_frames_are_warned_about(caplog) -> None:
+    from vidssl.engine.config import check_run, run_config
+
+    with caplog.at_level("WARNING"):
+        check_run(*run_config(method="fti", image_size=128, decode_size=96))
+    assert "image_size=128 is larger than decode_size=96" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        check_run(*run_config(method="fti", image_size=64, decode_size=96))
+    assert "larger than decode_size" not in caplog.text

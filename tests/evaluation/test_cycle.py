@@ -219,3 +219,4 @@ def test_bench_reuses_a_score_only_under_its_own_protocol(tmp_path) -> None:
     assert score_row(cfg, Row("random", "random", 0), Score("davis", "dino"), progress=False) is None
     (folder / "results.json").write_text(json.dumps({"J&F": 0.5, "settings": {"preset": "dino", "size": 0}}))
     assert score_row(cfg, Row("random", "random", 0), Score("davis", "dino"), progress=False)["J&F"] == 0.5
+

@@ -266,6 +266,10 @@ def check_run(train_cfg: TrainConfig, method_cfg: Any) -> tuple[TrainConfig, Any
     outside = [s for s in train_cfg.snapshots if not 0 < s <= train_cfg.steps]
     if outside:
         raise ConfigError(f"snapshots={train_cfg.snapshots}: steps {outside} are not within 1..{train_cfg.steps}")
+    if train_cfg.image_size > train_cfg.decode_size and train_cfg.data_kind == "videos":
+        log.warning("image_size=%d is larger than decode_size=%d: every crop is upsampled from frames decoded "
+                    "smaller than it (give decode_size >= image_size for crops of real detail)",
+                    train_cfg.image_size, train_cfg.decode_size)
     if train_cfg.data_kind == "images" and (train_cfg.val_every or train_cfg.val_videos):
         raise ConfigError("val_every / val_videos need videos: the label-free score follows regions through clips "
                           "(data_kind=images has none)")
