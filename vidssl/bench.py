@@ -478,8 +478,8 @@ class Score:
 
 def scores_of(cfg: BenchConfig, row: Row) -> list[Score]:
     """What is scored for ``row``: every eval under every protocol; the curve points only the
-    cheap ones (DAVIS at ``curve_davis_size``, JHMDB, cycle), and the end points and baselines
-    DAVIS at that size too, so the two sizes are compared on the same encoders."""
+    cheap ones (DAVIS at ``curve_davis_size``, JHMDB, cycle) under the main protocol, and the end
+    points and baselines DAVIS at that size too, so the two sizes are compared on the same encoders."""
     cheap = cfg.curve_davis_size if cfg.curve and cfg.curve_davis_size and cfg.curve_davis_size != cfg.davis_size \
         else None
     point = row.fraction < 1
@@ -494,7 +494,7 @@ def scores_of(cfg: BenchConfig, row: Row) -> list[Score]:
             continue
         if point and which == "synth":
             continue
-        for preset in cfg.preset:
+        for preset in cfg.preset[:1] if point else cfg.preset:
             if which == "davis":
                 if not point or cheap is None:
                     out.append(Score(which, preset))
