@@ -589,10 +589,17 @@ def headline(scores: dict[str, Any]) -> dict[str, float | None]:
     return line
 
 
+_ORDER = [column(which, metric) for which, (_, metrics) in METRICS.items() for metric in metrics]
+
+
 def _ordered(columns: set[str]) -> list[str]:
-    order = list(PLOTTED)
-    return sorted(columns, key=lambda c: (order.index(c.split(" [")[0]) if c.split(" [")[0] in order else len(order),
-                                          c))
+    """Columns grouped by protocol and size (the main ones first), in :data:`METRICS` order within."""
+
+    def key(c: str) -> tuple[str, int, str]:
+        base, _, tag = c.partition(" [")
+        return tag, _ORDER.index(base) if base in _ORDER else len(_ORDER), c
+
+    return sorted(columns, key=key)
 
 
 def markdown_table(table: dict[str, dict[str, Any]]) -> str:
