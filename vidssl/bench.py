@@ -650,7 +650,7 @@ def seed_table(cfg: dict[str, Any], table: dict[str, dict[str, Any]], row_list: 
                 mean = sum(values) / len(values)
                 sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
                 stats[c] = {"mean": mean, "sd": sd, "n": len(values)}
-        if stats:
+        if stats and max(v["n"] for v in stats.values()) >= 2:  # a spread needs two seeds that have scores
             out[base] = stats
     return out
 
@@ -860,7 +860,7 @@ def bench_command(cfg: BenchConfig) -> str:
     parts = ["vidssl", "bench"]
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if value == getattr(default, f.name):
+        if value == getattr(default, f.name) or f.name == "cached":  # cached=true reports the same computation
             continue
         text = f"({','.join(str(v) for v in value)})" if isinstance(value, tuple) else str(value)
         parts.append(f"{f.name}={text}")
