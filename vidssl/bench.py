@@ -57,6 +57,7 @@ import torch
 
 from vidssl.config import ConfigError, option, to_dict
 from vidssl.engine.config import TrainConfig
+from vidssl.engine.validation import snapshot_path
 from vidssl.files import atomic_write_json, atomic_write_text
 from vidssl.methods.base import Method
 
@@ -397,7 +398,7 @@ def train_row(cfg: BenchConfig, recipe: str, data: Path, seed: int | None = None
     if (folder / "encoder.safetensors").exists() and record_path.exists():
         record = json.loads(record_path.read_text())
         changed = _changed(record["config"], learned, train_cfg.method)
-        missing = [s for s in train_cfg.snapshots if not snapshot_file(folder, s).exists()]
+        missing = [s for s in train_cfg.snapshots if not snapshot_path(folder, s).exists()]
         if not changed and not missing:
             return record
         if changed:
@@ -413,20 +414,11 @@ def train_row(cfg: BenchConfig, recipe: str, data: Path, seed: int | None = None
               "cpu_minutes": round((_cpu_seconds() - cpu) / 60, 2), "resumed": resume,
               "load_average": round(os.getloadavg()[0], 2), "date": _now(), "config": learned}
     atomic_write_json(record_path, record)
-    for stale in Path(cfg.out, "eval").glob(f"{glob_escape(name)}*"):  # scores of an earlier encoder of this row
+    evals = Path(cfg.out) / "eval"
+    for stale in evals.iterdir() if evals.is_dir() else ():  # scores of an earlier encoder of this row
         if stale.name == name or stale.name.startswith(name + "@"):
             shutil.rmtree(stale, ignore_errors=True)
     return record
-
-
-def glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
-
-
-def snapshot_file(folder: Path, step: int) -> Path:
-    from vidssl.engine.validation import snapshot_path
-
-    return snapshot_path(folder, step)
 
 
 def encoder_spec(cfg: BenchConfig, row: Row, training: dict[str, dict[str, Any]] | None = None) -> str:
@@ -441,7 +433,7 @@ def encoder_spec(cfg: BenchConfig, row: Row, training: dict[str, dict[str, Any]]
         return str(folder / "encoder.safetensors")
     steps = (training or {}).get(seeded(row.base, row.seed, cfg), {}).get("steps")
     points = curve_steps(cfg, steps) if steps is not None else {}
-    return str(snapshot_file(folder, points[row.fraction])) if row.fraction in points else ""
+    return str(snapshot_path(folder, points[row.fraction])) if row.fraction in points else ""
 
 
 def synth_protocol(cfg: BenchConfig, preset: str) -> dict[str, Any]:

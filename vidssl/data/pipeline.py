@@ -163,7 +163,10 @@ def build_loader(
         log.info("%s", index.summary())
     if not index.videos:
         raise ValueError(f"{data}: no usable {'images' if images else 'videos'} ({index.summary()})")
-    kept_out = held_out(index.videos, hold_out)
+    try:
+        kept_out = held_out(index.videos, hold_out)
+    except ValueError as err:
+        raise ValueError(f"{data}: {err}") from None
     if kept_out:
         names = {v.path for v in kept_out}
         index = dataclasses.replace(index, videos=[v for v in index.videos if v.path not in names])

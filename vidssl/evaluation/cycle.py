@@ -92,11 +92,23 @@ def cycle_clip(frames: np.ndarray, extractor: FeatureExtractor, settings: Propag
                cells: int) -> dict[str, float]:
     """The round trip of one clip ((T, H, W, 3) uint8 RGB): :func:`regions` of frame 0 carried
     forward to frame T-1, and back from there through the clip reversed; :func:`score_return`."""
-    h, w = extractor(frames[:1]).shape[1:3]  # the encoder's own grid (a ViT floors, a ResNet rounds up)
-    start = regions(h, w, cells)
-    arrived = last(propagate(list(frames), start, extractor, settings=settings))
-    returned = last(propagate(list(frames[::-1]), arrived, extractor, settings=settings))
+    features = _Computed(extractor, extractor(frames))  # each frame's features once, for both directions
+    start = regions(*features.maps.shape[1:3], cells)  # the encoder's own grid (a ViT floors, a ResNet rounds up)
+    order = [np.array(i) for i in range(len(frames))]  # propagate stacks its "frames": here, their indices
+    arrived = last(propagate(order, start, features, settings=settings))
+    returned = last(propagate(order[::-1], arrived, features, settings=settings))
     return score_return(start, returned)
+
+
+class _Computed:
+    """A feature extractor over maps already computed: called with frame indices, it returns theirs."""
+
+    def __init__(self, extractor: FeatureExtractor, maps: torch.Tensor) -> None:
+        self.stride, self.device, self.dtype, self.name = extractor.stride, maps.device, maps.dtype, extractor.name
+        self.maps = maps
+
+    def __call__(self, indices: np.ndarray) -> torch.Tensor:
+        return self.maps[torch.from_numpy(indices.astype(np.int64))]
 
 
 def last(stream) -> torch.Tensor:
