@@ -349,6 +349,19 @@ def _run_tracks(cfg: Any) -> int:
     return 1 if result.failed and not (result.tracked or result.skipped) else 0  # nothing usable came out
 
 
+def _track_crops_config() -> type:
+    from vidssl.evaluation.track_images import TrackCropsConfig
+
+    return TrackCropsConfig
+
+
+def _run_track_crops(cfg: Any) -> int:
+    from vidssl.evaluation.track_images import make_track_crops
+
+    print(make_track_crops(cfg).summary())
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "synth": Command("write synthetic videos with masks, keypoints and boxes", _synth_config, _run_synth),
     "index": Command("index a folder of videos and print what is usable", lambda: IndexConfig, _run_index, "data"),
@@ -356,6 +369,10 @@ COMMANDS: dict[str, Command] = {
     "tracks": Command(
         "detect and track objects in every video of a folder (ultralytics detector + tracker)", _tracks_config,
         _run_tracks, "data",
+    ),
+    "tracks crops": Command(
+        "labelled object crops (ImageFolder, split by video) from the tracks of 'vidssl tracks', for eval knn / "
+        "linear", _track_crops_config, _run_track_crops, "tracks",
     ),
     "export": Command(
         "write a trained encoder alone (safetensors, torchvision, onnx)", lambda: ExportConfig, _run_export, "run",

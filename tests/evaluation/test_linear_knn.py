@@ -15,8 +15,14 @@ import torch.nn.functional as F
 
 from vidssl.cli import main
 from vidssl.data.synth_images import make_image_folder
-from vidssl.evaluation.image_features import align_labels, extract_features
-from vidssl.evaluation.knn import knn_accuracy, knn_scores
+from vidssl.evaluation.image_features import (
+    align_labels,
+    balanced_accuracy,
+    extract_features,
+    majority_baseline,
+    per_class_recall,
+)
+from vidssl.evaluation.knn import knn_accuracy, knn_hits, knn_scores
 from vidssl.evaluation.linear import accuracy_topk, fit_logistic_lbfgs, fit_logistic_sgd, holdout_split
 from vidssl.features import resolve_encoder
 
@@ -171,6 +177,44 @@ def test_knn_top_k_counts_only_classes_with_votes() -> None:
     assert knn_accuracy(votes, torch.tensor([1, 0]), ks=(1, 2, 5)) == {1: 0.0, 2: 1.0, 5: 1.0}  # tie: rank 2
 
 
+def test_balanced_accuracy_and_majority_baseline_by_hand() -> None:
+    """An unbalanced val set (6 a, 2 b, 2 c) where the classifier names a well and the others badly:
+    top-1 0.7 but mean per-class accuracy 0.5; always naming train's largest class (b, tied with c,
+    both 2 in val: the first) scores 0.2 top-1 and 1/3 balanced, while val's largest class (a)
+    holds 0.6."""
+    classes = ["a", "b", "c"]
+    y = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 2, 2])
+    votes = torch.tensor([
+        [5.0, 1.0, 0.0], [4.0, 0.0, 0.0], [3.0, 2.0, 1.0], [9.0, 0.0, 0.0], [2.0, 1.0, 1.0], [1.0, 0.0, 0.5],  # a: 6/6
+        [1.0, 3.0, 0.0],  # b: right
+        [2.0, 2.0, 0.0],  # b: tied with a, a miss (knn_accuracy's rule)
+        [4.0, 0.0, 1.0],  # c: named a
+        [3.0, 1.0, 0.0],  # c: no vote at all
+    ])
+    hits = knn_hits(votes, y)
+    assert hits.tolist() == [True] * 7 + [False] * 3
+    assert knn_accuracy(votes, y, ks=(1,))[1] == pytest.approx(0.7)
+    assert balanced_accuracy(hits, y) == pytest.approx((1 + 0.5 + 0) / 3)
+    assert per_class_recall(hits, y, classes) == {"a": {"val": 6, "top1": 1.0}, "b": {"val": 2, "top1": 0.5},
+                                                  "c": {"val": 2, "top1": 0.0}}
+    # linear: the argmax of logits, the same figures
+    logits = torch.tensor([[2.0, 0.0, 0.0]] * 6 + [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    hits = logits.argmax(1) == y
+    assert accuracy_topk(logits, y, ks=(1,))[1] == pytest.approx(0.8)
+    assert balanced_accuracy(hits, y) == pytest.approx((1 + 0.5 + 0.5) / 3)
+    # a class of train that val lacks counts in no mean: recall is over the val classes
+    assert balanced_accuracy(torch.tensor([True, False, True]), torch.tensor([0, 0, 2])) == pytest.approx(0.75)
+
+    floor = majority_baseline(torch.tensor([0, 1, 1, 1, 2, 2, 2]), y, classes)
+    assert floor == {"majority": pytest.approx(0.2), "majority_class": "b", "majority_balanced": pytest.approx(1 / 3),
+                     "largest_val_class": "a", "largest_val_share": pytest.approx(0.6)}
+    # classes tied in train (b, c: 2 each): the one val holds most of (c), the higher floor
+    tie = majority_baseline(torch.tensor([0, 1, 1, 2, 2]), torch.tensor([0, 1, 2, 2, 2]), classes)
+    assert tie["majority_class"] == "c" and tie["majority"] == pytest.approx(0.6)
+    # train's largest class absent from val: a constant guess of it is never right
+    assert majority_baseline(torch.tensor([2, 2, 0]), torch.tensor([0, 1]), classes)["majority_balanced"] == 0.0
+
+
 def test_knn_chunking_changes_nothing() -> None:
     g = torch.Generator().manual_seed(0)
     train, test = torch.randn(50, 8, generator=g), torch.randn(13, 8, generator=g)
@@ -261,6 +305,7 @@ def test_eval_linear_end_to_end(image_root: Path, tmp_path: Path, solver: str, c
     assert results["weight_decay"] in results["config"]["weight_decays"]
     assert len(results["sweep"]) == len(results["config"]["weight_decays"])
     assert results["feature_dim"] == 512 and results["solver"] == solver
+    _check_balanced(results, image_root)
     assert any((cache_dir / "features").glob("*.pt"))  # $VIDSSL_CACHE_DIR/features by default
 
 
@@ -273,3 +318,19 @@ def test_eval_knn_end_to_end(image_root: Path, tmp_path: Path, cache_dir: Path) 
     assert results["by_k"]["200"]["k"] == min(200, results["num_train"])
     assert results["top1"] == results["by_k"]["20"]["top1"]
     assert all(0 <= r["top1"] <= r["top5"] <= 1 for r in results["by_k"].values())
+    assert results["top1_balanced"] == results["by_k"]["20"]["top1_balanced"]
+    _check_balanced(results, image_root)
+
+
+def _check_balanced(results: dict, root: Path) -> None:
+    """The per-class figures add up to top-1 and balanced; the majority floor matches the folder."""
+    per = results["per_class"]
+    counts = {s: {c.name: len(list(c.iterdir())) for c in (root / s).iterdir()} for s in ("train", "val")}
+    assert {c: v["val"] for c, v in per.items()} == counts["val"] and sum(counts["val"].values()) == results["num_val"]
+    assert results["top1"] == pytest.approx(sum(v["val"] * v["top1"] for v in per.values()) / results["num_val"])
+    assert results["top1_balanced"] == pytest.approx(sum(v["top1"] for v in per.values()) / len(per))
+    most = max(counts["train"].values())  # ties: the one val holds most of, then the first name
+    largest = max(sorted(c for c, n in counts["train"].items() if n == most), key=lambda c: counts["val"].get(c, 0))
+    assert results["majority_class"] == largest
+    assert results["majority"] == pytest.approx(counts["val"].get(largest, 0) / results["num_val"])
+    assert results["largest_val_share"] == pytest.approx(max(counts["val"].values()) / results["num_val"])

@@ -340,6 +340,13 @@ def scan_images(root: str | Path, *, workers: int = 4, progress: bool = True) ->
     return VideoIndex(root, videos, unreadable)
 
 
+def name_hash_order(path: str | Path) -> tuple[str, str]:
+    """The sort key of the by-name video choices (held-out videos, the val videos of
+    ``vidssl tracks crops``): the SHA-1 of the file name, then the path for equal names. It depends
+    on the name alone, so the same videos are chosen on every machine and in any listing order."""
+    return hashlib.sha1(Path(path).name.encode()).hexdigest(), str(path)
+
+
 def held_out(videos: list[VideoInfo], count: int) -> list[VideoInfo]:
     """The ``count`` videos kept out of training for the label-free validation signal
     (``vidssl train val_every=``, ``vidssl eval cycle``): those whose file name hashes lowest
@@ -354,4 +361,4 @@ def held_out(videos: list[VideoInfo], count: int) -> list[VideoInfo]:
     if count >= len(videos):
         raise ValueError(f"holding out {count} videos for validation leaves none of the {len(videos)} to train on; "
                          "give val_videos= fewer")
-    return sorted(videos, key=lambda v: (hashlib.sha1(Path(v.path).name.encode()).hexdigest(), v.path))[:count]
+    return sorted(videos, key=lambda v: name_hash_order(v.path))[:count]

@@ -194,6 +194,70 @@ def align_labels(labels: torch.Tensor, names: Sequence[str], reference: Sequence
     return mapping[labels]
 
 
+def per_class_recall(hits: torch.Tensor, y: torch.Tensor, classes: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``{class: {"val": n, "top1": recall}}`` of every class with a val image (the class order of
+    ``classes``): the fraction of that class's rows that are hits.
+
+    Args:
+        hits: (M,) bool, whether each val row's prediction is right (top-1).
+        y: (M,) true class indices into ``classes``.
+        classes: the class names (train's order).
+    """
+    hits, y = hits.cpu().bool(), y.cpu().long()
+    out = {}
+    for c, name in enumerate(classes):
+        mine = y == c
+        if mine.any():
+            out[name] = {"val": int(mine.sum()), "top1": hits[mine].float().mean().item()}
+    return out
+
+
+def balanced_accuracy(hits: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean per-class accuracy (balanced accuracy): the mean over the classes present in ``y`` of
+    each class's top-1 recall, so every class weighs the same however many val images it has.
+
+    Args:
+        hits: (M,) bool, whether each row's prediction is right.
+        y: (M,) true class indices.
+    """
+    if y.numel() == 0:
+        raise ValueError("accuracy of an empty set")
+    hits, y = hits.cpu().bool(), y.cpu().long()
+    recalls = [hits[y == c].float().mean().item() for c in y.unique()]
+    return sum(recalls) / len(recalls)
+
+
+def majority_baseline(y_train: torch.Tensor, y_val: torch.Tensor, classes: Sequence[str]) -> dict[str, float | str]:
+    """What a probe scores without looking at the images, the floor to read any figure against.
+
+    Keys: ``majority`` (top-1 of always naming train's most frequent class: that class's share of
+    val; among classes tied in train, as a per-class cap makes them, the one val holds most of, then
+    the first in ``classes``: the floor is never flattered by a tie), ``majority_class``, ``majority_balanced``
+    (its mean per-class accuracy: 1 / the number of val classes when val has that class, else 0),
+    ``largest_val_class`` and ``largest_val_share`` (the best any constant guess can score, the
+    val share of val's most frequent class).
+    """
+    y_train, y_val = y_train.cpu().long(), y_val.cpu().long()
+    k = len(classes)
+    train_counts = torch.bincount(y_train, minlength=k)
+    val_counts = torch.bincount(y_val, minlength=k)
+    n = max(len(y_val), 1)
+    tied = (train_counts == train_counts.max()).nonzero().flatten()
+    top = int(tied[val_counts[tied].argmax()])  # argmax: the first of equal ones
+    largest = int(val_counts.argmax())
+    present = int((val_counts > 0).sum())
+    return {"majority": val_counts[top].item() / n, "majority_class": classes[top],
+            "majority_balanced": (1 / present) if val_counts[top] > 0 else 0.0,
+            "largest_val_class": classes[largest], "largest_val_share": val_counts[largest].item() / n}
+
+
+def majority_line(floor: dict[str, float | str]) -> str:
+    """The printed words of :func:`majority_baseline`'s figures."""
+    return (f"majority baseline (always {floor['majority_class']!r}) top-1 {100 * floor['majority']:.1f}%, balanced "
+            f"{100 * floor['majority_balanced']:.1f}%; largest val class {floor['largest_val_class']!r} "
+            f"{100 * floor['largest_val_share']:.1f}%")
+
+
 DEFAULT_IMAGE_ROOT = Path("runs/eval/synth_images")
 """Where ``data=""`` puts the synthetic image set (:func:`vidssl.data.synth_images.make_image_folder`)."""
 

@@ -21,7 +21,14 @@ import torch.nn.functional as F
 
 from vidssl.config import option, to_dict
 from vidssl.device import resolve_device
-from vidssl.evaluation.image_features import FeatureEvalConfig, split_features
+from vidssl.evaluation.image_features import (
+    FeatureEvalConfig,
+    balanced_accuracy,
+    majority_baseline,
+    majority_line,
+    per_class_recall,
+    split_features,
+)
 from vidssl.evaluation.results import save_results
 
 
@@ -83,14 +90,19 @@ def knn_accuracy(votes: torch.Tensor, y: torch.Tensor, *, ks: Sequence[int] = (1
     """
     if votes.shape[0] == 0:
         raise ValueError("accuracy of an empty set")
+    return {k: knn_hits(votes, y, k=k).float().mean().item() for k in ks}
+
+
+def knn_hits(votes: torch.Tensor, y: torch.Tensor, *, k: int = 1) -> torch.Tensor:
+    """(M,) bool: whether each row's true class is among its ``k`` most voted classes, as
+    :func:`knn_accuracy` counts it (a class needs a vote; a tie counts at the lower rank)."""
     y = y.to(votes.device).long()[:, None]
     true = votes.gather(1, y)  # (M, 1)
     # Rank of the true class counting every class with at least its votes, itself included: a
     # tie is never a hit (tie order would be arbitrary; exact ties of exp-weighted votes arise
     # only from degenerate features, where no credit is the honest answer).
     rank = (votes >= true).sum(dim=1)
-    voted = true[:, 0] > 0
-    return {k: ((rank <= k) & voted).float().mean().item() for k in ks}
+    return (rank <= k) & (true[:, 0] > 0)
 
 
 @dataclass(frozen=True)
@@ -106,9 +118,17 @@ def run_knn(cfg: KnnEvalConfig) -> dict:
     """Classify ``cfg.data``/val by weighted kNN among ``cfg.data``/train, for every k in ``cfg.ks``.
 
     Writes ``cfg.out/results.json`` and prints one summary line. Keys: ``by_k`` (``{"20": {"top1",
-    "top5", "k"}, ...}``, fractions in [0, 1], ``k`` the number of neighbours actually used), ``top1``
-    and ``top5`` of the first k (20 by default, DINO's headline figure), ``temperature``,
-    ``num_train``, ``num_val``, ``num_classes``, ``feature_dim``, ``data``, ``seconds``, ``config``.
+    "top5", "top1_balanced", "k"}, ...}``, fractions in [0, 1], ``k`` the number of neighbours
+    actually used), ``top1``, ``top5`` and ``top1_balanced`` of the first k (20 by default, DINO's
+    headline figure), ``per_class`` (``{class: {"val": n, "top1": recall}}`` at the first k), the
+    constant-guess floor of :func:`~vidssl.evaluation.image_features.majority_baseline`
+    (``majority``, ``majority_class``, ``majority_balanced``, ``largest_val_class``,
+    ``largest_val_share``), ``temperature``, ``num_train``, ``num_val``, ``num_classes``,
+    ``feature_dim``, ``data``, ``seconds``, ``config``.
+
+    ``top1_balanced`` is the mean per-class accuracy (each val class's top-1 recall, averaged over
+    the val classes): on an unbalanced set, plain top-1 rewards naming the largest class, and
+    ``majority`` is what that alone scores.
     """
     if not cfg.ks or min(cfg.ks) < 1:
         raise ValueError(f"ks must hold positive numbers of neighbours, got {cfg.ks}")
@@ -117,15 +137,23 @@ def run_knn(cfg: KnnEvalConfig) -> dict:
     x_train, y_train, x_val, y_val, classes = split.x_train, split.y_train, split.x_val, split.y_val, split.classes
     device = resolve_device(cfg.device)
     x_train, y_train = x_train.to(device), y_train.to(device)
-    by_k = {}
+    by_k, per_class = {}, {}
     for k in cfg.ks:
         votes = knn_scores(x_train, y_train, x_val, k=k, temperature=cfg.temperature, num_classes=len(classes))
         accuracy = knn_accuracy(votes, y_val, ks=(1, 5))
-        by_k[str(k)] = {"top1": accuracy[1], "top5": accuracy[5], "k": min(k, len(y_train))}
+        hits = knn_hits(votes, y_val)
+        by_k[str(k)] = {"top1": accuracy[1], "top5": accuracy[5], "top1_balanced": balanced_accuracy(hits, y_val),
+                        "k": min(k, len(y_train))}
+        if k == cfg.ks[0]:
+            per_class = per_class_recall(hits, y_val, classes)
     first = by_k[str(cfg.ks[0])]
+    floor = majority_baseline(y_train, y_val, classes)
     results = {
         "top1": first["top1"],
         "top5": first["top5"],
+        "top1_balanced": first["top1_balanced"],
+        **floor,
+        "per_class": per_class,
         "by_k": by_k,
         "temperature": cfg.temperature,
         "num_train": len(y_train),
@@ -137,6 +165,8 @@ def run_knn(cfg: KnnEvalConfig) -> dict:
         "config": to_dict(cfg),
     }
     path = save_results(Path(cfg.out), results)
-    figures = ", ".join(f"k={k} top-1 {100 * r['top1']:.1f}%" for k, r in by_k.items())
-    print(f"knn (T={cfg.temperature:g}): {figures} on {len(y_val)} val images, {len(classes)} classes -> {path}")
+    figures = ", ".join(f"k={k} top-1 {100 * r['top1']:.1f}% (balanced {100 * r['top1_balanced']:.1f}%)"
+                        for k, r in by_k.items())
+    print(f"knn (T={cfg.temperature:g}): {figures} on {len(y_val)} val images, {len(classes)} classes; "
+          f"{majority_line(floor)} -> {path}")
     return results

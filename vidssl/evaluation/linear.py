@@ -39,7 +39,15 @@ import torch.nn.functional as F
 
 from vidssl.config import option, to_dict
 from vidssl.device import resolve_device
-from vidssl.evaluation.image_features import FeatureEvalConfig, extract_features, split_features
+from vidssl.evaluation.image_features import (
+    FeatureEvalConfig,
+    balanced_accuracy,
+    extract_features,
+    majority_baseline,
+    majority_line,
+    per_class_recall,
+    split_features,
+)
 from vidssl.evaluation.results import save_results
 
 
@@ -247,10 +255,14 @@ def run_linear(cfg: LinearEvalConfig) -> dict:
     """Fit the linear classifier on ``cfg.data``/train features and score it on ``cfg.data``/val.
 
     Writes ``cfg.out/results.json`` and prints one summary line. Keys: ``top1``, ``top5``
-    (fractions in [0, 1]; top-5 counts as top-K when there are K < 5 classes), ``weight_decay``
-    (the one used), ``sweep`` (held-out top-1 for each candidate when it was chosen), ``solver``,
+    (fractions in [0, 1]; top-5 counts as top-K when there are K < 5 classes), ``top1_balanced``
+    (mean per-class accuracy: each val class's top-1 recall, averaged over the val classes),
+    ``per_class`` (``{class: {"val": n, "top1": recall}}``), the constant-guess floor of
+    :func:`~vidssl.evaluation.image_features.majority_baseline` (``majority``, ``majority_class``,
+    ``majority_balanced``, ``largest_val_class``, ``largest_val_share``), ``weight_decay`` (the one
+    used), ``sweep`` (held-out top-1 for each candidate when it was chosen), ``solver``,
     ``num_train``, ``num_val``, ``num_classes``, ``feature_dim``, ``data``, ``seconds`` and
-    ``config`` (every key of ``cfg``).
+    ``config`` (every key of ``cfg``). The L2 strength is still chosen by held-out top-1.
     """
     started = time.perf_counter()
     split = split_features(cfg)
@@ -287,10 +299,17 @@ def run_linear(cfg: LinearEvalConfig) -> dict:
         best = max(s["holdout_top1"] for s in sweep)
         weight_decay = max(s["weight_decay"] for s in sweep if s["holdout_top1"] == best)
     weight, bias = fit(torch.arange(len(y_train)), weight_decay)
-    accuracy = accuracy_topk(x_val @ weight.T + bias, y_val, ks=(1, 5))
+    logits = x_val @ weight.T + bias
+    accuracy = accuracy_topk(logits, y_val, ks=(1, 5))
+    hits = logits.topk(1, dim=1).indices[:, 0] == y_val.to(logits.device)  # as accuracy_topk counts top-1
+    balanced = balanced_accuracy(hits, y_val)
+    floor = majority_baseline(y_train, y_val, classes)
     results = {
         "top1": accuracy[1],
         "top5": accuracy[5],
+        "top1_balanced": balanced,
+        **floor,
+        "per_class": per_class_recall(hits, y_val, classes),
         "solver": cfg.solver,
         "weight_decay": weight_decay,
         "sweep": sweep,
@@ -304,7 +323,8 @@ def run_linear(cfg: LinearEvalConfig) -> dict:
     }
     path = save_results(Path(cfg.out), results)
     print(
-        f"linear {cfg.solver} (weight_decay={weight_decay:g}): top-1 {100 * accuracy[1]:.1f}%, "
-        f"top-5 {100 * accuracy[5]:.1f}% on {len(y_val)} val images, {k} classes -> {path}"
+        f"linear {cfg.solver} (weight_decay={weight_decay:g}): top-1 {100 * accuracy[1]:.1f}% (balanced "
+        f"{100 * balanced:.1f}%), top-5 {100 * accuracy[5]:.1f}% on {len(y_val)} val images, {k} classes; "
+        f"{majority_line(floor)} -> {path}"
     )
     return results
