@@ -68,12 +68,14 @@ def test_every_cpu_recipe_resolves_and_has_the_benchmarks_budget(name: str, tmp_
     for key, value in keys.items():
         where = train_cfg if key in {f.name for f in dataclasses.fields(train_cfg)} else method_cfg
         assert key == "tracks" or getattr(where, key) == value, (name, key)
-    assert train_cfg.encoder == "resnet18" and train_cfg.image_size == 64
+    large = name.endswith("_large")  # the evaluation-scale variants: 128 px crops, batch cut to keep the pixels
+    assert train_cfg.encoder == "resnet18" and train_cfg.image_size == (128 if large else 64)
     # the pixels of the published benchmark rows (their per-name formulas, BENCHMARKS.md): 50 Mpx gave 96-382 steps
     side, batch = train_cfg.image_size, train_cfg.batch_size
     views = {"colorization": keys.get("num_refs", 0) + 1, "cpc": keys.get("seq_len", 0),
              "crw": keys.get("clip_len", 0) * 9 * 32 * 32 / side**2, "fti_tracks": 4,
-             "vfs": 2 * keys.get("frames_per_half", 1)}.get(name, 2)  # vfs: the released 2 x 4 frames a video
+             "vfs": 2 * keys.get("frames_per_half", 1),  # vfs: the released 2 x 4 frames a video
+             }.get(name.removesuffix("_large"), 2)
     assert pixels_per_step(train_cfg, method_cfg) == batch * views * side * side
 
 
@@ -278,3 +280,70 @@ def test_report_reads_results_files_of_the_release_before_seeds_and_curves(tmp_p
     path.write_text(json.dumps(old))
     page = report([str(path)])
     assert "| fti | 0.550 |" in page and "| random | 0.500 |" in page
+
+
+def _image_folder(root: Path, colours: dict[str, tuple[int, int, int]], per_split: int = 4) -> Path:
+    """An ImageFolder root of flat-coloured 16 x 16 images, one class per colour."""
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for name, colour in colours.items():
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_split):
+                shade = tuple(max(0, c - 9 * i) for c in colour)
+                Image.new("RGB", (16, 16), shade).save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_bench_images_scores_knn_on_an_image_folder_too_and_caches_it(tmp_path, capsys, monkeypatch) -> None:
+    """images=DIR adds knn~images ("kNN balanced top-1 [images]": mean per-class accuracy, the majority
+    baseline under the table) beside the synthetic crops' knn; a rerun computes nothing, another
+    folder or a result of before the balanced figure recomputes that score alone; without the key
+    nothing changes."""
+    import vidssl.evaluation.image_features as image_features
+    import vidssl.evaluation.knn as knn
+
+    synthetic = _image_folder(tmp_path / "synthetic", {"a": (200, 0, 0), "b": (0, 200, 0)})
+    real = _image_folder(tmp_path / "real", {"cat": (250, 250, 0), "dog": (0, 0, 250), "cup": (0, 250, 250)})
+    other = _image_folder(tmp_path / "other", {"x": (250, 0, 250), "y": (90, 90, 90)})
+    resolve = image_features.resolve_image_root
+    monkeypatch.setattr(image_features, "resolve_image_root",  # the synthetic set, small
+                        lambda data, progress=True: resolve(data or str(synthetic)))
+    monkeypatch.setenv("VIDSSL_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+    real_knn = knn.run_knn
+    monkeypatch.setattr(knn, "run_knn", lambda cfg: calls.append(cfg.data) or real_knn(cfg))
+    out = tmp_path / "bench"
+    args = ["bench", f"out={out}", "recipes=()", "baselines=(random,)", "evals=(knn,)", "init=random:resnet18"]
+
+    assert main([*args, f"images={real}"]) == 0, capsys.readouterr().err
+    record = json.loads((out / "results.json").read_text())
+    assert set(record["scores"]["random"]) == {"knn", "knn~images"} and calls == ["", str(real)]
+    assert record["scores"]["random"]["knn~images"]["num_classes"] == 3
+    assert record["scores"]["random"]["knn"]["num_classes"] == 2
+    assert set(record["table"]["random"]) == {"kNN top-1", "kNN balanced top-1 [images]"}
+    real_score = record["scores"]["random"]["knn~images"]
+    assert record["table"]["random"]["kNN balanced top-1 [images]"] == real_score["top1_balanced"]
+    assert "top1" in real_score and real_score["majority_balanced"] == pytest.approx(1 / 3)
+    page = (out / "results.md").read_text()
+    assert "kNN balanced top-1 [images]" in page and "scores 0.333 balanced and 0.333 top-1" in page
+
+    calls.clear()  # a knn~images result of before the balanced figure: computed again
+    old = out / "eval" / "random" / "knn~images" / "results.json"
+    old.write_text(json.dumps({k: v for k, v in json.loads(old.read_text()).items() if k != "top1_balanced"}))
+    assert main([*args, f"images={real}"]) == 0 and calls == [str(real)]
+
+    calls.clear()
+    assert main([*args, f"images={real}"]) == 0 and calls == []  # cached
+    assert main([*args, f"images={other}"]) == 0 and calls == [str(other)]  # another folder: that score again
+    record = json.loads((out / "results.json").read_text())
+    assert record["scores"]["random"]["knn~images"]["num_classes"] == 2
+    calls.clear()
+    assert main(args) == 0 and calls == []  # without the key: the row and table as before
+    record = json.loads((out / "results.json").read_text())
+    assert set(record["scores"]["random"]) == {"knn"} and set(record["table"]["random"]) == {"kNN top-1"}
+
+    assert main([*args[:-2], "evals=(synth,)", f"images={real}"]) == 1
+    assert "scored by the knn and linear evals" in capsys.readouterr().err
+    assert main([*args, f"images={tmp_path}"]) == 1
+    assert f"{tmp_path / 'train'}: expected" in capsys.readouterr().err

@@ -16,8 +16,9 @@ Every encoder, and the baselines (``random``, ``pixels``: Lab colour, ``copy``: 
 repeated), is scored under every protocol of ``preset`` (CRW's by default; ``(crw,default)`` adds
 vidssl's own, so no comparison picks its protocol after the fact): ``synth`` (held-out synthetic
 videos, ``vidssl eval synth``: J&F and keypoint PCK), ``davis`` (your clips in DAVIS layout: J&F),
-``jhmdb`` (JHMDB layout: PCK), ``knn`` / ``linear`` (image probes on synthetic object crops), and
-``cycle`` (label-free: ``vidssl eval cycle`` on the ``held_out`` videos every run keeps out).
+``jhmdb`` (JHMDB layout: PCK), ``knn`` / ``linear`` (image probes on synthetic object crops, and with
+``images`` also on that ImageFolder root: scores ``knn~images``, ``linear~images``), and ``cycle``
+(label-free: ``vidssl eval cycle`` on the ``held_out`` videos every run keeps out).
 
 Seeds and curves: ``seeds=(0,1,2)`` trains every recipe once per seed, each seed from its own
 initialisation (rows ``ROW.sN``; the ``random`` row once per seed); the results add each row's mean
@@ -80,12 +81,14 @@ class BenchConfig:
     videos: str = option("", "training videos (searched recursively); '' = synthetic ones written into OUT/synth_train")
     tracks: str = option("", "tracks of 'vidssl tracks' over VIDEOS, given to the recipes with track positives")
     evals: tuple[str, ...] = option(("synth",), "scores: synth (held-out synthetic videos) | davis (needs davis=) | "
-                                    "jhmdb (needs jhmdb=) | knn | linear (image probes on synthetic crops) | cycle "
-                                    "(label-free, on the held_out videos)")
+                                    "jhmdb (needs jhmdb=) | knn | linear (image probes on synthetic crops, and on "
+                                    "images=) | cycle (label-free, on the held_out videos)")
     davis: str = option("", "labelled clips in DAVIS layout (JPEGImages/480p, Annotations/480p)")
     split: str = option("", "DAVIS sequences file ('' = eval davis's default)")
     davis_size: int = option(0, "short side of the DAVIS frames (0 = as they are)")
     jhmdb: str = option("", "labelled clips in JHMDB layout (Rename_Images, joint_positions)")
+    images: str = option("", "an ImageFolder root (train/<class>/*, val/<class>/*; e.g. 'vidssl tracks crops') "
+                         "that the knn and linear evals also score: knn~images, linear~images")
     synth: str = option("", "held-out synthetic videos ('' = OUT/synth_held_out, written with the synth_ keys)")
     preset: tuple[str, ...] = option(("crw",), "propagation protocols of every mask and keypoint score (eval davis "
                                      "preset=); the first is the main one; 'default' is vidssl's own: (crw,default) "
@@ -224,6 +227,8 @@ def check(cfg: BenchConfig) -> None:
     if bad:
         raise ConfigError(f"curve: {bad} are not fractions of the budget between 0 and 1 (the end, 1, is the row "
                           "itself; 0 is the initialisation, the random row)")
+    if cfg.images and not {"knn", "linear"} & set(cfg.evals):
+        raise ConfigError(f"images={cfg.images} is scored by the knn and linear evals: add one to evals=")
     if "cycle" in cfg.evals and not cfg.held_out:
         raise ConfigError("evals has cycle but held_out=0: give held_out=N (videos kept out of training and scored "
                           "label-free)")
@@ -251,6 +256,10 @@ def check(cfg: BenchConfig) -> None:
         folder = getattr(cfg, key)
         if key in cfg.evals and not (folder and Path(folder).is_dir()):
             raise FileNotFoundError(f"evals has {key} but {key}={folder!r} is no folder (give {key}=PATH)")
+    if cfg.images:
+        from vidssl.evaluation.image_features import resolve_image_root
+
+        resolve_image_root(cfg.images)  # FileNotFoundError naming the missing train/ or val/
 
 
 def init_path(cfg: BenchConfig, seed: int) -> Path:
@@ -456,13 +465,16 @@ class Score:
     which: str  # an entry of EVALS
     preset: str = ""  # a protocol name of cfg.preset ('' for knn, linear)
     size: int | None = None  # DAVIS short side (None: davis_size)
+    images: bool = False  # knn, linear: on cfg.images instead of the synthetic crops
 
     def key(self, cfg: BenchConfig) -> str:
         """Its folder under ``OUT/eval/ROW`` and its name in results: ``davis``, ``davis~default``,
-        ``davis@240``, ...: the main protocol and size carry no suffix."""
+        ``davis@240``, ``knn~images``, ...: the main protocol and size carry no suffix."""
         text = self.which
         if self.preset and self.preset != cfg.preset[0]:
             text += f"~{self.preset}"
+        if self.images:
+            text += "~images"
         if self.size is not None:
             text += f"@{self.size}"
         return text
@@ -479,7 +491,7 @@ def scores_of(cfg: BenchConfig, row: Row) -> list[Score]:
     for which in cfg.evals:
         if which in ("knn", "linear"):
             if not point:
-                out.append(Score(which))
+                out += [Score(which), *([Score(which, images=True)] if cfg.images else [])]
             continue
         if which == "cycle":
             out.append(Score(which, cfg.preset[0]))
@@ -508,6 +520,9 @@ def score_row(cfg: BenchConfig, row: Row, score: Score, *, progress: bool,
         done = json.loads(results.read_text())
         held = done.get("settings") or {}
         same = not held or (held.get("preset", "") == preset and (size is None or held.get("size") == size))
+        if score.images:  # scored on another folder, or before the balanced figure: computed again
+            same = (same and Path(done.get("data", "")).resolve() == Path(cfg.images).expanduser().resolve()
+                    and all(m in done for m in IMAGES_METRICS))
         if done.get("complete", True) and same:  # eval davis writes after each sequence, complete at the end
             return done
     if cfg.cached:
@@ -543,11 +558,13 @@ def score_row(cfg: BenchConfig, row: Row, score: Score, *, progress: bool,
     elif which == "knn":
         from vidssl.evaluation.knn import KnnEvalConfig, run_knn
 
-        run_knn(KnnEvalConfig(encoder=encoder, out=str(out), workers=1, seed=cfg.seed))
+        run_knn(KnnEvalConfig(encoder=encoder, data=cfg.images if score.images else "", out=str(out), workers=1,
+                              seed=cfg.seed))
     else:
         from vidssl.evaluation.linear import LinearEvalConfig, run_linear
 
-        run_linear(LinearEvalConfig(encoder=encoder, out=str(out), workers=1, seed=cfg.seed))
+        run_linear(LinearEvalConfig(encoder=encoder, data=cfg.images if score.images else "", out=str(out),
+                                    workers=1, seed=cfg.seed))
     return json.loads(results.read_text())
 
 
@@ -556,17 +573,24 @@ def score_row(cfg: BenchConfig, row: Row, score: Score, *, progress: bool,
 METRICS = {"davis": ("DAVIS", ("J&F", "J", "F")), "jhmdb": ("JHMDB", ("PCK@0.1", "PCK@0.2")),
            "synth": ("synth", ("J&F", "PCK@0.1", "PCK@0.2")), "knn": ("kNN", ("top1",)),
            "linear": ("linear", ("top1",)), "cycle": ("cycle", ("cycle J", "cycle accuracy"))}
-PLOTTED = ("DAVIS J&F", "JHMDB PCK@0.2", "synth J&F", "synth PCK@0.2", "kNN top-1", "linear top-1", "cycle J")
+IMAGES_METRICS = ("top1_balanced",)
+"""The table's metric of ``knn~images`` / ``linear~images``: an image folder of real crops is as
+unbalanced as the videos it was cut from, so its headline is the mean per-class accuracy (top-1,
+and the majority baseline, stay in the score's results)."""
+METRIC_NAMES = {"top1": "top-1", "top1_balanced": "balanced top-1"}
+PLOTTED = ("DAVIS J&F", "JHMDB PCK@0.2", "synth J&F", "synth PCK@0.2", "kNN top-1", "linear top-1",
+           "kNN balanced top-1 [images]", "linear balanced top-1 [images]", "cycle J")
 
 
 def column(key: str, metric: str) -> str:
     """A table column of score ``key`` (:meth:`Score.key`) and one of its metrics: ``DAVIS J&F``,
-    ``DAVIS J&F [default]``, ``DAVIS J&F [240p]``, ``kNN top-1``, ``cycle J``."""
+    ``DAVIS J&F [default]``, ``DAVIS J&F [240p]``, ``kNN top-1``, ``kNN balanced top-1 [images]``,
+    ``cycle J``."""
     which, _, rest = key.partition("@")
     which, _, preset = which.partition("~")
     size = rest
     label = METRICS[which][0]
-    name = metric if which == "cycle" else f"{label} {metric.replace('top1', 'top-1')}"
+    name = metric if which == "cycle" else f"{label} {METRIC_NAMES.get(metric, metric)}"
     tags = [t for t in (preset, f"{size}p" if size else "") if t]
     return f"{name} [{', '.join(tags)}]" if tags else name
 
@@ -575,7 +599,8 @@ def headline(scores: dict[str, Any]) -> dict[str, float | None]:
     """The numbers of one row's table line, by column (a score's metrics; absent: not scored)."""
     line: dict[str, float | None] = {}
     for key, result in scores.items():
-        for metric in METRICS[key.partition("@")[0].partition("~")[0]][1]:
+        which, _, tag = key.partition("@")[0].partition("~")
+        for metric in IMAGES_METRICS if tag == "images" else METRICS[which][1]:
             value = result.get(metric)
             line[column(key, metric)] = None if value is None else float(value)
     return line
@@ -745,10 +770,13 @@ def curves(record: dict[str, Any]) -> dict[str, Any]:
                 points = [(0.0, randoms[seed]), *points]
             run = record["training"].get(base if seed == (cfg.get("seeds") or [cfg["seed"]])[0] else
                                          f"{base}.s{seed}", {})
-            steps, per_step = run.get("steps"), run.get("pixels_per_step")
+            steps, per_step, cpu = run.get("steps"), run.get("pixels_per_step"), run.get("cpu_minutes")
             at = {0.0: 0, 1.0: steps, **(curve_steps_of(cfg, steps) if steps else {})}
+            # a point's CPU minutes: the run's, pro rata to its steps (a resumed run counts only what it ran)
             line = [{"fraction": f, "step": at.get(f), "row": n,
                      "mpx": at[f] * per_step / 1e6 if per_step and at.get(f) is not None else f * budget,
+                     "cpu_min": cpu * at[f] / steps if cpu and steps and at.get(f) is not None and
+                     not run.get("resumed") else None,
                      **{c: v for c, v in table.get(n, {}).items() if v is not None and c not in _COST}}
                     for f, n in points if table.get(n)]
             entry: dict[str, Any] = {"points": line}
@@ -793,13 +821,14 @@ def _curve_column(line: list[dict[str, Any]]) -> str:
 def curve_markdown(found: dict[str, Any]) -> str:
     parts = []
     for name, entry in found.items():
-        columns = _ordered({c for p in entry["points"] for c in p} - {"fraction", "mpx", "row"})
-        columns = [c for c in columns if c != "step"]
-        lines = [f"{name}:", "", "| budget | step | Mpx | " + " | ".join(columns) + " |",
-                 "|---:|---:|---:|" + "---:|" * len(columns)]
+        columns = _ordered({c for p in entry["points"] for c in p} - set(_POINT_KEYS))
+        lines = [f"{name}:", "", "| budget | step | Mpx | CPU min | " + " | ".join(columns) + " |",
+                 "|---:|---:|---:|---:|" + "---:|" * len(columns)]
         for p in entry["points"]:
             cells = [f"{p[c]:.3f}" if p.get(c) is not None else "" for c in columns]
-            lines.append(f"| {p['fraction']:g} | {p.get('step', '')} | {p['mpx']:.1f} | " + " | ".join(cells) + " |")
+            cpu = "" if p.get("cpu_min") is None else f"{p['cpu_min']:.1f}"
+            lines.append(f"| {p['fraction']:g} | {p.get('step', '')} | {p['mpx']:.1f} | {cpu} | " + " | ".join(cells)
+                         + " |")
         if "ranking" in entry:
             k = entry["ranking"]
 
@@ -814,9 +843,14 @@ def curve_markdown(found: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+_POINT_KEYS = ("fraction", "mpx", "row", "step", "cpu_min")  # a curve point's own keys, not scores
+CURVE_PLOTTED = ("DAVIS J&F", "JHMDB PCK@0.2", "cycle J")  # the curve panels (DAVIS: the curve's own column)
+
+
 def plot_curves(found: dict[str, Any], table: dict[str, dict[str, Any]], path: Path, *, title: str) -> Path | None:
-    """One panel per score the curves share: a line per recipe and seed against million pixels,
-    the baselines as horizontal lines."""
+    """The curves' main scores (DAVIS J&F at the curve's size, JHMDB PCK@0.2, cycle J), a line per
+    recipe and seed, the baselines as horizontal lines; against million encoder input pixels (top)
+    and training CPU minutes (bottom, where the runs recorded them)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -824,20 +858,26 @@ def plot_curves(found: dict[str, Any], table: dict[str, dict[str, Any]], path: P
 
     if not found:
         return None
-    columns = _ordered(set.intersection(*(set(p) for e in found.values() for p in e["points"]))
-                       - {"fraction", "mpx", "row", "step"})
+    shared = set.intersection(*(set(p) for e in found.values() for p in e["points"])) - set(_POINT_KEYS)
+    davis = _curve_column([p for e in found.values() for p in e["points"]])
+    columns = [c for c in (davis, *CURVE_PLOTTED[1:]) if c in shared] or _ordered(shared)
     if not columns:
         return None
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.6), squeeze=False)
-    for ax, c in zip(axes[0], columns, strict=True):
-        for name, entry in found.items():
-            ax.plot([p["mpx"] for p in entry["points"]], [p[c] for p in entry["points"]], marker="o", label=name)
-        for base, style in (("pixels", "--"), ("copy", ":")):
-            if table.get(base, {}).get(c) is not None:
-                ax.axhline(table[base][c], linestyle=style, color="gray", label=base)
-        ax.set_xlabel("encoder input pixels (millions)")
-        ax.set_title(c, fontsize=9)
-        ax.grid(alpha=0.3)
+    axes_x = [("mpx", "encoder input pixels (millions)")]
+    if all(p.get("cpu_min") is not None for e in found.values() for p in e["points"]):
+        axes_x.append(("cpu_min", "training CPU minutes (pro rata to steps)"))
+    fig, axes = plt.subplots(len(axes_x), len(columns), figsize=(4.8 * len(columns), 3.6 * len(axes_x)),
+                             squeeze=False)
+    for (x, label), row_axes in zip(axes_x, axes, strict=True):
+        for ax, c in zip(row_axes, columns, strict=True):
+            for name, entry in found.items():
+                ax.plot([p[x] for p in entry["points"]], [p[c] for p in entry["points"]], marker="o", label=name)
+            for base, style in (("pixels", "--"), ("copy", ":")):
+                if table.get(base, {}).get(c) is not None:
+                    ax.axhline(table[base][c], linestyle=style, color="gray", label=base)
+            ax.set_xlabel(label)
+            ax.set_title(c, fontsize=9)
+            ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -845,6 +885,7 @@ def plot_curves(found: dict[str, Any], table: dict[str, dict[str, Any]], path: P
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
 
 def bench_command(cfg: BenchConfig) -> str:
     """``vidssl bench key=value ...`` that re-creates ``cfg`` (the keys that are not defaults)."""
@@ -880,6 +921,19 @@ def _now() -> str:
 
 
 
+def images_floor(record: dict[str, Any]) -> str:
+    """One sentence under the table when it has ``[images]`` columns: what they are, and what a
+    constant guess scores there (the same for every row: it depends on the labels alone)."""
+    done = next((r for s in record["scores"].values() for k, r in s.items() if k.endswith("~images")
+                 and "majority" in r), None)
+    if done is None:
+        return ""
+    return (f"`[images]`: mean per-class accuracy (balanced top-1) on `{done['data']}` ({done['num_val']} val images, "
+            f"{done['num_classes']} classes); always naming train's largest class ({done['majority_class']!r}) "
+            f"scores {done['majority_balanced']:.3f} balanced and {done['majority']:.3f} top-1, and val's largest "
+            f"class holds {done['largest_val_share']:.3f} of it. Plain top-1 is in each score's results.")
+
+
 def section(record: dict[str, Any], *, level: int = 2) -> str:
     """The Markdown of one results record: heading, provenance, tables, training commands."""
     cfg = record["config"]
@@ -890,6 +944,9 @@ def section(record: dict[str, Any], *, level: int = 2) -> str:
              f"Made by `{record['command']}` on {record['machine']}, {record['date']} "
              f"(results file `{record['results']}`, plot `{record['plot'] or 'none: nothing scored'}`).", "",
              markdown_table(ends)]
+    floor = images_floor(record)
+    if floor:
+        lines += ["", floor]
     stats = seed_markdown(record.get("seeds", {}))
     if stats:
         lines += ["", "Over seeds (mean ± standard deviation of the end rows; `random`: its initialisations):", "",
