@@ -523,6 +523,8 @@ def score_row(cfg: BenchConfig, row: Row, score: Score, *, progress: bool,
         if score.images:  # scored on another folder, or before the balanced figure: computed again
             same = (same and Path(done.get("data", "")).resolve() == Path(cfg.images).expanduser().resolve()
                     and all(m in done for m in IMAGES_METRICS))
+        if which == "cycle":  # scored before the colour gain existed: computed again (seconds)
+            same = same and "colour gain" in done
         if done.get("complete", True) and same:  # eval davis writes after each sequence, complete at the end
             return done
     if cfg.cached:
@@ -572,14 +574,14 @@ def score_row(cfg: BenchConfig, row: Row, score: Score, *, progress: bool,
 
 METRICS = {"davis": ("DAVIS", ("J&F", "J", "F")), "jhmdb": ("JHMDB", ("PCK@0.1", "PCK@0.2")),
            "synth": ("synth", ("J&F", "PCK@0.1", "PCK@0.2")), "knn": ("kNN", ("top1",)),
-           "linear": ("linear", ("top1",)), "cycle": ("cycle", ("cycle J", "cycle accuracy"))}
+           "linear": ("linear", ("top1",)), "cycle": ("cycle", ("colour gain", "cycle J", "cycle accuracy"))}
 IMAGES_METRICS = ("top1_balanced",)
 """The table's metric of ``knn~images`` / ``linear~images``: an image folder of real crops is as
 unbalanced as the videos it was cut from, so its headline is the mean per-class accuracy (top-1,
 and the majority baseline, stay in the score's results)."""
 METRIC_NAMES = {"top1": "top-1", "top1_balanced": "balanced top-1"}
 PLOTTED = ("DAVIS J&F", "JHMDB PCK@0.2", "synth J&F", "synth PCK@0.2", "kNN top-1", "linear top-1",
-           "kNN balanced top-1 [images]", "linear balanced top-1 [images]", "cycle J")
+           "kNN balanced top-1 [images]", "linear balanced top-1 [images]", "colour gain", "cycle J")
 
 
 def column(key: str, metric: str) -> str:
@@ -781,28 +783,34 @@ def curves(record: dict[str, Any]) -> dict[str, Any]:
                     for f, n in points if table.get(n)]
             entry: dict[str, Any] = {"points": line}
             target = _curve_column(line)
-            have = [p for p in line if p.get("cycle J") is not None and p.get(target) is not None]
-            if target and len(have) >= 3:
-                trained = [p for p in have if p["fraction"] > 0]
-                chosen = max(trained, key=lambda p: p["cycle J"])
-                best = max(trained, key=lambda p: p[target])
-                entry["ranking"] = {"column": target, "spearman": _rho(have, target),
-                                    "spearman_trained": _rho(trained, target),
-                                    "chosen": chosen["row"], "best": best["row"],
-                                    "lost": best[target] - chosen[target]}
+            for signal in LABEL_FREE:
+                have = [p for p in line if p.get(signal) is not None and p.get(target) is not None]
+                if target and len(have) >= 3:
+                    trained = [p for p in have if p["fraction"] > 0]
+                    chosen = max(trained, key=lambda p: p[signal])
+                    best = max(trained, key=lambda p: p[target])
+                    entry.setdefault("rankings", {})[signal] = {
+                        "signal": signal, "column": target, "spearman": _rho(have, target, signal),
+                        "spearman_trained": _rho(trained, target, signal), "chosen": chosen["row"],
+                        "best": best["row"], "lost": best[target] - chosen[target]}
+            if entry.get("rankings"):  # the one keep_best uses where it was scored
+                entry["ranking"] = next(iter(entry["rankings"].values()))
             first = (cfg.get("seeds") or [cfg["seed"]])[0]
             out[base if seed == first else f"{base}.s{seed}"] = entry
     return out
 
 
-def _rho(points: list[dict[str, Any]], column: str) -> float | None:
-    """Spearman's rho of the cycle score against ``column`` over ``points``; None for fewer than 3
-    points or a constant score (which ranks nothing)."""
+LABEL_FREE = ("colour gain", "cycle J")  # the label-free scores a curve is ranked by; keep_best's first
+
+
+def _rho(points: list[dict[str, Any]], column: str, signal: str = "cycle J") -> float | None:
+    """Spearman's rho of the label-free ``signal`` against ``column`` over ``points``; None for
+    fewer than 3 points or a constant score (which ranks nothing)."""
     from scipy.stats import spearmanr
 
     if len(points) < 3:
         return None
-    value = float(spearmanr([p["cycle J"] for p in points], [p[column] for p in points]).statistic)
+    value = float(spearmanr([p[signal] for p in points], [p[column] for p in points]).statistic)
     return None if math.isnan(value) else value
 
 
@@ -829,13 +837,12 @@ def curve_markdown(found: dict[str, Any]) -> str:
             cpu = "" if p.get("cpu_min") is None else f"{p['cpu_min']:.1f}"
             lines.append(f"| {p['fraction']:g} | {p.get('step', '')} | {p['mpx']:.1f} | {cpu} | " + " | ".join(cells)
                          + " |")
-        if "ranking" in entry:
-            k = entry["ranking"]
+        def shown(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:+.2f}"
 
-            def shown(value: float | None) -> str:
-                return "n/a" if value is None else f"{value:+.2f}"
-
-            lines += ["", f"The cycle score ranks these points against {k['column']} with Spearman's rho "
+        rankings = entry.get("rankings") or ({"cycle J": entry["ranking"]} if "ranking" in entry else {})
+        for signal, k in rankings.items():
+            lines += ["", f"{signal} ranks these points against {k['column']} with Spearman's rho "
                           f"{shown(k['spearman'])} ({shown(k.get('spearman_trained'))} without the initialisation); "
                           f"of the trained points it prefers {k['chosen']}, the best is {k['best']}: "
                           f"{k['lost']:.3f} J&F lost by its choice."]
@@ -844,11 +851,12 @@ def curve_markdown(found: dict[str, Any]) -> str:
 
 
 _POINT_KEYS = ("fraction", "mpx", "row", "step", "cpu_min")  # a curve point's own keys, not scores
-CURVE_PLOTTED = ("DAVIS J&F", "JHMDB PCK@0.2", "cycle J")  # the curve panels (DAVIS: the curve's own column)
+# the curve panels (DAVIS: the curve's own column)
+CURVE_PLOTTED = ("DAVIS J&F", "JHMDB PCK@0.2", "colour gain", "cycle J")
 
 
 def plot_curves(found: dict[str, Any], table: dict[str, dict[str, Any]], path: Path, *, title: str) -> Path | None:
-    """The curves' main scores (DAVIS J&F at the curve's size, JHMDB PCK@0.2, cycle J), a line per
+    """The curves' main scores (DAVIS J&F at the curve's size, JHMDB PCK@0.2, the label-free scores), a line per
     recipe and seed, the baselines as horizontal lines; against million encoder input pixels (top)
     and training CPU minutes (bottom, where the runs recorded them)."""
     import matplotlib

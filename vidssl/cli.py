@@ -330,8 +330,9 @@ def _run_eval_cycle(cfg: Any) -> int:
     from vidssl.evaluation.cycle import evaluate_cycle
 
     r = evaluate_cycle(cfg)
-    print(f"round trip of {r['clips']} clips of {len(r['videos'])} videos: cycle J {r['cycle J']:.3f}, "
-          f"cycle accuracy {r['cycle accuracy']:.3f}; wrote {cfg.out}/results.json")
+    gain = "n/a (no colour changed)" if r["colour gain"] is None else f"{r['colour gain']:.3f}"
+    print(f"{r['clips']} clips of {len(r['videos'])} videos: colour gain {gain}; round trip: cycle J "
+          f"{r['cycle J']:.3f}, cycle accuracy {r['cycle accuracy']:.3f}; wrote {cfg.out}/results.json")
     return 0
 
 
@@ -413,7 +414,7 @@ COMMANDS: dict[str, Command] = {
         _eval_synth_config, _run_eval_synth, "root",
     ),
     "eval cycle": Command(
-        "label-free: regions of a clip's first frame propagated out and back; how many come home (cycle J)",
+        "label-free: a gray clip's first colour carried forward (colour gain); regions out and back (cycle J)",
         _eval_cycle_config, _run_eval_cycle, "root",
     ),
     "bench": Command(

@@ -13,7 +13,7 @@ import torch
 
 from vidssl.cli import main
 from vidssl.data.index import VideoInfo, held_out
-from vidssl.evaluation.cycle import clip_starts, cycle_clip, regions, score_return
+from vidssl.evaluation.cycle import chroma, clip_starts, colour_clip, colour_gain, cycle_clip, regions, score_return
 from vidssl.propagation.propagate import PropagationConfig
 
 
@@ -63,6 +63,48 @@ def test_the_round_trip_comes_home_when_frames_correspond_and_not_when_they_do_n
     assert static == {"J": 1.0, "accuracy": 1.0}
     assert moving["J"] > 0.95  # a cell a frame, every cell still in view (the texture wraps around)
     assert unrelated["J"] < 0.5 and unrelated["accuracy"] < 0.6  # nothing corresponds: the regions are lost
+
+
+class PlaceFeatures:
+    """Where a cell is, not what it shows: one-hot of its position, so every cell matches itself."""
+
+    stride, device, dtype, name = 8, torch.device("cpu"), torch.float32, "places"
+
+    def __call__(self, frames: np.ndarray) -> torch.Tensor:
+        h, w = frames.shape[1] // 8, frames.shape[2] // 8
+        return torch.eye(h * w).view(1, h, w, h * w).expand(len(frames), -1, -1, -1)
+
+
+def _coloured(rng: np.random.Generator) -> np.ndarray:
+    """A texture whose cells differ in lightness (what the gray frames keep) and in colour."""
+    return np.kron(rng.integers(0, 256, (24, 32, 3)), np.ones((4, 4, 1))).astype(np.uint8)
+
+
+def test_colour_gain_is_one_for_true_correspondence_zero_for_staying_put_and_negative_for_wrong() -> None:
+    rng = np.random.default_rng(1)
+    base = _coloured(rng)
+    moving = np.stack([np.roll(base, 8 * t, axis=1) for t in range(5)])  # a cell a frame, wrapping around
+    settings = PropagationConfig(encoder="pixels", radius=0, topk=1)
+    tracked = colour_clip(moving, PatchFeatures(), settings)
+    assert tracked["stayed"] > 0.05 and tracked["moved"] < 0.01 * tracked["stayed"]
+    assert colour_gain([tracked]) > 0.99
+    put = colour_clip(moving, PlaceFeatures(), settings)  # the round trip's blind spot scores 0 here
+    assert colour_gain([put]) == pytest.approx(0.0, abs=1e-6) and put["stayed"] == pytest.approx(tracked["stayed"])
+    unrelated = np.stack([base, *[_coloured(rng) for _ in range(4)]])
+    assert colour_gain([colour_clip(unrelated, PatchFeatures(), settings)]) < 0.2
+    assert colour_gain([colour_clip(np.stack([base] * 3), PatchFeatures(), settings)]) is None  # nothing changed
+    # the colour is what the encoder never sees: it is given the gray frames
+    seen = []
+
+    class Spy(PatchFeatures):
+        def __call__(self, frames: np.ndarray) -> torch.Tensor:
+            seen.append(frames)
+            return super().__call__(frames)
+
+    colour_clip(moving, Spy(), settings)
+    assert (seen[0] == seen[0][..., :1]).all()
+    ab = chroma(moving, 12, 16)
+    assert ab.shape == (5, 2, 12, 16) and torch.allclose(ab[1], torch.roll(ab[0], 1, dims=2), atol=1e-5)
 
 
 def test_clip_starts_spread_over_the_video() -> None:
@@ -137,8 +179,8 @@ def test_training_validates_on_held_out_videos_and_keeps_the_best(val_run, monke
     rows = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2, 3]  # the start, the snapshot, every 2nd, the end
     best = json.loads((out / "best" / "best.json").read_text())
-    assert best["cycle_J"] == max(r["cycle_J"] for r in rows)
-    assert best["step"] == next(r["step"] for r in rows if r["cycle_J"] == best["cycle_J"])
+    assert best["colour_gain"] == max(r["colour_gain"] for r in rows)  # keep_best follows the colour gain
+    assert best["step"] == next(r["step"] for r in rows if r["colour_gain"] == best["colour_gain"])
     assert load_encoder(out / "best" / "encoder.safetensors") is not None
     assert (out / "snapshots" / "step_000001.safetensors").exists()
 
@@ -156,6 +198,7 @@ def test_training_validates_on_held_out_videos_and_keeps_the_best(val_run, monke
                  f"out={out / 'cycle'}"]) == 0
     scored = json.loads((out / "cycle" / "results.json").read_text())
     assert set(scored["videos"]) == held and scored["cycle J"] == pytest.approx(rows[-1]["cycle_J"], abs=1e-6)
+    assert scored["colour gain"] == pytest.approx(rows[-1]["colour_gain"], abs=1e-6)
 
     # a resumed, extended run keeps the rows up to its checkpoint and adds the new ones once
     train(dataclasses.replace(cfg, steps=5, resume=True), method_cfg)

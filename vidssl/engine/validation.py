@@ -1,12 +1,13 @@
 """Label-free validation during training (``vidssl train val_every=N``), and encoder snapshots.
 
 Every ``val_every`` steps, at the start, at every ``snapshots`` step and at the end, the main
-process scores the training encoder with the cycle score of ``vidssl eval cycle``
+process scores the training encoder with the label-free scores of ``vidssl eval cycle``
 (:mod:`vidssl.evaluation.cycle`) on ``val_videos`` videos of the training folder that the loader
 held out (:func:`vidssl.data.index.held_out`): no labels, so a user training on their own videos
-can see when correspondence stops improving and, with ``keep_best``, keep the encoder the score
-prefers (``OUT/best/encoder.safetensors`` and ``OUT/best/best.json``). Scores go to
-``OUT/val.jsonl`` and TensorBoard (``val/cycle_J``, ``val/cycle_accuracy``). A resumed run keeps
+can see when correspondence stops improving and, with ``keep_best``, keep the encoder whose
+``colour gain`` is highest (``OUT/best/encoder.safetensors`` and ``OUT/best/best.json``; the round
+trip's ``cycle J`` is logged beside it, but it did not follow learning on real clips). Scores go to
+``OUT/val.jsonl`` and TensorBoard (``val/colour_gain``, ``val/cycle_J``, ``val/cycle_accuracy``). A resumed run keeps
 the rows and the best encoder up to the step it resumes from. Validation reads a copy of the
 encoder and draws no random numbers: how often a run validates never changes its weights (holding
 videos out does: ``val_every`` alone holds out 4, :func:`vidssl.engine.config.held_out_count`).
@@ -31,7 +32,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCORE = "cycle J"  # what keep_best maximises
+SCORE = "colour_gain"  # what keep_best maximises (a val.jsonl key)
+
+
+def _value(row: dict[str, Any]) -> float:
+    """``row``'s :data:`SCORE`; -inf where it has none (a row of a run before the score existed, or
+    a clip set where no colour changed)."""
+    value = row.get(SCORE)
+    return float("-inf") if value is None else float(value)
 
 
 def snapshot_path(out: Path, step: int) -> Path:
@@ -80,7 +88,7 @@ class Validator:
                     # kept after the checkpoint resumed from: the steps after it are trained again, bit for bit,
                     # so that encoder is found (and written) again; until then the bar is the best kept row
                     rows = [json.loads(r) for r in kept]
-                    self.best = max(rows, key=lambda r: r["cycle_J"]) if rows else None
+                    self.best = max(rows, key=_value) if rows else None
             except (ValueError, KeyError, TypeError):
                 log.warning("%s: not a best-checkpoint record; the next score starts a new best", record)
 
@@ -89,7 +97,8 @@ class Validator:
         return self.enabled and (step % cfg.val_every == 0 or step in cfg.snapshots or step == cfg.steps)
 
     def __call__(self, step: int, encoder: Encoder) -> dict[str, float]:
-        """Score ``encoder`` at ``step``; returns what was logged (``cycle_J``, ``cycle_accuracy``)."""
+        """Score ``encoder`` at ``step``; returns what was logged (``colour_gain``, ``cycle_J``,
+        ``cycle_accuracy``; a colour gain of None, no colour changed in the clips, is left out)."""
         from vidssl.evaluation.cycle import CycleConfig, encoder_extractor, score_videos
 
         cfg, clip = self.cfg, CycleConfig()  # eval cycle's clips, cut at the training's val_size
@@ -97,19 +106,21 @@ class Validator:
         extractor = encoder_extractor(encoder, self.settings, gray=self.gray, device=self.device)
         scores = score_videos(self.videos, extractor, self.settings, clips=clip.clips, frames=clip.frames,
                               gap=clip.gap, cells=clip.cells, size=cfg.val_size, backend=cfg.backend)
-        row = {"step": step, "cycle_J": scores["cycle J"], "cycle_accuracy": scores["cycle accuracy"],
-               "clips": scores["clips"], "seconds": round(time.perf_counter() - start, 1)}
+        row = {"step": step, "colour_gain": scores["colour gain"], "cycle_J": scores["cycle J"],
+               "cycle_accuracy": scores["cycle accuracy"], "clips": scores["clips"],
+               "seconds": round(time.perf_counter() - start, 1)}
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        log.info("step %d: validation cycle J %.4f (accuracy %.4f) on %d held-out clips, %.0f s", step,
-                 row["cycle_J"], row["cycle_accuracy"], row["clips"], row["seconds"])
-        if cfg.keep_best and (self.best is None or row["cycle_J"] > self.best["cycle_J"]):
+        gain = "n/a" if row["colour_gain"] is None else f"{row['colour_gain']:.4f}"
+        log.info("step %d: validation colour gain %s, cycle J %.4f (accuracy %.4f) on %d held-out clips, %.0f s",
+                 step, gain, row["cycle_J"], row["cycle_accuracy"], row["clips"], row["seconds"])
+        if cfg.keep_best and row["colour_gain"] is not None and (self.best is None or _value(row) > _value(self.best)):
             from vidssl.export import save_encoder
 
             self.best_dir.mkdir(parents=True, exist_ok=True)
             save_encoder(encoder, self.best_dir / "encoder.safetensors",
                          metadata={"method": cfg.method, "steps": step, "input": "gray" if self.gray else "rgb",
                                    "why": f"best validation {SCORE}"})
-            self.best = {"step": step, "cycle_J": row["cycle_J"], "cycle_accuracy": row["cycle_accuracy"]}
+            self.best = {"step": step, **{k: row[k] for k in ("colour_gain", "cycle_J", "cycle_accuracy")}}
             atomic_write_json(self.best_dir / "best.json", self.best)
-        return {"cycle_J": row["cycle_J"], "cycle_accuracy": row["cycle_accuracy"]}
+        return {k: row[k] for k in ("colour_gain", "cycle_J", "cycle_accuracy") if row[k] is not None}

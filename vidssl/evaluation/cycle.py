@@ -19,10 +19,21 @@ spread evenly over it. With ``held_out`` N, the videos are the N of ``root`` tha
 val_videos=N`` keeps out of training (:func:`vidssl.data.index.held_out`); with 0, every video.
 
 What it cannot see (a caution for reading it): a feature that encodes only *where* a cell is, not
-what it shows, maps every cell to itself and returns perfectly; so does a static video. The score
-ranks checkpoints and methods by how well their correspondence survives a round trip, which is
-what propagation needs; BENCHMARKS.md ("label-free signal") measures how well it ranks them
-against DAVIS J&F.
+what it shows, maps every cell to itself and returns perfectly; so does a static video. Measured on
+real clips (BENCHMARKS.md, "label-free"), it barely moves while an encoder learns: random and
+trained ResNets score alike, whatever the number of regions.
+
+So the same clips give a second score, the one ``keep_best`` uses: ``colour gain``. The clip is
+shown to the encoder in gray, and the colour of its first frame (Lab a and b, averaged per feature
+cell) is carried forward through it with the same propagation, as Vondrick et al.'s colorization
+tracks; at every later frame the carried colour is compared with the frame's own. ``colour gain`` =
+1 - (error of the carried colour) / (error of leaving frame 0's colour where it was), summed over
+all clips' frames: 0 for a feature that stays put (the round trip's blind spot), 1 for perfect
+correspondence, below 0 for a feature that moves colour to the wrong places. Colour is what the
+gray frames hide, so no encoder can match it directly (``pixels``, reading the gray frames' Lab,
+matches lightness only). It is colorization's own training task, so it flatters colorization
+across methods; within one run, the use ``keep_best`` makes of it, it is measured against DAVIS in
+BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from vidssl.config import ConfigError, option
 from vidssl.propagation.propagate import PropagationConfig, propagate
@@ -100,6 +112,42 @@ def cycle_clip(frames: np.ndarray, extractor: FeatureExtractor, settings: Propag
     return score_return(start, returned)
 
 
+def chroma(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """(T, 2, height, width): the Lab a and b of (T, H, W, 3) uint8 RGB ``frames`` averaged over
+    each cell of a ``height`` x ``width`` grid, scaled to about [0, 1]."""
+    import cv2
+
+    lab = np.stack([cv2.cvtColor(f.astype(np.float32) / 255, cv2.COLOR_RGB2LAB) for f in frames])
+    ab = torch.from_numpy(np.ascontiguousarray(lab[..., 1:])).permute(0, 3, 1, 2)
+    return F.adaptive_avg_pool2d(ab, (height, width)) / 256 + 0.5
+
+
+def colour_clip(frames: np.ndarray, extractor: FeatureExtractor, settings: PropagationConfig) -> dict[str, float]:
+    """Frame 0's colour (:func:`chroma` on the encoder's grid) carried forward through the clip
+    ((T, H, W, 3) uint8 RGB) by the propagation over the features of its gray frames; the mean
+    absolute errors, summed over frames 1..T-1, of the carried colour (``moved``) and of frame 0's
+    colour left in place (``stayed``) against each frame's own."""
+    import cv2
+
+    gray = np.repeat(np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames])[..., None], 3, axis=-1)
+    features = _Computed(extractor, extractor(gray))
+    truth = chroma(frames, *features.maps.shape[1:3]).to(features.device)
+    order = [np.array(i) for i in range(len(frames))]
+    moved = stayed = 0.0
+    for t, (_, labels) in enumerate(propagate(order, truth[0], features, settings=settings)):
+        if t:
+            moved += float((labels - truth[t]).abs().mean())
+            stayed += float((truth[0] - truth[t]).abs().mean())
+    return {"moved": moved, "stayed": stayed}
+
+
+def colour_gain(clips: list[dict[str, float]]) -> float | None:
+    """1 - the summed error of the carried colour / that of staying put (:func:`colour_clip`s);
+    None where no colour changed (a static or colourless clip ranks nothing)."""
+    stayed = sum(c["stayed"] for c in clips)
+    return 1 - sum(c["moved"] for c in clips) / stayed if stayed > 0 else None
+
+
 class _Computed:
     """A feature extractor over maps already computed: called with frame indices, it returns theirs."""
 
@@ -146,19 +194,23 @@ def score_videos(videos: list[VideoInfo], extractor: FeatureExtractor, settings:
         try:
             reader = open_video(info.path, backend=backend, size=size or None)
             try:
-                got = [cycle_clip(reader.get_frames(range(s, s + (frames - 1) * gap + 1, gap)), extractor, settings,
-                                  cells=cells) for s in starts]
+                got = []
+                for s in starts:
+                    clip = reader.get_frames(range(s, s + (frames - 1) * gap + 1, gap))
+                    got.append({**cycle_clip(clip, extractor, settings, cells=cells),
+                                **colour_clip(clip, extractor, settings)})
             finally:
                 reader.close()
         except VideoReadError as err:
             log.warning("cycle: %s; skipped", err)
             continue
         clip_scores += got
-        per_video[Path(info.path).name] = {k: float(np.mean([g[k] for g in got])) for k in ("J", "accuracy")}
+        per_video[Path(info.path).name] = {**{k: float(np.mean([g[k] for g in got])) for k in ("J", "accuracy")},
+                                           "colour gain": colour_gain(got)}
     if not clip_scores:
         raise ValueError(f"no clip of {frames} frames {gap} apart fits any of the {len(videos)} videos; "
                          "give fewer frames= or a smaller gap=")
-    return {"cycle J": float(np.mean([c["J"] for c in clip_scores])),
+    return {"colour gain": colour_gain(clip_scores), "cycle J": float(np.mean([c["J"] for c in clip_scores])),
             "cycle accuracy": float(np.mean([c["accuracy"] for c in clip_scores])),
             "clips": len(clip_scores), "per_video": per_video}
 
