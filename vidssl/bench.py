@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import logging
 import math
 import os
 import platform
@@ -61,6 +62,8 @@ from vidssl.engine.config import TrainConfig
 from vidssl.engine.validation import snapshot_path
 from vidssl.files import atomic_write_json, atomic_write_text
 from vidssl.methods.base import Method
+
+log = logging.getLogger(__name__)
 
 BASELINES = ("copy", "pixels", "random")
 EVALS = ("synth", "davis", "jhmdb", "knn", "linear", "cycle")
@@ -523,9 +526,11 @@ def score_row(cfg: BenchConfig, row: Row, score: Score, *, progress: bool,
         if score.images:  # scored on another folder, or before the balanced figure: computed again
             same = (same and Path(done.get("data", "")).resolve() == Path(cfg.images).expanduser().resolve()
                     and all(m in done for m in IMAGES_METRICS))
-        if which == "cycle":  # scored before the colour gain existed: computed again (seconds)
-            same = same and "colour gain" in done
-        if done.get("complete", True) and same:  # eval davis writes after each sequence, complete at the end
+        stale = which == "cycle" and "colour gain" not in done  # scored before the colour gain: computed again
+        if done.get("complete", True) and same and (not stale or cfg.cached):  # eval davis: complete at the end
+            if stale:
+                log.warning("%s: no colour gain (scored before it existed); a run without cached=true rescores it",
+                            results)
             return done
     if cfg.cached:
         return None
@@ -581,7 +586,7 @@ unbalanced as the videos it was cut from, so its headline is the mean per-class 
 and the majority baseline, stay in the score's results)."""
 METRIC_NAMES = {"top1": "top-1", "top1_balanced": "balanced top-1"}
 PLOTTED = ("DAVIS J&F", "JHMDB PCK@0.2", "synth J&F", "synth PCK@0.2", "kNN top-1", "linear top-1",
-           "kNN balanced top-1 [images]", "linear balanced top-1 [images]", "colour gain", "cycle J")
+           "kNN balanced top-1 [images]", "linear balanced top-1 [images]", "cycle J")  # colour gain < 0 is no bar
 
 
 def column(key: str, metric: str) -> str:

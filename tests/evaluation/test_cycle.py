@@ -80,7 +80,20 @@ def _coloured(rng: np.random.Generator) -> np.ndarray:
     return np.kron(rng.integers(0, 256, (24, 32, 3)), np.ones((4, 4, 1))).astype(np.uint8)
 
 
-def test_colour_gain_is_one_for_true_correspondence_zero_for_staying_put_and_negative_for_wrong() -> None:
+class SmoothPlaceFeatures(PlaceFeatures):
+    """Where a cell is, blurred: a Gaussian bump over the grid per cell, so the default protocol's
+    top-10 average smooths the colour it carries (a blur beats the sharp colour on mean error)."""
+
+    def __call__(self, frames: np.ndarray) -> torch.Tensor:
+        h, w = frames.shape[1] // 8, frames.shape[2] // 8
+        yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+        cells = torch.stack([yy.flatten(), xx.flatten()], 1)
+        bumps = torch.exp(-torch.cdist(cells, cells) ** 2 / (2 * 2.0**2))
+        bumps = torch.nn.functional.normalize(bumps, dim=1)
+        return bumps.view(1, h, w, h * w).expand(len(frames), -1, -1, -1)
+
+
+def test_colour_gain_is_one_for_true_correspondence_zero_for_staying_put_and_low_for_unrelated_frames() -> None:
     rng = np.random.default_rng(1)
     base = _coloured(rng)
     moving = np.stack([np.roll(base, 8 * t, axis=1) for t in range(5)])  # a cell a frame, wrapping around
@@ -93,6 +106,11 @@ def test_colour_gain_is_one_for_true_correspondence_zero_for_staying_put_and_neg
     unrelated = np.stack([base, *[_coloured(rng) for _ in range(4)]])
     assert colour_gain([colour_clip(unrelated, PatchFeatures(), settings)]) < 0.2
     assert colour_gain([colour_clip(np.stack([base] * 3), PatchFeatures(), settings)]) is None  # nothing changed
+    # staying put scores 0 however smooth the feature, under every protocol (the default one averages
+    # the top 10 of a single first frame: without the static baseline a blur alone scored 0.22 here)
+    for protocol in (PropagationConfig(encoder="pixels"), PropagationConfig(encoder="pixels", preset="crw")):
+        blurred = colour_clip(moving, SmoothPlaceFeatures(), protocol)
+        assert blurred["stayed"] > 0 and colour_gain([blurred]) == pytest.approx(0.0, abs=1e-6)
     # the colour is what the encoder never sees: it is given the gray frames
     seen = []
 
@@ -204,6 +222,24 @@ def test_training_validates_on_held_out_videos_and_keeps_the_best(val_run, monke
     train(dataclasses.replace(cfg, steps=5, resume=True), method_cfg)
     rows = [json.loads(line)["step"] for line in (out / "val.jsonl").read_text().splitlines()]
     assert rows == [0, 1, 2, 3, 4, 5]
+    assert json.loads((out / "best" / "best.json").read_text())["by"] == "colour_gain"
+
+
+def test_keep_best_by_the_round_trip_and_a_best_chosen_by_another_score(val_run, caplog) -> None:
+    from vidssl.engine.trainer import train
+
+    cfg, method_cfg = val_run
+    out = train(dataclasses.replace(cfg, keep_best_by="cycle_J", out=f"{cfg.out}_J"), method_cfg)
+    rows = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
+    best = json.loads((out / "best" / "best.json").read_text())
+    assert best["by"] == "cycle_J" and best["cycle_J"] == max(r["cycle_J"] for r in rows)
+    # a best.json of a run from before the colour gain (no colour_gain) is not the bar of the new score
+    out = train(cfg, method_cfg)
+    (out / "best" / "best.json").write_text(json.dumps({"step": 1, "cycle_J": 2.0, "cycle_accuracy": 1.0}))
+    with caplog.at_level("WARNING"):
+        train(dataclasses.replace(cfg, steps=5, resume=True), method_cfg)
+    assert "chosen by another score than colour_gain" in caplog.text
+    assert json.loads((out / "best" / "best.json").read_text())["by"] == "colour_gain"
 
 
 def held_out_names(cfg) -> set[str]:

@@ -91,6 +91,9 @@ class TrainConfig:
     val_size: int = option(256, "with val_every: short side of the validation frames", min=16)
     keep_best: bool = option(False, "with val_every: keep OUT/best/encoder.safetensors, the encoder of the best "
                                     "validation score (OUT/best/best.json says which step)")
+    keep_best_by: Literal["colour_gain", "cycle_J"] = option(
+        "colour_gain", "with keep_best: the score it maximises (colour_gain: measured against DAVIS on "
+        "colorization only; cycle_J: the round trip)")
 
 
 ENGINE_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))

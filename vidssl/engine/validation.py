@@ -5,9 +5,10 @@ process scores the training encoder with the label-free scores of ``vidssl eval 
 (:mod:`vidssl.evaluation.cycle`) on ``val_videos`` videos of the training folder that the loader
 held out (:func:`vidssl.data.index.held_out`): no labels, so a user training on their own videos
 can see when correspondence stops improving and, with ``keep_best``, keep the encoder whose
-``colour gain`` is highest (``OUT/best/encoder.safetensors`` and ``OUT/best/best.json``; the round
-trip's ``cycle J`` is logged beside it, but it did not follow learning on real clips). Scores go to
-``OUT/val.jsonl`` and TensorBoard (``val/colour_gain``, ``val/cycle_J``, ``val/cycle_accuracy``). A resumed run keeps
+``colour gain`` (with ``keep_best_by=cycle_J``: round-trip score) is highest
+(``OUT/best/encoder.safetensors`` and ``OUT/best/best.json``; the round trip's ``cycle J`` is logged
+beside it, but it did not follow learning on real clips). Scores go to ``OUT/val.jsonl`` and
+TensorBoard (``val/colour_gain``, ``val/cycle_J``, ``val/cycle_accuracy``). A resumed run keeps
 the rows and the best encoder up to the step it resumes from. Validation reads a copy of the
 encoder and draws no random numbers: how often a run validates never changes its weights (holding
 videos out does: ``val_every`` alone holds out 4, :func:`vidssl.engine.config.held_out_count`).
@@ -32,13 +33,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCORE = "colour_gain"  # what keep_best maximises (a val.jsonl key)
+SCORES = ("colour_gain", "cycle_J", "cycle_accuracy")  # the val.jsonl keys of a score
 
 
-def _value(row: dict[str, Any]) -> float:
-    """``row``'s :data:`SCORE`; -inf where it has none (a row of a run before the score existed, or
-    a clip set where no colour changed)."""
-    value = row.get(SCORE)
+def _value(row: dict[str, Any], score: str) -> float:
+    """``row``'s ``score``; -inf where it has none (a row of a run before the score existed, or a
+    clip set where no colour changed)."""
+    value = row.get(score)
     return float("-inf") if value is None else float(value)
 
 
@@ -73,6 +74,8 @@ class Validator:
         self.path = self.out / "val.jsonl"
         self.best_dir = self.out / "best"
         self.best: dict[str, Any] | None = None
+        self.score = cfg.keep_best_by
+        self.warned = False
         if not self.enabled:
             return
         kept = _kept_rows(self.path, step)  # the steps after a resumed checkpoint are trained (and scored) again
@@ -82,13 +85,16 @@ class Validator:
         if record.exists():
             try:
                 best = json.loads(record.read_text())
-                if int(best["step"]) <= step:
+                if best.get(self.score) is None:
+                    log.warning("%s: chosen by another score than %s; the next score starts a new best", record,
+                                self.score)
+                elif int(best["step"]) <= step:
                     self.best = best
                 else:
                     # kept after the checkpoint resumed from: the steps after it are trained again, bit for bit,
                     # so that encoder is found (and written) again; until then the bar is the best kept row
                     rows = [json.loads(r) for r in kept]
-                    self.best = max(rows, key=_value) if rows else None
+                    self.best = max(rows, key=lambda r: _value(r, self.score)) if rows else None
             except (ValueError, KeyError, TypeError):
                 log.warning("%s: not a best-checkpoint record; the next score starts a new best", record)
 
@@ -114,13 +120,18 @@ class Validator:
         gain = "n/a" if row["colour_gain"] is None else f"{row['colour_gain']:.4f}"
         log.info("step %d: validation colour gain %s, cycle J %.4f (accuracy %.4f) on %d held-out clips, %.0f s",
                  step, gain, row["cycle_J"], row["cycle_accuracy"], row["clips"], row["seconds"])
-        if cfg.keep_best and row["colour_gain"] is not None and (self.best is None or _value(row) > _value(self.best)):
+        if cfg.keep_best and row[self.score] is None and not self.warned:
+            self.warned = True
+            log.warning("step %d: no colour changed in the held-out clips (gray videos?), so %s chooses nothing; "
+                        "give keep_best_by=cycle_J", step, self.score)
+        if cfg.keep_best and row[self.score] is not None and (
+                self.best is None or _value(row, self.score) > _value(self.best, self.score)):
             from vidssl.export import save_encoder
 
             self.best_dir.mkdir(parents=True, exist_ok=True)
             save_encoder(encoder, self.best_dir / "encoder.safetensors",
                          metadata={"method": cfg.method, "steps": step, "input": "gray" if self.gray else "rgb",
-                                   "why": f"best validation {SCORE}"})
-            self.best = {"step": step, **{k: row[k] for k in ("colour_gain", "cycle_J", "cycle_accuracy")}}
+                                   "why": f"best validation {self.score}"})
+            self.best = {"step": step, "by": self.score, **{k: row[k] for k in SCORES}}
             atomic_write_json(self.best_dir / "best.json", self.best)
-        return {k: row[k] for k in ("colour_gain", "cycle_J", "cycle_accuracy") if row[k] is not None}
+        return {k: row[k] for k in SCORES if row[k] is not None}

@@ -27,8 +27,9 @@ So the same clips give a second score, the one ``keep_best`` uses: ``colour gain
 shown to the encoder in gray, and the colour of its first frame (Lab a and b, averaged per feature
 cell) is carried forward through it with the same propagation, as Vondrick et al.'s colorization
 tracks; at every later frame the carried colour is compared with the frame's own. ``colour gain`` =
-1 - (error of the carried colour) / (error of leaving frame 0's colour where it was), summed over
-all clips' frames: 0 for a feature that stays put (the round trip's blind spot), 1 for perfect
+1 - (error of the carried colour) / (error of the colour carried as if nothing moved: the same
+propagation over frame 0's features repeated), summed over all clips' frames: 0 for a feature that
+stays put (the round trip's blind spot), however smooth, 1 for perfect
 correspondence, below 0 for a feature that moves colour to the wrong places. Colour is what the
 gray frames hide, so no encoder can match it directly (``pixels``, reading the gray frames' Lab,
 matches lightness only). It is colorization's own training task, so it flatters colorization
@@ -125,20 +126,22 @@ def chroma(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
 def colour_clip(frames: np.ndarray, extractor: FeatureExtractor, settings: PropagationConfig) -> dict[str, float]:
     """Frame 0's colour (:func:`chroma` on the encoder's grid) carried forward through the clip
     ((T, H, W, 3) uint8 RGB) by the propagation over the features of its gray frames; the mean
-    absolute errors, summed over frames 1..T-1, of the carried colour (``moved``) and of frame 0's
-    colour left in place (``stayed``) against each frame's own."""
+    absolute errors against each frame's own colour, summed over frames 1..T-1, of the carried
+    colour (``moved``) and of the colour carried as if nothing moved (``stayed``: the same
+    propagation over frame 0's features repeated, so the protocol's own smoothing of the labels, a
+    top-k average without CRW's repeated first frame, is in both and a feature that stays put scores
+    0 whatever its smoothness)."""
     import cv2
 
     gray = np.repeat(np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames])[..., None], 3, axis=-1)
     features = _Computed(extractor, extractor(gray))
     truth = chroma(frames, *features.maps.shape[1:3]).to(features.device)
-    order = [np.array(i) for i in range(len(frames))]
-    moved = stayed = 0.0
-    for t, (_, labels) in enumerate(propagate(order, truth[0], features, settings=settings)):
-        if t:
-            moved += float((labels - truth[t]).abs().mean())
-            stayed += float((truth[0] - truth[t]).abs().mean())
-    return {"moved": moved, "stayed": stayed}
+
+    def error(order: list[np.ndarray]) -> float:  # summed over frames 1..T-1 of the carried colour's
+        stream = propagate(order, truth[0], features, settings=settings)
+        return sum(float((labels - truth[t]).abs().mean()) for t, (_, labels) in enumerate(stream) if t)
+
+    return {"moved": error([np.array(i) for i in range(len(frames))]), "stayed": error([np.array(0)] * len(frames))}
 
 
 def colour_gain(clips: list[dict[str, float]]) -> float | None:
