@@ -347,3 +347,13 @@ def test_bench_images_scores_knn_on_an_image_folder_too_and_caches_it(tmp_path, 
     assert "scored by the knn and linear evals" in capsys.readouterr().err
     assert main([*args, f"images={tmp_path}"]) == 1
     assert f"{tmp_path / 'train'}: expected" in capsys.readouterr().err
+
+
+def test_a_seed_table_says_when_a_column_has_fewer_seeds_than_its_row() -> None:
+    from vidssl.bench import seed_markdown
+
+    text = seed_markdown({"colorization": {"DAVIS J&F": {"mean": 0.597, "sd": 0.0, "n": 1},
+                                           "cycle J": {"mean": 0.8, "sd": 0.01, "n": 3},
+                                           "JHMDB PCK@0.2": {"mean": 0.6, "sd": 0.02, "n": 2}}})
+    assert "| colorization (3) |" in text and "0.597 (1 seed)" in text and "± 0.000" not in text
+    assert "0.800 ± 0.010 |" in text and "0.600 ± 0.020 (2 seeds)" in text

@@ -686,7 +686,9 @@ def seed_markdown(stats: dict[str, dict[str, dict[str, float]]]) -> str:
     lines = ["| row (seeds) | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for base, s in stats.items():
         n = max(v["n"] for v in s.values())
-        cells = [f"{s[c]['mean']:.3f} ± {s[c]['sd']:.3f}" if c in s else "" for c in columns]
+        cells = ["" if c not in s else f"{s[c]['mean']:.3f} (1 seed)" if s[c]["n"] < 2 else
+                 f"{s[c]['mean']:.3f} ± {s[c]['sd']:.3f}" + (f" ({s[c]['n']} seeds)" if s[c]["n"] < n else "")
+                 for c in columns]
         lines.append(f"| {base} ({n}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
