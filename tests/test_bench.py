@@ -282,6 +282,39 @@ def test_report_reads_results_files_of_the_release_before_seeds_and_curves(tmp_p
     assert "| fti | 0.550 |" in page and "| random | 0.500 |" in page
 
 
+def test_report_draws_the_curves_of_several_runs_in_one_picture(tmp_path, capsys) -> None:
+    """Two schedules of one recipe (a 50 and a 200 Mpx run) are two lines of one picture, each named by
+    its budget; a page of files without curves refuses curves= in one line."""
+    def record(budget: float, steps: int) -> dict:
+        points = [{"fraction": f, "step": round(f * steps), "mpx": f * budget, "row": f"colorization@{f:g}",
+                   "cpu_min": None, "DAVIS J&F": 0.5 + f * budget / 1000, "colour gain": 0.4 + f / 10}
+                  for f in (0.25, 0.5, 1.0)]
+        return {"command": f"vidssl bench budget_mpx={budget:g}", "machine": "a CPU", "date": "2026-12-07 07:00 UTC",
+                "results": f"runs/b{budget:g}/results.json", "plot": "", "training": {},
+                "config": {"recipes": ["cpu/colorization"], "preset": ["crw"], "seed": 0, "budget_mpx": budget,
+                           "title": f"{budget:g} Mpx"},
+                "table": {"pixels": {"DAVIS J&F": 0.45}, "colorization": {"DAVIS J&F": points[-1]["DAVIS J&F"]}},
+                "scores": {}, "curves": {"colorization": {"points": points}}}
+
+    paths = []
+    for budget, steps in ((50.0, 100), (200.0, 400)):
+        paths.append(tmp_path / f"b{budget:g}.json")
+        paths[-1].write_text(json.dumps(record(budget, steps)))
+    picture, page = tmp_path / "curves.png", tmp_path / "page.md"
+    assert main(["bench", "report", *map(str, paths), f"out={page}", f"curves={picture}"]) == 0
+    assert picture.stat().st_size > 0 and f"curves={picture}" in page.read_text()
+    from vidssl.bench import merged_curves, upgrade
+
+    found, table = merged_curves([upgrade(json.loads(p.read_text())) for p in paths])
+    assert set(found) == {"colorization (50 Mpx run)", "colorization (200 Mpx run)"} and set(table) == {"pixels"}
+    capsys.readouterr()
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({**record(50.0, 100), "curves": {}}))
+    assert main(["bench", "report", str(bare), f"curves={tmp_path / 'none.png'}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "none of the results files has a learning curve" in err
+
+
 def _image_folder(root: Path, colours: dict[str, tuple[int, int, int]], per_split: int = 4) -> Path:
     """An ImageFolder root of flat-coloured 16 x 16 images, one class per colour."""
     from PIL import Image

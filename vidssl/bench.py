@@ -124,6 +124,8 @@ class BenchConfig:
 class ReportConfig:
     results: tuple[str, ...] = option((), "results.json files of 'vidssl bench', one section each, in order")
     out: str = option("", "page to write ('' = print it)")
+    curves: str = option("", "also draw the learning curves of every results file in one picture here (PNG; a "
+                         "line per run, named by its budget where the files' budgets differ)")
 
 
 # --- budget --------------------------------------------------------------------------------------
@@ -902,6 +904,26 @@ def plot_curves(found: dict[str, Any], table: dict[str, dict[str, Any]], path: P
     return path
 
 
+def merged_curves(records: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The curves of several results records as one mapping for :func:`plot_curves` (each run named
+    ``ROW (B Mpx run)`` where the records' budgets differ, so two schedules of one recipe are two
+    lines), and the baselines drawn as horizontal lines: each from the first record that scored it."""
+    budgets = {float(r["config"]["budget_mpx"]) for r in records}
+    found: dict[str, Any] = {}
+    table: dict[str, dict[str, Any]] = {}
+    for record in records:
+        budget = float(record["config"]["budget_mpx"])
+        for name, entry in (record.get("curves") or curves(record)).items():
+            label = f"{name} ({budget:g} Mpx run)" if len(budgets) > 1 else name
+            if label in found:
+                raise ValueError(f"{record['results']}: a second curve named {label!r} (give each run once)")
+            found[label] = entry
+        for base in ("pixels", "copy"):
+            if base in record["table"] and base not in table:
+                table[base] = record["table"][base]
+    return found, table
+
+
 def bench_command(cfg: BenchConfig) -> str:
     """``vidssl bench key=value ...`` that re-creates ``cfg`` (the keys that are not defaults)."""
     default = BenchConfig()
@@ -989,8 +1011,9 @@ def section(record: dict[str, Any], *, level: int = 2) -> str:
     return "\n".join(lines)
 
 
-def report(paths: list[str] | tuple[str, ...], *, command: str = "") -> str:
-    """A results page: one :func:`section` per results file, and the command that made the page."""
+def report(paths: list[str] | tuple[str, ...], *, command: str = "", curves_png: str = "") -> str:
+    """A results page: one :func:`section` per results file, and the command that made the page;
+    with ``curves_png``, every file's learning curves in one picture there (:func:`merged_curves`)."""
     if not paths:
         raise ConfigError("bench report needs results files: vidssl bench report RESULTS.json ... [out=PAGE]")
     records = []
@@ -1009,6 +1032,13 @@ def report(paths: list[str] | tuple[str, ...], *, command: str = "") -> str:
             f"Generated from {len(records)} results file(s) of `vidssl bench` by `{command}`. Each section names "
             "the command that computed it, the machine and the date; rerunning that command in its folder "
             "recomputes nothing and rewrites the results file, and this command rewrites the page.", ""]
+    if curves_png:
+        found, table = merged_curves(records)
+        drawn = plot_curves(found, table, Path(curves_png), title="learning curves: " + "; ".join(
+            r["config"].get("title") or r["results"] for r in records if r.get("curves")))
+        if drawn is None:
+            raise ValueError(f"curves={curves_png}: none of the results files has a learning curve (bench curve=)")
+        head += [f"All learning curves in one picture: `{curves_png}`.", ""]
     return "\n".join(head + ["\n\n".join(section(r) for r in records), ""])
 
 

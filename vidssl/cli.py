@@ -294,11 +294,12 @@ def _run_report(cfg: Any) -> int:
     from vidssl.bench import report
     from vidssl.files import atomic_write_text
 
-    command = shlex.join(["vidssl", "bench", "report", *cfg.results, *([f"out={cfg.out}"] if cfg.out else [])])
-    page = report(cfg.results, command=command)
+    command = shlex.join(["vidssl", "bench", "report", *cfg.results, *([f"out={cfg.out}"] if cfg.out else []),
+                          *([f"curves={cfg.curves}"] if cfg.curves else [])])
+    page = report(cfg.results, command=command, curves_png=cfg.curves)
     if cfg.out:
         atomic_write_text(Path(cfg.out), page)
-        print(f"wrote {cfg.out}")
+        print(f"wrote {cfg.out}" + (f" and {cfg.curves}" if cfg.curves else ""))
     else:
         print(page, end="")
     return 0
@@ -422,8 +423,8 @@ COMMANDS: dict[str, Command] = {
         "Markdown, plot)", _bench_config, _run_bench,
     ),
     "bench report": Command(
-        "a Markdown results page from results files of vidssl bench (RESULTS.json ... [out=PAGE])", _report_config,
-        _run_report, parse=_parse_report,
+        "a Markdown results page from results files of vidssl bench (RESULTS.json ... [out=PAGE] [curves=PNG])",
+        _report_config, _run_report, parse=_parse_report,
     ),
 }
 

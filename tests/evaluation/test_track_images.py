@@ -73,6 +73,14 @@ def test_spaced_picks_evenly_spaced_times() -> None:
         split_videos(GOOD[:1], 0.5)
 
 
+def test_too_few_usable_tracks_are_refused_in_one_line_naming_the_folder(tracks_dir: Path, tmp_path: Path,
+                                                                         capsys) -> None:
+    assert main(["tracks", "crops", str(tracks_dir), f"out={tmp_path / 'crops'}", "min_box=1000"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tracks_dir) in err and "2 videos or more" in err, err
+    assert not (tmp_path / "crops").exists()
+
+
 def test_crops_of_hand_made_tracks(tracks_dir: Path, tmp_path: Path, cache_dir: Path, capsys) -> None:
     out = tmp_path / "crops"
     args = ["tracks", "crops", str(tracks_dir), f"out={out}", "per_track=3", "size=32", "val_fraction=0.34",

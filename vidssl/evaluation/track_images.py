@@ -304,7 +304,10 @@ def make_track_crops(cfg: TrackCropsConfig, *, progress: bool = True) -> CropsRe
     if 0 < cfg.max_per_class < cfg.min_images:
         raise ConfigError(f"max_per_class={cfg.max_per_class} is below min_images={cfg.min_images}: every class "
                           "would be dropped")
-    split = split_videos(sorted(by_video), cfg.val_fraction)
+    try:
+        split = split_videos(sorted(by_video), cfg.val_fraction)
+    except ValueError as err:  # name the folder whose tracks are too few
+        raise ValueError(f"{tracks_dir}: {err} (min_box={cfg.min_box})") from None
     split_of = {v: s for s in SPLITS for v in split[s]}
     plan, capped = plan_crops(by_video, split_of, cfg)
     settings = _settings(cfg, tracks_dir, source.root)
