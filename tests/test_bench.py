@@ -219,7 +219,8 @@ def test_eval_synth_writes_and_scores_held_out_videos(tmp_path, capsys) -> None:
     assert "PCK@0.2" not in json.loads((tmp_path / "copy" / "results.json").read_text())
 
 
-def test_bench_seeds_curves_both_protocols_and_the_label_free_score(tmp_path, cache_dir, capsys) -> None:
+def test_bench_seeds_curves_both_protocols_and_the_label_free_score(tmp_path, cache_dir, capsys,
+                                                                    monkeypatch) -> None:
     """seeds=, curve=, two protocols and the cycle score on held-out videos: every row, point and
     score cached in its own folder; seed tables, curves with the cycle score's ranking, a plot."""
     out = tmp_path / "bench"
@@ -257,6 +258,17 @@ def test_bench_seeds_curves_both_protocols_and_the_label_free_score(tmp_path, ca
 
     # the runs held the video out without validating themselves (the cycle eval scores their snapshots)
     assert not (out / "train" / "fti" / "val.jsonl").exists()
+
+    # more clips for the label-free score: the cycle scores are computed again, nothing else
+    def fail(*args, **kwargs):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr("vidssl.engine.trainer.train", fail)
+    monkeypatch.setattr("vidssl.evaluation.synth.evaluate_synth", fail)
+    assert main([*args, "cycle_clips=3"]) == 0, capsys.readouterr().err
+    again = json.loads((out / "results.json").read_text())
+    assert {again["scores"][n]["cycle"]["settings"]["clips"] for n in names} == {3}
+    assert again["scores"]["fti"]["synth"] == record["scores"]["fti"]["synth"]
 
 
 def test_bench_refuses_curves_and_seeds_it_cannot_run(tmp_path, capsys) -> None:

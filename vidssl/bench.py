@@ -116,6 +116,8 @@ class BenchConfig:
                                       "end points and baselines are scored at both")
     held_out: int = option(0, "videos of VIDEOS held out of every training run (vidssl train val_videos=) and "
                               "scored label-free by the cycle eval; 0 = none", min=0)
+    cycle_clips: int = option(2, "clips per held-out video the cycle eval scores (vidssl eval cycle clips=): "
+                                 "more clips, less noise in the colour gain", min=1)
     force: tuple[str, ...] = option((), "rows whose scores are recomputed")
     cached: bool = option(False, "report what is computed already (train and score nothing)")
 
@@ -528,6 +530,9 @@ def score_row(cfg: BenchConfig, row: Row, score: Score, *, progress: bool,
         if score.images:  # scored on another folder, or before the balanced figure: computed again
             same = (same and Path(done.get("data", "")).resolve() == Path(cfg.images).expanduser().resolve()
                     and all(m in done for m in IMAGES_METRICS))
+        if which == "cycle":  # on other held-out videos or clips: computed again (a record without them: 2 clips)
+            same = same and all(held.get(k, d) == v for k, v, d in (("held_out", cfg.held_out, cfg.held_out),
+                                                                     ("clips", cfg.cycle_clips, 2)))
         stale = which == "cycle" and "colour gain" not in done  # scored before the colour gain: computed again
         if done.get("complete", True) and same and (not stale or cfg.cached):  # eval davis: complete at the end
             if stale:
@@ -563,7 +568,7 @@ def score_row(cfg: BenchConfig, row: Row, score: Score, *, progress: bool,
 
         evaluate_cycle(CycleConfig(root=str(training_videos(cfg, progress=progress)), held_out=cfg.held_out,
                                    preset=preset, encoder=encoder, size=TrainConfig.val_size, out=str(out),
-                                   seed=cfg.seed), progress=progress)
+                                   clips=cfg.cycle_clips, seed=cfg.seed), progress=progress)
     elif which == "knn":
         from vidssl.evaluation.knn import KnnEvalConfig, run_knn
 
