@@ -17,6 +17,7 @@ from vidssl.bench import (
     BenchConfig,
     bench_command,
     build_method,
+    headline,
     method_pixels_per_sample,
     pixels_per_step,
     resolve_command,
@@ -204,6 +205,18 @@ def test_bench_command_round_trips() -> None:
     assert parse_command(shlex.split(bench_command(cfg))[1:])[1] == cfg
     with pytest.raises(ConfigError):
         parse_command(["bench", "budget_mpx=0"])
+
+
+def test_davis_columns_name_the_size_a_run_scored_at() -> None:
+    # a run at davis_size=240 and a 480p run's cheap 240p points must share one column, and neither may
+    # pass its 240p scores off as the full-size "DAVIS J&F"
+    scores = {"davis": {"J&F": 0.5, "J": 0.6, "F": 0.4}, "davis~default": {"J&F": 0.7, "J": 0.7, "F": 0.7},
+              "davis@240": {"J&F": 0.3, "J": 0.3, "F": 0.3}, "jhmdb": {"PCK@0.1": 0.2, "PCK@0.2": 0.4}}
+    full = headline(scores)
+    assert full["DAVIS J&F"] == 0.5 and full["DAVIS J&F [default]"] == 0.7 and full["DAVIS J&F [240p]"] == 0.3
+    small = headline({k: v for k, v in scores.items() if "@" not in k}, 240)
+    assert small["DAVIS J&F [240p]"] == 0.5 and small["DAVIS J&F [default, 240p]"] == 0.7
+    assert "DAVIS J&F" not in small and small["JHMDB PCK@0.2"] == 0.4  # only DAVIS has a size
 
 
 def test_eval_synth_writes_and_scores_held_out_videos(tmp_path, capsys) -> None:

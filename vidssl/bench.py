@@ -596,27 +596,28 @@ PLOTTED = ("DAVIS J&F", "JHMDB PCK@0.2", "synth J&F", "synth PCK@0.2", "kNN top-
            "kNN balanced top-1 [images]", "linear balanced top-1 [images]", "cycle J")  # colour gain < 0 is no bar
 
 
-def column(key: str, metric: str) -> str:
+def column(key: str, metric: str, davis_size: int = 0) -> str:
     """A table column of score ``key`` (:meth:`Score.key`) and one of its metrics: ``DAVIS J&F``,
     ``DAVIS J&F [default]``, ``DAVIS J&F [240p]``, ``kNN top-1``, ``kNN balanced top-1 [images]``,
-    ``cycle J``."""
+    ``cycle J``. A DAVIS score at the run's own size is named with ``davis_size`` where that is not
+    0 (the frames as they are), so 240p scores of two runs share a column whichever size was each run's main."""
     which, _, rest = key.partition("@")
     which, _, preset = which.partition("~")
-    size = rest
+    size = rest or (str(davis_size) if which == "davis" and davis_size else "")
     label = METRICS[which][0]
     name = metric if which == "cycle" else f"{label} {METRIC_NAMES.get(metric, metric)}"
     tags = [t for t in (preset, f"{size}p" if size else "") if t]
     return f"{name} [{', '.join(tags)}]" if tags else name
 
 
-def headline(scores: dict[str, Any]) -> dict[str, float | None]:
+def headline(scores: dict[str, Any], davis_size: int = 0) -> dict[str, float | None]:
     """The numbers of one row's table line, by column (a score's metrics; absent: not scored)."""
     line: dict[str, float | None] = {}
     for key, result in scores.items():
         which, _, tag = key.partition("@")[0].partition("~")
         for metric in IMAGES_METRICS if tag == "images" else METRICS[which][1]:
             value = result.get(metric)
-            line[column(key, metric)] = None if value is None else float(value)
+            line[column(key, metric, davis_size)] = None if value is None else float(value)
     return line
 
 
@@ -1090,13 +1091,14 @@ def run_bench(cfg: BenchConfig, *, progress: bool = False) -> dict[str, Any]:
     scores = {r.name: scores.get(r.name, {}) for r in lines}
     table: dict[str, dict[str, Any]] = {}
     for row in lines:
-        table[row.name] = headline(scores[row.name])
+        table[row.name] = headline(scores[row.name], cfg.davis_size)
         if row.fraction >= 1 and row.name in training:
             t = training[row.name]
             table[row.name] |= {"train min": t["minutes"], "train CPU min": t["cpu_minutes"], "steps": t["steps"]}
     plot = out / "learning.png"
     ends = {r.name: table[r.name] for r in lines if r.fraction >= 1}
-    bars = {r: {k: {"v": v} for k, v in vals.items() if v is not None and k in PLOTTED} for r, vals in ends.items()}
+    plotted = {column("davis", "J&F", cfg.davis_size), *PLOTTED}
+    bars = {r: {k: {"v": v} for k, v in vals.items() if v is not None and k in plotted} for r, vals in ends.items()}
     presets = ", ".join(cfg.preset)
     if any(bars.values()):
         from vidssl.evaluation.invariance import plot_comparison
