@@ -74,7 +74,7 @@ def test_every_cpu_recipe_resolves_and_has_the_benchmarks_budget(name: str, tmp_
     # the pixels of the published benchmark rows (their per-name formulas, BENCHMARKS.md): 50 Mpx gave 96-382 steps
     side, batch = train_cfg.image_size, train_cfg.batch_size
     views = {"colorization": keys.get("num_refs", 0) + 1, "cpc": keys.get("seq_len", 0),
-             "crw": keys.get("clip_len", 0) * 9 * 32 * 32 / side**2, "fti_tracks": 4,
+             "crw": keys.get("clip_len", 0) * 9 * keys.get("patch", 0) ** 2 / side**2, "fti_tracks": 4,
              "vfs": 2 * keys.get("frames_per_half", 1),  # vfs: the released 2 x 4 frames a video
              }.get(name.removesuffix("_large"), 2)
     assert pixels_per_step(train_cfg, method_cfg) == batch * views * side * side
