@@ -878,6 +878,7 @@ def plot_curves(found: dict[str, Any], table: dict[str, dict[str, Any]], path: P
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     if not found:
         return None
@@ -899,6 +900,14 @@ def plot_curves(found: dict[str, Any], table: dict[str, dict[str, Any]], path: P
                 if table.get(base, {}).get(c) is not None:
                     ax.axhline(table[base][c], linestyle=style, color="gray", label=base)
             ax.set_xlabel(label)
+            spread = sorted(p[x] for e in found.values() for p in e["points"] if p[x])
+            if spread and spread[-1] >= 8 * spread[0]:  # 1/8x to 4x of a budget: log-spaced, the init at 0
+                ax.set_xscale("symlog", linthresh=spread[0], linscale=0.5)
+                ax.set_xlim(0, spread[-1] * 1.3)
+                low, high = math.ceil(math.log10(spread[0])), math.floor(math.log10(spread[-1] * 1.3))
+                ax.set_xticks([0, *(10.0**k for k in range(low, high + 1))])
+                ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+                ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.set_title(c, fontsize=9)
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
