@@ -50,6 +50,7 @@ import platform
 import resource
 import shlex
 import shutil
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -888,18 +889,22 @@ def plot_curves(found: dict[str, Any], table: dict[str, dict[str, Any]], path: P
     if not columns:
         return None
     axes_x = [("mpx", "encoder input pixels (millions)")]
-    if all(p.get("cpu_min") is not None for e in found.values() for p in e["points"]):
+    timed = {n for n, e in found.items() if all(p.get("cpu_min") is not None for p in e["points"])}
+    if timed:  # a resumed run's minutes are not pro rata to its steps: it has no line on this row
         axes_x.append(("cpu_min", "training CPU minutes (pro rata to steps)"))
+    untimed = [n for n in found if n not in timed] if timed else []
     fig, axes = plt.subplots(len(axes_x), len(columns), figsize=(4.8 * len(columns), 3.6 * len(axes_x)),
                              squeeze=False)
     for (x, label), row_axes in zip(axes_x, axes, strict=True):
         for ax, c in zip(row_axes, columns, strict=True):
-            for name, entry in found.items():
-                ax.plot([p[x] for p in entry["points"]], [p[c] for p in entry["points"]], marker="o", label=name)
+            for i, (name, entry) in enumerate(found.items()):
+                if x == "mpx" or name in timed:  # one colour per run on both rows
+                    ax.plot([p[x] for p in entry["points"]], [p[c] for p in entry["points"]], marker="o", label=name,
+                            color=f"C{i % 10}")
             for base, style in (("pixels", "--"), ("copy", ":")):
                 if table.get(base, {}).get(c) is not None:
                     ax.axhline(table[base][c], linestyle=style, color="gray", label=base)
-            ax.set_xlabel(label)
+            ax.set_xlabel(label, fontsize=8)
             spread = sorted(p[x] for e in found.values() for p in e["points"] if p[x])
             if spread and spread[-1] >= 8 * spread[0]:  # 1/8x to 4x of a budget: log-spaced, the init at 0
                 ax.set_xscale("symlog", linthresh=spread[0], linscale=0.5)
@@ -911,8 +916,11 @@ def plot_curves(found: dict[str, Any], table: dict[str, dict[str, Any]], path: P
             ax.set_title(c, fontsize=9)
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.suptitle(textwrap.fill(title, 45 * len(columns)), fontsize=10)
+    if untimed:
+        fig.text(0.5, 0.005, f"not on the CPU-minutes row (resumed: minutes not pro rata): {', '.join(untimed)}",
+                 ha="center", va="bottom", fontsize=8)
+    fig.tight_layout(rect=(0, 0.03 if untimed else 0, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
