@@ -329,10 +329,17 @@ def test_report_draws_the_curves_of_several_runs_in_one_picture(tmp_path, capsys
     picture, page = tmp_path / "curves.png", tmp_path / "page.md"
     assert main(["bench", "report", *map(str, paths), f"out={page}", f"curves={picture}"]) == 0
     assert picture.stat().st_size > 0 and f"curves={picture}" in page.read_text()
-    from vidssl.bench import merged_curves, upgrade
+    from vidssl.bench import merged_curves, pooled_rankings, upgrade
 
     found, table = merged_curves([upgrade(json.loads(p.read_text())) for p in paths])
     assert set(found) == {"colorization (50 Mpx run)", "colorization (200 Mpx run)"} and set(table) == {"pixels"}
+    # both runs' points ranked at once: the colour gain rises with budget within each run, DAVIS rises with Mpx, so
+    # the 50 Mpx run's end (gain 0.5, J&F 0.55) outranks the 200 Mpx run's 50 Mpx point (gain 0.425, J&F 0.55) on
+    # gain alone; the pick is the 200 Mpx end, the best
+    pooled = pooled_rankings(found)["colour gain"]
+    assert pooled["points"] == 8 and pooled["curves"] == 2 and pooled["lost"] == 0
+    assert pooled["chosen"] == pooled["best"] == "colorization (200 Mpx run) at 200 Mpx"
+    assert "Over all 8 points of the 2 curves at once, colour gain ranks them" in page.read_text()
     capsys.readouterr()
     bare = tmp_path / "bare.json"
     bare.write_text(json.dumps({**record(50.0, 100), "curves": {}}))

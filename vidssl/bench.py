@@ -947,6 +947,31 @@ def merged_curves(records: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[s
     return found, table
 
 
+def pooled_rankings(found: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """How well each label-free score ranks every point of several curves at once (checkpoints and
+    methods together, the question a user with several runs asks): Spearman's rho against the DAVIS
+    column all points share, the point it prefers, the best, and the J&F lost. A point that appears
+    in several curves (a shared initialisation) counts once."""
+    target = _curve_column([p for e in found.values() for p in e["points"]])
+    points, seen = [], set()
+    for name, entry in found.items():
+        for p in entry["points"]:
+            key = (p["row"], *(p.get(c) for c in (target, *LABEL_FREE)))
+            if key not in seen:
+                seen.add(key)
+                points.append({**p, "curve": name})
+    out = {}
+    for signal in LABEL_FREE:
+        have = [p for p in points if p.get(signal) is not None and p.get(target) is not None]
+        if target and len(have) >= 3:
+            chosen, best = max(have, key=lambda p: p[signal]), max(have, key=lambda p: p[target])
+            out[signal] = {"column": target, "points": len(have), "curves": len({p["curve"] for p in have}),
+                           "spearman": _rho(have, target, signal),
+                           "chosen": f"{chosen['curve']} at {chosen['mpx']:.0f} Mpx",
+                           "best": f"{best['curve']} at {best['mpx']:.0f} Mpx", "lost": best[target] - chosen[target]}
+    return out
+
+
 def bench_command(cfg: BenchConfig) -> str:
     """``vidssl bench key=value ...`` that re-creates ``cfg`` (the keys that are not defaults)."""
     default = BenchConfig()
@@ -1062,6 +1087,11 @@ def report(paths: list[str] | tuple[str, ...], *, command: str = "", curves_png:
         if drawn is None:
             raise ValueError(f"curves={curves_png}: none of the results files has a learning curve (bench curve=)")
         head += [f"All learning curves in one picture: `{curves_png}`.", ""]
+        for signal, k in pooled_rankings(found).items():
+            rho = "n/a" if k["spearman"] is None else f"{k['spearman']:+.2f}"
+            head += [f"Over all {k['points']} points of the {k['curves']} curves at once, {signal} ranks them against "
+                     f"{k['column']} with Spearman's rho {rho}; it prefers {k['chosen']}, the best is {k['best']}: "
+                     f"{k['lost']:.3f} J&F lost by its choice.", ""]
     return "\n".join(head + ["\n\n".join(section(r) for r in records), ""])
 
 
