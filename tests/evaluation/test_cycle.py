@@ -268,10 +268,11 @@ def test_val_preset_names_the_propagation_presets() -> None:
     import typing
 
     from vidssl.engine.config import TrainConfig
-    from vidssl.propagation.propagate import PRESETS
+    from vidssl.propagation.propagate import PRESETS, PropagationConfig
 
     choices = typing.get_args(typing.get_type_hints(TrainConfig)["val_preset"])
-    assert set(choices) == {"", *PRESETS}
+    assert set(choices) == {"", "default", *PRESETS}
+    assert set(typing.get_args(typing.get_type_hints(PropagationConfig)["preset"])) == set(choices)
 
 
 def test_a_vit_is_scored_at_its_own_stride_on_its_own_grid() -> None:

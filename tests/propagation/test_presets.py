@@ -103,6 +103,14 @@ def test_presets_set_every_protocol_key_and_explicit_keys_win() -> None:
         PropagationConfig(preset="crw2")  # type: ignore[arg-type]
 
 
+def test_default_names_vidssls_own_protocol_as_the_bench_spells_it() -> None:
+    from vidssl.config import parse_overrides
+
+    named = PropagationConfig(preset="default")
+    assert named == PropagationConfig() and named.preset == ""  # recorded as '': one protocol, one record
+    assert parse_overrides(PropagationConfig, ["preset=default"]) == PropagationConfig()
+
+
 def test_neighbourhood_shapes_and_reach() -> None:
     dy, dx = torch.tensor([0, 3, 3, 2]), torch.tensor([3, 0, 3, 2])
     assert Neighbourhood(3.0, "circle").allows(dy, dx).tolist() == [False, False, False, True]

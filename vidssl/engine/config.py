@@ -86,8 +86,8 @@ class TrainConfig:
                                 "val_every or a later 'vidssl eval cycle held_out=N'; 0 = none, or 4 with val_every",
                              min=0)
     # the names of vidssl.propagation.propagate.PRESETS (not imported here: propagation reads run configs)
-    val_preset: Literal["", "crw", "vfs", "dino", "dinov3", "spa-then-temp"] = option(
-        "", "with val_every: propagation protocol of the score ('' = vidssl's own; crw, ...)")
+    val_preset: Literal["", "default", "crw", "vfs", "dino", "dinov3", "spa-then-temp"] = option(
+        "", "with val_every: propagation protocol of the score ('' or default = vidssl's own; crw, ...)")
     val_size: int = option(256, "with val_every: short side of the validation frames", min=16)
     keep_best: bool = option(False, "with val_every: keep OUT/best/encoder.safetensors, the encoder of the best "
                                     "validation score (OUT/best/best.json says which step)")

@@ -131,8 +131,9 @@ class PropagationConfig:
     and recorded with their results. Keys left at None take the preset's value (or
     :data:`DEFAULTS`): after construction every key holds its resolved value."""
 
-    preset: Literal["", "crw", "vfs", "dino", "dinov3", "spa-then-temp"] = option(
-        "", "protocol of a published codebase: crw | vfs | dino | dinov3 | spa-then-temp (explicit keys override)"
+    preset: Literal["", "default", "crw", "vfs", "dino", "dinov3", "spa-then-temp"] = option(
+        "", "protocol of a published codebase: crw | vfs | dino | dinov3 | spa-then-temp (explicit keys override); "
+        "'' or default = vidssl's own"
     )
     encoder: str = option(
         "pixels", "random (random-init resnet18) | pixels (Lab colour) | copy (first labels repeated) | run folder "
@@ -186,6 +187,8 @@ class PropagationConfig:
     seed: int = option(0, "seed of a random encoder")
 
     def __post_init__(self) -> None:
+        if self.preset == "default":  # the name 'vidssl bench preset=' gives vidssl's own protocol; recorded as ''
+            object.__setattr__(self, "preset", "")
         if self.preset and self.preset not in PRESETS:
             raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         # resolved here, so results record what the encoder was given
