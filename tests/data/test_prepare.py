@@ -51,7 +51,7 @@ def test_prepare_mp4(source: Path, tmp_path: Path, cache_dir: Path) -> None:
     dst = out / "cam" / "day1" / "clip.mp4"
     assert result.written == [dst]
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        ".vidssl-prepare.jsonl", "cam/day1/clip.mp4"]
+        ".vidssl-prepare.jsonl", ".vidssl-prepare.lock", "cam/day1/clip.mp4"]
     assert result.frames == NUM_FRAMES and result.skipped == 0
     assert [Path(p).name for p, _ in result.failed] == ["broken.mp4"]  # reported, and the run went on
 
@@ -118,7 +118,8 @@ def test_decode_failure_is_reported_and_the_run_goes_on(
     assert [p.name for p in result.written] == ["clip.mp4"]
     assert sorted(Path(p).name for p, _ in result.failed) == ["bad_late.mp4", "broken.mp4"]
     assert "simulated" in dict((Path(p).name, why) for p, why in result.failed)["bad_late.mp4"]
-    assert sorted(p.name for p in out.rglob("*") if p.is_file() and p.name != ".vidssl-prepare.jsonl") == ["clip.mp4"]
+    kept = (prepare_module.RECORD, prepare_module.LOCK)
+    assert sorted(p.name for p in out.rglob("*") if p.is_file() and p.name not in kept) == ["clip.mp4"]
 
 
 def test_prepare_refuses_bad_folders(source: Path, cache_dir: Path) -> None:
@@ -163,6 +164,35 @@ def test_prepare_records_sources_and_settings(source: Path, tmp_path: Path, cach
     result = prepare(PrepareConfig(data=str(source), out=str(foreign), size=32), progress=False)
     assert result.written == [] and "was not written by vidssl prepare" in dict(result.failed)[str(clip)]
     assert (foreign / "cam" / "day1" / "clip.mp4").read_bytes() == b"the user's own file"
+
+
+def test_a_second_prepare_on_one_folder_waits_and_encodes_nothing_twice(source: Path, tmp_path: Path,
+                                                                       cache_dir: Path, caplog) -> None:
+    """Two benchmarks started together both ran prepare on one data folder and both encoded every
+    video; the second now waits for the first and finds its outputs recorded."""
+    import fcntl
+    import logging
+    import threading
+
+    out = tmp_path / "prepared"
+    out.mkdir()
+    cfg = PrepareConfig(data=str(source), out=str(out), size=48, keyint=4)
+    results = []
+    caplog.set_level(logging.WARNING)
+    with open(out / prepare_module.LOCK, "a+b") as held:  # another process's prepare, mid-run
+        fcntl.flock(held, fcntl.LOCK_EX)
+        second = threading.Thread(target=lambda: results.append(prepare(cfg, progress=False)))
+        second.start()
+        while "being prepared by another process" not in caplog.text:
+            assert second.is_alive()  # it may not finish while the lock is held
+            second.join(0.05)
+        assert not (out / "cam").exists()  # it waited before encoding anything
+        first = prepare_module._prepare(cfg, source.resolve(), out, progress=False)  # the holder's own run
+        assert len(first.written) == 1
+        fcntl.flock(held, fcntl.LOCK_UN)
+        second.join(60)
+    assert not second.is_alive() and results[0].written == [] and results[0].skipped == 1
+    assert len((out / prepare_module.RECORD).read_text().splitlines()) == 1  # one encode, one record line
 
 
 def test_outputs_of_different_sources_never_share_a_name(tmp_path: Path, index_videos: dict[str, Path],

@@ -15,14 +15,20 @@ settings (an interrupted run resumes), redoes those made from another source or 
 settings (``size=``, ``keyint=``, ...), and refuses to overwrite a file it has no record of (made by
 something else). Sources that would share an output name (``clip.mp4``, ``clip.mkv``) keep their
 own: ``clip.mp4`` and ``clip.mkv.mp4``.
+
+Two ``prepare`` runs on one ``out=`` (two benchmarks started together) take turns: the second waits on
+``OUT/.vidssl-prepare.lock`` (an OS lock, released when its holder exits, even by ``kill -9``) and
+then finds the first one's outputs recorded, instead of encoding every video a second time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -38,6 +44,8 @@ log = logging.getLogger(__name__)
 
 RECORD = ".vidssl-prepare.jsonl"
 """Under ``out=``: one JSON line per finished output, ``{"output", "source", "settings"}``."""
+LOCK = ".vidssl-prepare.lock"
+"""Under ``out=``: held by the running ``prepare`` (module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,28 @@ def _append_record(out: Path, entry: dict) -> None:
         os.fsync(f.fileno())
 
 
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold ``OUT/.vidssl-prepare.lock``; wait (saying so, once) while another process holds it.
+    Where the OS has no ``flock`` (Windows), runs unlocked, as before."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("prepare: %s is being prepared by another process; waiting for it to finish", out)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _settings(cfg: PrepareConfig) -> dict[str, object]:
     """The keys that change an output (``chunk`` only changes how it is read)."""
     settings = asdict(cfg)
@@ -125,6 +155,11 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> PrepareResult:
     root, out = Path(cfg.data).resolve(), Path(cfg.out)
     if out.resolve() == root:
         raise ValueError("out= must differ from the input folder")
+    with _exclusive(out):
+        return _prepare(cfg, root, out, progress=progress)
+
+
+def _prepare(cfg: PrepareConfig, root: Path, out: Path, *, progress: bool) -> PrepareResult:
     index = scan(root, progress=progress)
     names = _output_names([Path(info.path) for info in index.videos], root, out, cfg.format)
     records = _read_records(out)
