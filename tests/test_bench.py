@@ -422,3 +422,96 @@ def test_a_seed_table_says_when_a_column_has_fewer_seeds_than_its_row() -> None:
                                            "JHMDB PCK@0.2": {"mean": 0.6, "sd": 0.02, "n": 2}}})
     assert "| colorization (3) |" in text and "0.597 (1 seed)" in text and "± 0.000" not in text
     assert "0.800 ± 0.010 |" in text and "0.600 ± 0.020 (2 seeds)" in text
+
+
+def test_two_benches_on_one_folder_take_turns_on_a_row_and_a_score(tmp_path, caplog, monkeypatch) -> None:
+    """Two processes on one out= (one per core) trained and scored the same rows twice, two writers in one
+    folder; now the second waits on the first one's lock and reuses its run and its score."""
+    import logging
+    import threading
+    import time
+
+    import vidssl.bench as bench
+    from vidssl.bench import Row, Score, score_row, train_row
+
+    caplog.set_level(logging.WARNING)
+    cfg = BenchConfig(out=str(tmp_path / "bench"), recipes=("cpu/fti",), videos=str(tmp_path), budget_mpx=0.008)
+    calls: list[str] = []
+
+    def once_the_other_waits(text: str) -> None:
+        limit = time.monotonic() + 60
+        while text not in caplog.text:
+            assert time.monotonic() < limit, f"no process waited: {caplog.text!r}"
+            time.sleep(0.02)
+
+    def fake_train(cfg, train_cfg, method_cfg, argv, name, per_step, learned):
+        calls.append(name)
+        once_the_other_waits("trained by another process")
+        folder = Path(train_cfg.out)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "encoder.safetensors").write_bytes(b"weights")
+        record = {"steps": train_cfg.steps, "config": learned}
+        (folder / "bench.json").write_text(json.dumps(record))
+        return record
+
+    def fake_score(cfg, row, score, out, encoder, *, progress):
+        calls.append(score.key(cfg))
+        once_the_other_waits("being scored by another process")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps({"J&F": 0.5}))
+        return {"J&F": 0.5}
+
+    monkeypatch.setattr(bench, "_train", fake_train)
+    monkeypatch.setattr(bench, "_score", fake_score)
+    for job in (lambda: train_row(cfg, "cpu/fti", tmp_path, 0),
+                lambda: score_row(cfg, Row("random", "random", 0), Score("synth", "crw"), progress=False)):
+        got: list = []
+        pair = [threading.Thread(target=lambda job=job, got=got: got.append(job())) for _ in range(2)]
+        for t in pair:
+            t.start()
+        for t in pair:
+            t.join(120)
+        assert len(got) == 2 and got[0] == got[1]  # both return the one run / score
+    assert calls == ["fti", "synth"]  # each computed once
+
+
+def test_a_bench_skips_a_score_another_process_holds_and_comes_back_to_it(tmp_path, caplog, monkeypatch) -> None:
+    """The same command started twice (one per core) shares the scores: the second skips the one the
+    first is computing, scores the rest, then reads the first one's result instead of computing it."""
+    import fcntl
+    import logging
+    import threading
+
+    import vidssl.bench as bench
+    from vidssl.bench import BUSY, Row, Score, run_bench, score_row
+
+    caplog.set_level(logging.INFO, logger="vidssl.bench")
+    cfg = BenchConfig(out=str(tmp_path / "bench"), recipes=(), baselines=("random", "pixels"), evals=("synth",))
+    calls: list[str] = []
+    figures = {"J&F": 0.25, "PCK@0.1": 0.5, "PCK@0.2": 0.75}
+
+    def fake_score(cfg, row, score, out, encoder, *, progress):
+        calls.append(row.name)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(figures))
+        return figures
+
+    monkeypatch.setattr(bench, "_score", fake_score)
+    held = tmp_path / "bench" / "eval" / "random" / ".synth.lock"
+    held.parent.mkdir(parents=True)
+    with open(held, "a+b") as other:  # the other process, scoring random's synth
+        fcntl.flock(other, fcntl.LOCK_EX)
+        assert score_row(cfg, Row("random", "random", 0), Score("synth", "crw"), progress=False, wait=False) is BUSY
+        got: list = []
+        first = threading.Thread(target=lambda: got.append(run_bench(cfg)))
+        first.start()
+        while "being scored by another process; waiting" not in caplog.text:
+            assert first.is_alive()
+            first.join(0.05)
+        assert "random synth: being scored by another process; coming back to it" in caplog.text
+        assert calls == ["pixels"]  # the rest was scored meanwhile
+        (held.parent / "synth").mkdir()
+        (held.parent / "synth" / "results.json").write_text(json.dumps({**figures, "J&F": 0.125}))  # the other's
+        fcntl.flock(other, fcntl.LOCK_UN)
+        first.join(120)
+    assert calls == ["pixels"] and got[0]["table"]["random"]["synth J&F"] == 0.125

@@ -32,7 +32,11 @@ Caching: ``OUT/train/ROW`` is a ``vidssl train`` run folder (a killed run resume
 reused while its resolved config is the one asked for, and refused with the keys that differ
 otherwise), every score is ``OUT/eval/ROW/SCORE/results.json`` (SCORE: ``davis``, ``davis~default``,
 ``davis@240``, ...: :class:`Score`): a rerun computes only what is
-missing (``force=ROW,...`` recomputes those rows' scores; ``cached=true`` computes nothing).
+missing (``force=ROW,...`` recomputes those rows' scores; ``cached=true`` computes nothing). The
+same command started twice (one per core, ``taskset -c 0`` / ``-c 1``) shares the work: each row's
+training and each score is held by an OS lock (``OUT/train/.ROW.lock``, ``OUT/eval/ROW/.SCORE.lock``);
+a process skips the scores the other holds and comes back to them (reading the other's results)
+after the seed's rest, and waits for a row the other is training.
 Writes ``OUT/results.json`` (with the command, the machine and the date), ``OUT/results.md`` (the
 tables), ``OUT/learning.png`` (bars per score) and with ``curve`` ``OUT/curves.png``; ``vidssl bench
 report`` makes one page of several results files.
@@ -61,7 +65,7 @@ import torch
 from vidssl.config import ConfigError, option, to_dict
 from vidssl.engine.config import TrainConfig
 from vidssl.engine.validation import snapshot_path
-from vidssl.files import atomic_write_json, atomic_write_text
+from vidssl.files import atomic_write_json, atomic_write_text, exclusive
 from vidssl.methods.base import Method
 
 log = logging.getLogger(__name__)
@@ -397,9 +401,8 @@ def _cpu_seconds() -> float:
 
 def train_row(cfg: BenchConfig, recipe: str, data: Path, seed: int | None = None) -> dict[str, Any] | None:
     """Train (or resume, or reuse) ``recipe``'s row at ``seed``; returns its training record (None:
-    ``cached`` and not trained)."""
-    from vidssl.engine.trainer import train
-
+    ``cached`` and not trained). Two processes on one ``out=`` take turns on a row (the second
+    waits, then reuses the first one's run)."""
     seed = seeds_of(cfg)[0] if seed is None else seed
     name = seeded(row_name(recipe), seed, cfg)
     folder = Path(cfg.out) / "train" / name
@@ -412,7 +415,10 @@ def train_row(cfg: BenchConfig, recipe: str, data: Path, seed: int | None = None
     argv = train_command(cfg, recipe, data, init, steps, seed)
     train_cfg, method_cfg = resolve_command(argv)
     learned = _learning_config(train_cfg, method_cfg)
-    if (folder / "encoder.safetensors").exists() and record_path.exists():
+
+    def trained() -> dict[str, Any] | None:
+        if not ((folder / "encoder.safetensors").exists() and record_path.exists()):
+            return None
         record = json.loads(record_path.read_text())
         changed = _changed(record["config"], learned, train_cfg.method)
         missing = [s for s in train_cfg.snapshots if not snapshot_path(folder, s).exists()]
@@ -423,14 +429,29 @@ def train_row(cfg: BenchConfig, recipe: str, data: Path, seed: int | None = None
                              "or choose another out=")
         raise ValueError(f"{folder}: trained without the snapshots of curve= (steps {missing}); remove it to "
                          "retrain, or choose another out=")
+
+    record = trained()
+    if record is not None:
+        return record
+    with exclusive(folder.with_name(f".{name}.lock"), f"{folder}: trained by another process; waiting for it"):
+        return trained() or _train(cfg, train_cfg, method_cfg, argv, name, per_step, learned)
+
+
+def _train(cfg: BenchConfig, train_cfg: TrainConfig, method_cfg: Any, argv: list[str], name: str, per_step: int,
+           learned: dict[str, Any]) -> dict[str, Any]:
+    """Run (or resume) one row's training and record it; its scores of an earlier encoder go."""
+    from vidssl.engine.trainer import train
+
+    folder = Path(train_cfg.out)
     resume = (folder / "config.yaml").exists()  # a killed run continues
     start, cpu = time.perf_counter(), _cpu_seconds()
     train(dataclasses.replace(train_cfg, resume=resume), method_cfg)
-    record = {"command": shlex.join(argv), "recipe": recipe, "seed": seed, "steps": steps, "pixels_per_step": per_step,
-              "budget_mpx": cfg.budget_mpx, "minutes": round((time.perf_counter() - start) / 60, 2),
+    record = {"command": shlex.join(argv), "recipe": argv[2], "seed": train_cfg.seed, "steps": train_cfg.steps,
+              "pixels_per_step": per_step, "budget_mpx": cfg.budget_mpx,
+              "minutes": round((time.perf_counter() - start) / 60, 2),
               "cpu_minutes": round((_cpu_seconds() - cpu) / 60, 2), "resumed": resume,
               "load_average": round(os.getloadavg()[0], 2), "date": _now(), "config": learned}
-    atomic_write_json(record_path, record)
+    atomic_write_json(folder / "bench.json", record)
     evals = Path(cfg.out) / "eval"
     for stale in evals.iterdir() if evals.is_dir() else ():  # scores of an earlier encoder of this row
         if stale.name == name or stale.name.startswith(name + "@"):
@@ -517,11 +538,33 @@ def scores_of(cfg: BenchConfig, row: Row) -> list[Score]:
     return out
 
 
+BUSY: dict[str, Any] = {}
+"""What :func:`score_row` returns with ``wait=False`` for a score another process is computing."""
+
+
 def score_row(cfg: BenchConfig, row: Row, score: Score, *, progress: bool,
-              training: dict[str, dict[str, Any]] | None = None) -> dict[str, Any] | None:
-    """Compute (or read) one score of one row; None where it does not apply or is not computed."""
+              training: dict[str, dict[str, Any]] | None = None, wait: bool = True) -> dict[str, Any] | None:
+    """Compute (or read) one score of one row; None where it does not apply or is not computed. Two
+    processes on one ``out=`` take turns on a score: the second waits, then reads the first one's
+    (with ``wait=False`` it gets :data:`BUSY` at once, to come back to it later)."""
     out = Path(cfg.out) / "eval" / row.name / score.key(cfg)
-    results = out / "results.json"
+    done = _held(cfg, row, score, out / "results.json")
+    if done is not None or cfg.cached:
+        return done
+    encoder = encoder_spec(cfg, row, training)
+    if not encoder or (row.base == "copy" and score.which in ("jhmdb", "knn", "linear", "cycle")):
+        return None  # copy carries masks only; a curve point of a run not trained
+    with exclusive(out.with_name(f".{out.name}.lock"), f"{out}: being scored by another process; waiting for it",
+                   wait=wait) as held:
+        if not held:
+            return BUSY
+        done = _held(cfg, row, score, out / "results.json")  # computed while this one waited
+        return done if done is not None else _score(cfg, row, score, out, encoder, progress=progress)
+
+
+def _held(cfg: BenchConfig, row: Row, score: Score, results: Path) -> dict[str, Any] | None:
+    """The cached ``results`` of ``score`` if they hold this score (None: compute it; always for a
+    row in ``force``)."""
     which, preset = score.which, protocol(score.preset)
     size = (cfg.davis_size if score.size is None else score.size) if which == "davis" else None
     if results.exists() and row.name not in cfg.force:
@@ -540,11 +583,13 @@ def score_row(cfg: BenchConfig, row: Row, score: Score, *, progress: bool,
                 log.warning("%s: no colour gain (scored before it existed); a run without cached=true rescores it",
                             results)
             return done
-    if cfg.cached:
-        return None
-    encoder = encoder_spec(cfg, row, training)
-    if not encoder or (row.base == "copy" and which in ("jhmdb", "knn", "linear", "cycle")):
-        return None  # copy carries masks only; a curve point of a run not trained
+    return None
+
+
+def _score(cfg: BenchConfig, row: Row, score: Score, out: Path, encoder: str, *, progress: bool) -> dict[str, Any]:
+    """Compute one score into ``out`` (``OUT/eval/ROW/SCORE``) and return its results."""
+    which, preset = score.which, protocol(score.preset)
+    size = (cfg.davis_size if score.size is None else score.size) if which == "davis" else None
     if which == "synth":
         from vidssl.evaluation.synth import SynthEvalConfig, evaluate_synth
 
@@ -580,7 +625,7 @@ def score_row(cfg: BenchConfig, row: Row, score: Score, *, progress: bool,
 
         run_linear(LinearEvalConfig(encoder=encoder, data=cfg.images if score.images else "", out=str(out),
                                     workers=1, seed=cfg.seed))
-    return json.loads(results.read_text())
+    return json.loads((out / "results.json").read_text())
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -803,12 +848,11 @@ def curves(record: dict[str, Any]) -> dict[str, Any]:
                 have = [p for p in line if p.get(signal) is not None and p.get(target) is not None]
                 if target and len(have) >= 3:
                     trained = [p for p in have if p["fraction"] > 0]
-                    chosen = max(trained, key=lambda p: p[signal])
-                    best = max(trained, key=lambda p: p[target])
+                    chosen, best, lost = _choice(trained, target, signal)
                     entry.setdefault("rankings", {})[signal] = {
                         "signal": signal, "column": target, "spearman": _rho(have, target, signal),
                         "spearman_trained": _rho(trained, target, signal), "chosen": chosen["row"],
-                        "best": best["row"], "lost": best[target] - chosen[target]}
+                        "best": best["row"], "lost": lost}
             if entry.get("rankings"):  # the one keep_best uses where it was scored
                 entry["ranking"] = next(iter(entry["rankings"].values()))
             first = (cfg.get("seeds") or [cfg["seed"]])[0]
@@ -817,6 +861,12 @@ def curves(record: dict[str, Any]) -> dict[str, Any]:
 
 
 LABEL_FREE = ("colour gain", "cycle J")  # the label-free scores a curve is ranked by; keep_best's first
+
+
+def _choice(points: list[dict[str, Any]], target: str, signal: str) -> tuple[dict, dict, float]:
+    """The point ``signal`` prefers, the best point by ``target``, and the ``target`` lost by the choice."""
+    chosen, best = max(points, key=lambda p: p[signal]), max(points, key=lambda p: p[target])
+    return chosen, best, best[target] - chosen[target]
 
 
 def _rho(points: list[dict[str, Any]], column: str, signal: str = "cycle J") -> float | None:
@@ -964,11 +1014,11 @@ def pooled_rankings(found: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for signal in LABEL_FREE:
         have = [p for p in points if p.get(signal) is not None and p.get(target) is not None]
         if target and len(have) >= 3:
-            chosen, best = max(have, key=lambda p: p[signal]), max(have, key=lambda p: p[target])
+            chosen, best, lost = _choice(have, target, signal)
             out[signal] = {"column": target, "points": len(have), "curves": len({p["curve"] for p in have}),
                            "spearman": _rho(have, target, signal),
                            "chosen": f"{chosen['curve']} at {chosen['mpx']:.0f} Mpx",
-                           "best": f"{best['curve']} at {best['mpx']:.0f} Mpx", "lost": best[target] - chosen[target]}
+                           "best": f"{best['curve']} at {best['mpx']:.0f} Mpx", "lost": lost}
     return out
 
 
@@ -1129,12 +1179,20 @@ def run_bench(cfg: BenchConfig, *, progress: bool = False) -> dict[str, Any]:
             record = train_row(cfg, recipe, data, seed)
             if record is not None:
                 training[seeded(row_name(recipe), seed, cfg)] = record
+        later = []  # scores another process on this out= is computing: the others first, then wait for them
         for row in (r for r in lines if r.seed == seed):
             scores[row.name] = {}
             for score in scores_of(cfg, row):
-                result = score_row(cfg, row, score, progress=progress, training=training)
-                if result is not None:
+                result = score_row(cfg, row, score, progress=progress, training=training, wait=False)
+                if result is BUSY:
+                    log.info("%s %s: being scored by another process; coming back to it", row.name, score.key(cfg))
+                    later.append((row, score))
+                elif result is not None:
                     scores[row.name][score.key(cfg)] = result
+        for row, score in later:
+            result = score_row(cfg, row, score, progress=progress, training=training)
+            if result is not None:
+                scores[row.name][score.key(cfg)] = result
     scores = {r.name: scores.get(r.name, {}) for r in lines}
     table: dict[str, dict[str, Any]] = {}
     for row in lines:

@@ -7,12 +7,15 @@ over the destination with :func:`os.replace`, which readers see as one step. A r
 leaves the previous file intact and no ``.partial`` file behind on an ordinary error.
 :func:`atomic_folder` does the same for a folder of files (a frame folder), which no single rename
 can replace: the old folder is moved aside, the new one into place, then the old one removed.
+:func:`exclusive` makes two processes that would write the same outputs (two benchmarks on one
+cache) take turns instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -20,6 +23,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -163,3 +168,37 @@ def stale_partials(folder: str | os.PathLike[str]) -> list[Path]:
         return []
     pattern = re.compile(r"^\..+\.[0-9a-f]{8}\.partial(\.[^/]*)?$")
     return sorted(p for p in folder.iterdir() if pattern.match(p.name))
+
+
+@contextlib.contextmanager
+def exclusive(lock: str | os.PathLike[str], waiting: str, *, wait: bool = True) -> Iterator[bool]:
+    """Hold an OS lock on the file ``lock`` for the block; while another process holds it, log
+    ``waiting`` once and wait, or with ``wait=False`` run the block at once without the lock,
+    yielding False (True: held). The OS releases it when its holder exits, even by ``kill -9``, so a
+    crashed holder never blocks a later run. The lock file stays (an empty file; it is hidden where
+    callers name it ``.NAME.lock``). Where the OS has no ``flock`` (Windows) the block runs unlocked.
+
+        with exclusive(out / ".score.lock", "scored by another process", wait=False) as held:
+            if not held:
+                ...  # do something else first
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield True
+        return
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                yield False
+                return
+            log.warning("%s", waiting)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

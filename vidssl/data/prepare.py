@@ -23,12 +23,10 @@ then finds the first one's outputs recorded, instead of encoding every video a s
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -39,6 +37,7 @@ from vidssl.config import option
 from vidssl.data.backends import VideoReadError, open_video, output_size
 from vidssl.data.index import scan
 from vidssl.data.video_writer import write_frame_folder, write_video
+from vidssl.files import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -120,28 +119,6 @@ def _append_record(out: Path, entry: dict) -> None:
         os.fsync(f.fileno())
 
 
-@contextlib.contextmanager
-def _exclusive(out: Path) -> Iterator[None]:
-    """Hold ``OUT/.vidssl-prepare.lock``; wait (saying so, once) while another process holds it.
-    Where the OS has no ``flock`` (Windows), runs unlocked, as before."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOCK, "a+b") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.warning("prepare: %s is being prepared by another process; waiting for it to finish", out)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _settings(cfg: PrepareConfig) -> dict[str, object]:
     """The keys that change an output (``chunk`` only changes how it is read)."""
     settings = asdict(cfg)
@@ -155,7 +132,7 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> PrepareResult:
     root, out = Path(cfg.data).resolve(), Path(cfg.out)
     if out.resolve() == root:
         raise ValueError("out= must differ from the input folder")
-    with _exclusive(out):
+    with exclusive(out / LOCK, f"prepare: {out} is being prepared by another process; waiting for it to finish"):
         return _prepare(cfg, root, out, progress=progress)
 
 
