@@ -17,12 +17,12 @@ from vidssl.bench import (
     BenchConfig,
     bench_command,
     build_method,
-    headline,
     method_pixels_per_sample,
     pixels_per_step,
     resolve_command,
     train_command,
 )
+from vidssl.bench_report import headline
 from vidssl.cli import main, parse_command
 from vidssl.config import ConfigError
 from vidssl.engine.config import RECIPES, config_dict, read_recipe, resolve
@@ -294,7 +294,7 @@ def test_bench_refuses_curves_and_seeds_it_cannot_run(tmp_path, capsys) -> None:
 
 
 def test_report_reads_results_files_of_the_release_before_seeds_and_curves(tmp_path) -> None:
-    from vidssl.bench import report
+    from vidssl.bench_report import report
 
     old = {"command": "vidssl bench recipes=(cpu/fti)", "machine": "a CPU", "date": "2026-12-06 10:00 UTC",
            "results": "runs/bench/results.json", "plot": "", "training": {},
@@ -329,7 +329,7 @@ def test_report_draws_the_curves_of_several_runs_in_one_picture(tmp_path, capsys
     picture, page = tmp_path / "curves.png", tmp_path / "page.md"
     assert main(["bench", "report", *map(str, paths), f"out={page}", f"curves={picture}"]) == 0
     assert picture.stat().st_size > 0 and f"curves={picture}" in page.read_text()
-    from vidssl.bench import merged_curves, pooled_rankings, upgrade
+    from vidssl.bench_report import merged_curves, pooled_rankings, upgrade
 
     found, table = merged_curves([upgrade(json.loads(p.read_text())) for p in paths])
     assert set(found) == {"colorization (50 Mpx run)", "colorization (200 Mpx run)"} and set(table) == {"pixels"}
@@ -415,7 +415,7 @@ def test_bench_images_scores_knn_on_an_image_folder_too_and_caches_it(tmp_path, 
 
 
 def test_a_seed_table_says_when_a_column_has_fewer_seeds_than_its_row() -> None:
-    from vidssl.bench import seed_markdown
+    from vidssl.bench_report import seed_markdown
 
     text = seed_markdown({"colorization": {"DAVIS J&F": {"mean": 0.597, "sd": 0.0, "n": 1},
                                            "cycle J": {"mean": 0.8, "sd": 0.01, "n": 3},

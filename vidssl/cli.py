@@ -266,7 +266,8 @@ def _bench_config() -> type:
 
 
 def _run_bench(cfg: Any) -> int:
-    from vidssl.bench import markdown_table, run_bench
+    from vidssl.bench import run_bench
+    from vidssl.bench_report import markdown_table
 
     record = run_bench(cfg, progress=True)
     print(markdown_table(record["table"]))
@@ -291,7 +292,7 @@ def _parse_report(args: list[str]) -> Any:
 def _run_report(cfg: Any) -> int:
     import shlex
 
-    from vidssl.bench import report
+    from vidssl.bench_report import report
     from vidssl.files import atomic_write_text
 
     command = shlex.join(["vidssl", "bench", "report", *cfg.results, *([f"out={cfg.out}"] if cfg.out else []),
