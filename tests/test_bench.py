@@ -466,13 +466,19 @@ def test_two_benches_on_one_folder_take_turns_on_a_row_and_a_score(tmp_path, cap
     for job in (lambda: train_row(cfg, "cpu/fti", tmp_path, 0),
                 lambda: score_row(cfg, Row("random", "random", 0), Score("synth", "crw"), progress=False)):
         got: list = []
-        pair = [threading.Thread(target=lambda job=job, got=got: got.append(job())) for _ in range(2)]
+        pair = [threading.Thread(target=lambda job=job, got=got: got.append(job()), daemon=True) for _ in range(2)]
         for t in pair:
             t.start()
         for t in pair:
             t.join(120)
         assert len(got) == 2 and got[0] == got[1]  # both return the one run / score
     assert calls == ["fti", "synth"]  # each computed once
+    import fcntl
+
+    with open(Path(cfg.out) / "train" / ".fti.s1.lock", "a+b") as other:  # another process training seed 1
+        fcntl.flock(other, fcntl.LOCK_EX)
+        assert train_row(cfg, "cpu/fti", tmp_path, 1, wait=False) is bench.BUSY  # run_bench trains another first
+    assert calls == ["fti", "synth"]
 
 
 def test_a_bench_skips_a_score_another_process_holds_and_comes_back_to_it(tmp_path, caplog, monkeypatch) -> None:
@@ -481,6 +487,7 @@ def test_a_bench_skips_a_score_another_process_holds_and_comes_back_to_it(tmp_pa
     import fcntl
     import logging
     import threading
+    import time
 
     import vidssl.bench as bench
     from vidssl.bench import BUSY, Row, Score, run_bench, score_row
@@ -503,10 +510,11 @@ def test_a_bench_skips_a_score_another_process_holds_and_comes_back_to_it(tmp_pa
         fcntl.flock(other, fcntl.LOCK_EX)
         assert score_row(cfg, Row("random", "random", 0), Score("synth", "crw"), progress=False, wait=False) is BUSY
         got: list = []
-        first = threading.Thread(target=lambda: got.append(run_bench(cfg)))
+        first = threading.Thread(target=lambda: got.append(run_bench(cfg)), daemon=True)
         first.start()
+        limit = time.monotonic() + 120
         while "being scored by another process; waiting" not in caplog.text:
-            assert first.is_alive()
+            assert first.is_alive() and time.monotonic() < limit
             first.join(0.05)
         assert "random synth: being scored by another process; coming back to it" in caplog.text
         assert calls == ["pixels"]  # the rest was scored meanwhile

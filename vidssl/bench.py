@@ -22,11 +22,11 @@ videos, ``vidssl eval synth``: J&F and keypoint PCK), ``davis`` (your clips in D
 
 Seeds and curves: ``seeds=(0,1,2)`` trains every recipe once per seed, each seed from its own
 initialisation (rows ``ROW.sN``; the ``random`` row once per seed); the results add each row's mean
-and spread over seeds and each recipe against ``random`` and ``pixels`` (:func:`comparisons`: a win
+and spread over seeds and each recipe against ``random`` and ``pixels`` (:func:`~vidssl.bench_report.comparisons`: a win
 must hold beyond the seeds' spread and in a Wilcoxon test over sequences). ``curve=(0.125,0.25,0.5)``
 scores snapshots of the first seed's runs along their one schedule (rows ``ROW@0.125`` ...), DAVIS at
 ``curve_davis_size`` (the end points at both sizes, so the cheap protocol's relation to the full one
-is measured); :func:`curves` adds how well the label-free score ranks the points against DAVIS J&F.
+is measured); :func:`~vidssl.bench_report.curves` adds how well the label-free score ranks the points against DAVIS J&F.
 
 Caching: ``OUT/train/ROW`` is a ``vidssl train`` run folder (a killed run resumes; a finished one is
 reused while its resolved config is the one asked for, and refused with the keys that differ
@@ -35,8 +35,8 @@ otherwise), every score is ``OUT/eval/ROW/SCORE/results.json`` (SCORE: ``davis``
 missing (``force=ROW,...`` recomputes those rows' scores; ``cached=true`` computes nothing). The
 same command started twice (one per core, ``taskset -c 0`` / ``-c 1``) shares the work: each row's
 training and each score is held by an OS lock (``OUT/train/.ROW.lock``, ``OUT/eval/ROW/.SCORE.lock``);
-a process skips the scores the other holds and comes back to them (reading the other's results)
-after the seed's rest, and waits for a row the other is training.
+a process skips the rows and scores the other holds and comes back to them (reading the other's
+results) after the seed's rest.
 Writes ``OUT/results.json`` (with the command, the machine and the date), ``OUT/results.md`` (the
 tables), ``OUT/learning.png`` (bars per score) and with ``curve`` ``OUT/curves.png``; ``vidssl bench
 report`` makes one page of several results files.
@@ -320,7 +320,9 @@ def training_videos(cfg: BenchConfig, *, progress: bool) -> Path:
     wanted = dict(num_videos=cfg.synth_videos, num_frames=cfg.synth_frames, height=cfg.synth_height,
                   width=cfg.synth_width, seed=cfg.seed)
     if not check_synth(folder, wanted):
-        generate(folder, SynthConfig(out=str(folder), **wanted), progress=progress)
+        with exclusive(folder.with_name(".synth_train.lock"), f"{folder}: being written by another process; waiting"):
+            if not check_synth(folder, wanted):  # written while this one waited
+                generate(folder, SynthConfig(out=str(folder), **wanted), progress=progress)
     return folder / "videos"
 
 
@@ -400,10 +402,21 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def train_row(cfg: BenchConfig, recipe: str, data: Path, seed: int | None = None) -> dict[str, Any] | None:
+class _Busy:
+    def __repr__(self) -> str:
+        return "BUSY"
+
+
+BUSY: Any = _Busy()
+"""What :func:`train_row` and :func:`score_row` return with ``wait=False`` for a row or score
+another process is computing (compare with ``is``)."""
+
+
+def train_row(cfg: BenchConfig, recipe: str, data: Path, seed: int | None = None, *,
+              wait: bool = True) -> dict[str, Any] | None:
     """Train (or resume, or reuse) ``recipe``'s row at ``seed``; returns its training record (None:
-    ``cached`` and not trained). Two processes on one ``out=`` take turns on a row (the second
-    waits, then reuses the first one's run)."""
+    ``cached`` and not trained). Two processes on one ``out=`` take turns on a row: the second
+    waits, then reuses the first one's run (with ``wait=False`` it gets :data:`BUSY` at once)."""
     seed = seeds_of(cfg)[0] if seed is None else seed
     name = seeded(row_name(recipe), seed, cfg)
     folder = Path(cfg.out) / "train" / name
@@ -434,7 +447,10 @@ def train_row(cfg: BenchConfig, recipe: str, data: Path, seed: int | None = None
     record = trained()
     if record is not None:
         return record
-    with exclusive(folder.with_name(f".{name}.lock"), f"{folder}: trained by another process; waiting for it"):
+    with exclusive(folder.with_name(f".{name}.lock"), f"{folder}: trained by another process; waiting for it",
+                   wait=wait) as held:
+        if not held:
+            return BUSY
         return trained() or _train(cfg, train_cfg, method_cfg, argv, name, per_step, learned)
 
 
@@ -452,11 +468,11 @@ def _train(cfg: BenchConfig, train_cfg: TrainConfig, method_cfg: Any, argv: list
               "minutes": round((time.perf_counter() - start) / 60, 2),
               "cpu_minutes": round((_cpu_seconds() - cpu) / 60, 2), "resumed": resume,
               "load_average": round(os.getloadavg()[0], 2), "date": _now(), "config": learned}
-    atomic_write_json(folder / "bench.json", record)
     evals = Path(cfg.out) / "eval"
-    for stale in evals.iterdir() if evals.is_dir() else ():  # scores of an earlier encoder of this row
+    for stale in evals.iterdir() if evals.is_dir() else ():  # scores of an earlier encoder: gone before the record
         if stale.name == name or stale.name.startswith(name + "@"):
             shutil.rmtree(stale, ignore_errors=True)
+    atomic_write_json(folder / "bench.json", record)
     return record
 
 
@@ -539,10 +555,6 @@ def scores_of(cfg: BenchConfig, row: Row) -> list[Score]:
     return out
 
 
-BUSY: dict[str, Any] = {}
-"""What :func:`score_row` returns with ``wait=False`` for a score another process is computing."""
-
-
 def score_row(cfg: BenchConfig, row: Row, score: Score, *, progress: bool,
               training: dict[str, dict[str, Any]] | None = None, wait: bool = True) -> dict[str, Any] | None:
     """Compute (or read) one score of one row; None where it does not apply or is not computed. Two
@@ -559,16 +571,21 @@ def score_row(cfg: BenchConfig, row: Row, score: Score, *, progress: bool,
                    wait=wait) as held:
         if not held:
             return BUSY
-        done = _held(cfg, row, score, out / "results.json")  # computed while this one waited
+        done = _held(cfg, row, score, out / "results.json", since=_STARTED)  # computed while this one waited
         return done if done is not None else _score(cfg, row, score, out, encoder, progress=progress)
 
 
-def _held(cfg: BenchConfig, row: Row, score: Score, results: Path) -> dict[str, Any] | None:
-    """The cached ``results`` of ``score`` if they hold this score (None: compute it; always for a
-    row in ``force``)."""
+_STARTED = time.time()  # a forced score another process wrote after this one started is not computed again
+
+
+def _held(cfg: BenchConfig, row: Row, score: Score, results: Path, *,
+          since: float | None = None) -> dict[str, Any] | None:
+    """The cached ``results`` of ``score`` if they hold this score (None: compute it); for a row in
+    ``force`` only results written after ``since`` (None: never)."""
     which, preset = score.which, protocol(score.preset)
     size = (cfg.davis_size if score.size is None else score.size) if which == "davis" else None
-    if results.exists() and row.name not in cfg.force:
+    forced = row.name in cfg.force and (since is None or not results.exists() or results.stat().st_mtime < since)
+    if results.exists() and not forced:
         done = json.loads(results.read_text())
         held = done.get("settings") or {}
         same = not held or (held.get("preset", "") == preset and (size is None or held.get("size") == size))
@@ -678,7 +695,15 @@ def run_bench(cfg: BenchConfig, *, progress: bool = False) -> dict[str, Any]:
     training: dict[str, dict[str, Any]] = {}
     scores: dict[str, dict[str, Any]] = {}
     for seed in seeds_of(cfg):  # a seed's rows are scored before the next seed trains: a stopped run has whole seeds
+        busy = []  # rows another process on this out= is training: the others first, then wait for them
         for recipe in cfg.recipes:
+            record = train_row(cfg, recipe, data, seed, wait=False)
+            if record is BUSY:
+                log.info("%s: being trained by another process; coming back to it", seeded(row_name(recipe), seed, cfg))
+                busy.append(recipe)
+            elif record is not None:
+                training[seeded(row_name(recipe), seed, cfg)] = record
+        for recipe in busy:
             record = train_row(cfg, recipe, data, seed)
             if record is not None:
                 training[seeded(row_name(recipe), seed, cfg)] = record

@@ -23,6 +23,7 @@ def row_name(recipe: str) -> str:
     """A recipe's row: its file name without ``.yaml`` (``cpu/fti`` -> ``fti``)."""
     return Path(recipe).name.removesuffix(".yaml").removesuffix(".yml")
 
+
 METRICS = {"davis": ("DAVIS", ("J&F", "J", "F")), "jhmdb": ("JHMDB", ("PCK@0.1", "PCK@0.2")),
            "synth": ("synth", ("J&F", "PCK@0.1", "PCK@0.2")), "knn": ("kNN", ("top1",)),
            "linear": ("linear", ("top1",)), "cycle": ("cycle", ("colour gain", "cycle J", "cycle accuracy"))}
@@ -36,7 +37,7 @@ PLOTTED = ("DAVIS J&F", "JHMDB PCK@0.2", "synth J&F", "synth PCK@0.2", "kNN top-
 
 
 def column(key: str, metric: str, davis_size: int = 0) -> str:
-    """A table column of score ``key`` (:meth:`Score.key`) and one of its metrics: ``DAVIS J&F``,
+    """A table column of score ``key`` (:meth:`vidssl.bench.Score.key`) and one of its metrics: ``DAVIS J&F``,
     ``DAVIS J&F [default]``, ``DAVIS J&F [240p]``, ``kNN top-1``, ``kNN balanced top-1 [images]``,
     ``cycle J``. A DAVIS score at the run's own size is named with ``davis_size`` where that is not
     0 (the frames as they are), so 240p scores of two runs share a column whichever size was each run's main."""

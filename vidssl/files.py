@@ -192,10 +192,13 @@ def exclusive(lock: str | os.PathLike[str], waiting: str, *, wait: bool = True) 
     with open(lock, "a+b") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            busy = False
         except BlockingIOError:
-            if not wait:
-                yield False
-                return
+            busy = True
+        if busy and not wait:
+            yield False
+            return
+        if busy:
             log.warning("%s", waiting)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:

@@ -173,6 +173,7 @@ def test_a_second_prepare_on_one_folder_waits_and_encodes_nothing_twice(source: 
     import fcntl
     import logging
     import threading
+    import time
 
     out = tmp_path / "prepared"
     out.mkdir()
@@ -181,13 +182,15 @@ def test_a_second_prepare_on_one_folder_waits_and_encodes_nothing_twice(source: 
     caplog.set_level(logging.WARNING)
     with open(out / prepare_module.LOCK, "a+b") as held:  # another process's prepare, mid-run
         fcntl.flock(held, fcntl.LOCK_EX)
-        second = threading.Thread(target=lambda: results.append(prepare(cfg, progress=False)))
+        second = threading.Thread(target=lambda: results.append(prepare(cfg, progress=False)), daemon=True)
         second.start()
+        limit = time.monotonic() + 60
         while "being prepared by another process" not in caplog.text:
-            assert second.is_alive()  # it may not finish while the lock is held
+            assert second.is_alive() and time.monotonic() < limit  # it may not finish while the lock is held
             second.join(0.05)
         assert not (out / "cam").exists()  # it waited before encoding anything
-        first = prepare_module._prepare(cfg, source.resolve(), out, progress=False)  # the holder's own run
+        root = source.resolve()
+        first = prepare_module._prepare(cfg, prepare_module.scan(root), root, out, progress=False)  # the holder's run
         assert len(first.written) == 1
         fcntl.flock(held, fcntl.LOCK_UN)
         second.join(60)

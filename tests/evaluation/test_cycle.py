@@ -273,6 +273,7 @@ def test_val_preset_names_the_propagation_presets() -> None:
     choices = typing.get_args(typing.get_type_hints(TrainConfig)["val_preset"])
     assert set(choices) == {"", "default", *PRESETS}
     assert set(typing.get_args(typing.get_type_hints(PropagationConfig)["preset"])) == set(choices)
+    assert TrainConfig(val_preset="default").val_preset == ""  # one protocol, one record
 
 
 def test_a_vit_is_scored_at_its_own_stride_on_its_own_grid() -> None:

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from vidssl.config import option
 from vidssl.data.backends import VideoReadError, open_video, output_size
-from vidssl.data.index import scan
+from vidssl.data.index import VideoIndex, scan
 from vidssl.data.video_writer import write_frame_folder, write_video
 from vidssl.files import exclusive
 
@@ -132,12 +132,12 @@ def prepare(cfg: PrepareConfig, *, progress: bool = True) -> PrepareResult:
     root, out = Path(cfg.data).resolve(), Path(cfg.out)
     if out.resolve() == root:
         raise ValueError("out= must differ from the input folder")
+    index = scan(root, progress=progress)  # a bad data= fails here, before out= is made
     with exclusive(out / LOCK, f"prepare: {out} is being prepared by another process; waiting for it to finish"):
-        return _prepare(cfg, root, out, progress=progress)
+        return _prepare(cfg, index, root, out, progress=progress)
 
 
-def _prepare(cfg: PrepareConfig, root: Path, out: Path, *, progress: bool) -> PrepareResult:
-    index = scan(root, progress=progress)
+def _prepare(cfg: PrepareConfig, index: VideoIndex, root: Path, out: Path, *, progress: bool) -> PrepareResult:
     names = _output_names([Path(info.path) for info in index.videos], root, out, cfg.format)
     records = _read_records(out)
     settings = _settings(cfg)

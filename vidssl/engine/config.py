@@ -95,6 +95,10 @@ class TrainConfig:
         "colour_gain", "with keep_best: the score it maximises (colour_gain: measured against DAVIS on "
         "colorization only; cycle_J: the round trip)")
 
+    def __post_init__(self) -> None:
+        if self.val_preset == "default":  # vidssl's own protocol, recorded as PropagationConfig records it: ''
+            object.__setattr__(self, "val_preset", "")
+
 
 ENGINE_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 VAL_VIDEOS = 4  # held out when val_every is given without val_videos

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from vidssl.config import option
+from vidssl.files import exclusive
 from vidssl.propagation.propagate import PropagationConfig
 
 
@@ -48,10 +49,13 @@ def held_out_videos(cfg: SynthEvalConfig, *, progress: bool = False) -> Path:
     from vidssl.data.synth import SynthConfig, generate
 
     root = Path(cfg.root)
-    if not (root / "synth.json").exists():
-        generate(root, SynthConfig(out=str(root), num_videos=cfg.videos, num_frames=cfg.frames, height=cfg.height,
-                                   width=cfg.width, num_objects=cfg.objects, lighting=cfg.lighting,
-                                   seed=cfg.video_seed), progress=progress)
+    if (root / "synth.json").exists():
+        return root
+    with exclusive(root.with_name(f".{root.name}.lock"), f"{root}: being written by another process; waiting"):
+        if not (root / "synth.json").exists():  # written while this one waited (two benches on one folder)
+            generate(root, SynthConfig(out=str(root), num_videos=cfg.videos, num_frames=cfg.frames, height=cfg.height,
+                                       width=cfg.width, num_objects=cfg.objects, lighting=cfg.lighting,
+                                       seed=cfg.video_seed), progress=progress)
     return root
 
 
