@@ -347,6 +347,29 @@ def test_report_draws_the_curves_of_several_runs_in_one_picture(tmp_path, capsys
     assert len(err.splitlines()) == 1 and "none of the results files has a learning curve" in err
 
 
+def test_curves_of_seeds_scored_only_at_full_size_keep_the_cheap_panel_and_ranking(tmp_path) -> None:
+    """Seed 0's curve is scored at 240p (its ends at 480p too); seeds 1 and 2 only at 480p. The DAVIS
+    panel and the pooled ranking were taken from the column every point had: none, so both vanished."""
+    from vidssl.bench_report import _curve_column, plot_curves, pooled_rankings
+
+    def point(row: str, mpx: float, **scores: float) -> dict:
+        return {"fraction": mpx / 200, "mpx": mpx, "row": row, "step": None, "cpu_min": None, **scores}
+
+    main_curve = [point("random", 0, **{"DAVIS J&F": 0.53, "DAVIS J&F [240p]": 0.44, "colour gain": 0.45}),
+                  *(point(f"fti@{f}", f * 200, **{"DAVIS J&F [240p]": 0.4 + f / 10, "colour gain": 0.46 + f / 100})
+                    for f in (0.25, 0.5)),
+                  point("fti", 200, **{"DAVIS J&F": 0.62, "DAVIS J&F [240p]": 0.48, "colour gain": 0.48,
+                                       "DAVIS J&F [default, 240p]": 0.44, "DAVIS J&F [default]": 0.59})]
+    seed = [point("random.s1", 0, **{"DAVIS J&F": 0.54, "DAVIS J&F [240p]": 0.46, "colour gain": 0.46}),
+            point("fti.s1", 200, **{"DAVIS J&F": 0.59, "colour gain": 0.47})]
+    found = {"fti": {"points": main_curve}, "fti.s1": {"points": seed}}
+    assert _curve_column(main_curve) == "DAVIS J&F [240p]" and _curve_column(seed) == "DAVIS J&F"
+    pooled = pooled_rankings(found)["colour gain"]
+    assert pooled["column"] == "DAVIS J&F [240p]" and pooled["points"] == 5  # fti.s1's end has no 240p score
+    assert pooled["chosen"] == pooled["best"] == "fti at 200 Mpx"
+    assert plot_curves(found, {}, tmp_path / "c.png", title="t") is not None and (tmp_path / "c.png").stat().st_size
+
+
 def _image_folder(root: Path, colours: dict[str, tuple[int, int, int]], per_split: int = 4) -> Path:
     """An ImageFolder root of flat-coloured 16 x 16 images, one class per colour."""
     from PIL import Image

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 import textwrap
 from pathlib import Path
@@ -291,10 +292,15 @@ def curve_steps_of(cfg: dict[str, Any], steps: int) -> dict[float, int]:
 
 
 def _curve_column(line: list[dict[str, Any]]) -> str:
-    """The DAVIS J&F column every point of a curve has (the cheap size where there is one)."""
-    common = set.intersection(*(set(p) for p in line)) if line else set()
-    davis = sorted(c for c in common if c.startswith("DAVIS J&F"))
-    return next((c for c in davis if "p]" in c and "," not in c), davis[0] if davis else "")
+    """The DAVIS J&F column of the main protocol that most points of ``line`` have (the cheap size
+    on a tie): a curve's points are scored at the cheap size, its ends at both, and the other
+    seeds' ends perhaps only at the full one. Rankings use the points that have it."""
+    counts: dict[str, int] = {}
+    for p in line:
+        for c in p:
+            if re.fullmatch(r"DAVIS J&F( \[\d+p\])?", c):  # the main protocol's: no protocol in the name
+                counts[c] = counts.get(c, 0) + 1
+    return max(sorted(counts), key=lambda c: (counts[c], "p]" in c), default="")
 
 
 def curve_markdown(found: dict[str, Any]) -> str:
@@ -338,9 +344,12 @@ def plot_curves(found: dict[str, Any], table: dict[str, dict[str, Any]], path: P
 
     if not found:
         return None
-    shared = set.intersection(*(set(p) for e in found.values() for p in e["points"])) - set(_POINT_KEYS)
-    davis = _curve_column([p for e in found.values() for p in e["points"]])
-    columns = [c for c in (davis, *CURVE_PLOTTED[1:]) if c in shared] or _ordered(shared)
+    points = [p for e in found.values() for p in e["points"]]
+    counts = {c: sum(p.get(c) is not None for p in points) for c in {c for p in points for c in p} - set(_POINT_KEYS)}
+    davis = _curve_column(points)
+    # a panel per main score at least two points have; each curve drawn through its points that have it
+    columns = [c for c in (davis, *CURVE_PLOTTED[1:]) if counts.get(c, 0) >= 2] or \
+        _ordered({c for c, n in counts.items() if n == len(points)})
     if not columns:
         return None
     axes_x = [("mpx", "encoder input pixels (millions)")]
@@ -353,9 +362,9 @@ def plot_curves(found: dict[str, Any], table: dict[str, dict[str, Any]], path: P
     for (x, label), row_axes in zip(axes_x, axes, strict=True):
         for ax, c in zip(row_axes, columns, strict=True):
             for i, (name, entry) in enumerate(found.items()):
-                if x == "mpx" or name in timed:  # one colour per run on both rows
-                    ax.plot([p[x] for p in entry["points"]], [p[c] for p in entry["points"]], marker="o", label=name,
-                            color=f"C{i % 10}")
+                line = [p for p in entry["points"] if p.get(c) is not None]
+                if line and (x == "mpx" or name in timed):  # one colour per run on both rows
+                    ax.plot([p[x] for p in line], [p[c] for p in line], marker="o", label=name, color=f"C{i % 10}")
             for base, style in (("pixels", "--"), ("copy", ":")):
                 if table.get(base, {}).get(c) is not None:
                     ax.axhline(table[base][c], linestyle=style, color="gray", label=base)
