@@ -340,11 +340,6 @@ def check_synth(folder: Path, wanted: dict[str, Any]) -> bool:
     return True
 
 
-def curve_steps(cfg: BenchConfig, steps: int) -> dict[float, int]:
-    """The step of each curve fraction of a run of ``steps`` (:func:`fraction_steps`)."""
-    return fraction_steps(cfg.curve, steps)
-
-
 def train_command(cfg: BenchConfig, recipe: str, data: Path, init: Path, steps: int | None,
                   seed: int | None = None) -> list[str]:
     """``vidssl train`` argv of ``recipe``'s row at ``seed`` (default: the first; without ``steps=``
@@ -362,7 +357,7 @@ def train_command(cfg: BenchConfig, recipe: str, data: Path, init: Path, steps: 
     if cfg.held_out:  # scored by the cycle eval, on the snapshots too: the run need not validate itself
         argv.append(f"val_videos={cfg.held_out}")
     if cfg.curve:
-        argv.append(f"snapshots=({','.join(str(s) for s in sorted(set(curve_steps(cfg, steps).values())))})")
+        argv.append(f"snapshots=({','.join(str(s) for s in sorted(set(fraction_steps(cfg.curve, steps).values())))})")
     return argv + [f"steps={steps}"]
 
 
@@ -487,7 +482,7 @@ def encoder_spec(cfg: BenchConfig, row: Row, training: dict[str, dict[str, Any]]
     if row.fraction >= 1:
         return str(folder / "encoder.safetensors")
     steps = (training or {}).get(seeded(row.base, row.seed, cfg), {}).get("steps")
-    points = curve_steps(cfg, steps) if steps is not None else {}
+    points = fraction_steps(cfg.curve, steps) if steps is not None else {}
     return str(snapshot_path(folder, points[row.fraction])) if row.fraction in points else ""
 
 

@@ -229,7 +229,7 @@ def curves(record: dict[str, Any]) -> dict[str, Any]:
             run = record["training"].get(base if seed == (cfg.get("seeds") or [cfg["seed"]])[0] else
                                          f"{base}.s{seed}", {})
             steps, per_step, cpu = run.get("steps"), run.get("pixels_per_step"), run.get("cpu_minutes")
-            at = {0.0: 0, 1.0: steps, **(curve_steps_of(cfg, steps) if steps else {})}
+            at = {0.0: 0, 1.0: steps, **(fraction_steps(cfg.get("curve", ()), steps) if steps else {})}
             # a point's CPU minutes: the run's, pro rata to its steps (a resumed run counts only what it ran)
             line = [{"fraction": f, "step": at.get(f), "row": n,
                      "mpx": at[f] * per_step / 1e6 if per_step and at.get(f) is not None else f * budget,
@@ -284,11 +284,6 @@ def fraction_steps(fractions: tuple[float, ...] | list[float], steps: int) -> di
         if step not in out.values():
             out[f] = step
     return out
-
-
-def curve_steps_of(cfg: dict[str, Any], steps: int) -> dict[float, int]:
-    """:func:`fraction_steps` of a results record's config."""
-    return fraction_steps(cfg.get("curve", ()), steps)
 
 
 def _curve_column(line: list[dict[str, Any]]) -> str:
